@@ -1,0 +1,217 @@
+"""Image I/O with SimpleITK and the one geometry rule every layer uses. Torch-free.
+
+Supported inputs: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``, ``.seg.nrrd``), MetaImage
+(``.mha``, ``.mhd``) and DICOM series folders. Geometry is always SimpleITK's physical convention (LPS).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from BackSplitLib.errors import GeometryError, ImageError
+
+IMAGE_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+# The geometry rule (issue contract): same size; spacing equal within 1e-4 relative; direction cosines
+# within 1e-4; origin within 1e-3 x the smallest spacing.
+SPACING_RTOL = 1e-4
+DIRECTION_ATOL = 1e-4
+ORIGIN_TOL_FRACTION = 1e-3
+
+
+def image_extension(path: str | Path) -> str:
+    """The recognised (possibly double) extension of ``path``, lower-case, or '' if none matches."""
+    name = Path(path).name.lower()
+    for ext in IMAGE_EXTENSIONS:
+        if name.endswith(ext):
+            return ext
+    return ""
+
+
+def output_extension(path: str | Path) -> str:
+    """Extension for outputs that follow an input: NIfTI -> .nii.gz, NRRD -> .nrrd, DICOM/other -> .nii.gz."""
+    ext = image_extension(path)
+    if ext in (".nrrd", ".nhdr", ".seg.nrrd"):
+        return ".nrrd"
+    if ext in (".mha", ".mhd"):
+        return ".mha"
+    return ".nii.gz"
+
+
+def case_name(path: str | Path) -> str:
+    """Case name of an image path: without extension and without nnU-Net's channel suffix ``_0000``."""
+    path = Path(path)
+    ext = image_extension(path)
+    name = path.name[: -len(ext)] if ext else path.name
+    return re.sub(r"_\d{4}$", "", name)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Voxel grid of an image: size (x, y, z), spacing, origin and row-major 3x3 direction (LPS)."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        return cls(tuple(image.GetSize()), tuple(image.GetSpacing()), tuple(image.GetOrigin()),
+                   tuple(image.GetDirection()))
+
+    def apply(self, image: sitk.Image) -> sitk.Image:
+        if tuple(image.GetSize()) != tuple(self.size):
+            raise GeometryError(f"cannot apply geometry of size {self.size} to an image of size {image.GetSize()}")
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    def to_dict(self) -> dict:
+        return {"size": list(self.size), "spacing": list(self.spacing), "origin": list(self.origin),
+                "direction": list(self.direction)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Geometry:
+        return cls(tuple(int(v) for v in d["size"]), tuple(map(float, d["spacing"])),
+                   tuple(map(float, d["origin"])), tuple(map(float, d["direction"])))
+
+    def describe(self) -> str:
+        fmt = lambda xs: "(" + ", ".join(f"{x:.4g}" for x in xs) + ")"  # noqa: E731
+        return (f"size {tuple(self.size)}, spacing {fmt(self.spacing)}, origin {fmt(self.origin)}, "
+                f"direction {fmt(self.direction)}")
+
+    def mismatch(self, other: Geometry) -> str | None:
+        """Which part of the rule ``other`` breaks, or None when the grids are the same."""
+        if tuple(self.size) != tuple(other.size):
+            return "size"
+        a, b = np.asarray(self.spacing), np.asarray(other.spacing)
+        if np.any(np.abs(a - b) > SPACING_RTOL * np.maximum(np.abs(a), np.abs(b))):
+            return "spacing"
+        if np.any(np.abs(np.asarray(self.direction) - np.asarray(other.direction)) > DIRECTION_ATOL):
+            return "direction"
+        tol = ORIGIN_TOL_FRACTION * float(min(min(self.spacing), min(other.spacing)))
+        if np.any(np.abs(np.asarray(self.origin) - np.asarray(other.origin)) > tol):
+            return "origin"
+        return None
+
+
+def same_geometry(a: sitk.Image, b: sitk.Image) -> bool:
+    return Geometry.of(a).mismatch(Geometry.of(b)) is None
+
+
+def check_same_geometry(reference: sitk.Image, other: sitk.Image, reference_name: str = "image",
+                        other_name: str = "label") -> None:
+    """Raise GeometryError, printing both geometries, when ``other`` is not on ``reference``'s grid."""
+    ga, gb = Geometry.of(reference), Geometry.of(other)
+    part = ga.mismatch(gb)
+    if part:
+        raise GeometryError(
+            f"{other_name} does not match {reference_name} ({part} differs): "
+            f"{reference_name} has {ga.describe()}; {other_name} has {gb.describe()}",
+            "resample the label onto the image (e.g. --resample-labels) or export both from the same volume",
+        )
+
+
+def resample_like(image: sitk.Image, reference: sitk.Image, label: bool = True,
+                  default_value: float = 0.0) -> sitk.Image:
+    """Resample ``image`` onto ``reference``'s grid in physical space (nearest neighbour for labels).
+
+    Works for any relative direction (flipped or oblique grids), because SimpleITK maps through physical
+    coordinates.
+    """
+    interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
+    return sitk.Resample(image, reference, sitk.Transform(), interpolator, default_value, image.GetPixelID())
+
+
+def read_image(path: str | Path, what: str = "image", require_3d: bool = True,
+               require_finite: bool = True) -> sitk.Image:
+    """Read a 3D image (file or DICOM series folder); errors say what is wrong with which file."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{what} {path} does not exist")
+    try:
+        if path.is_dir():
+            image = _read_dicom_series(path, what)
+        else:
+            if not image_extension(path):
+                raise ImageError(
+                    f"{what} {path} is not a supported image file",
+                    f"use one of {', '.join(IMAGE_EXTENSIONS)} or a DICOM series folder",
+                )
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = next((ln for ln in first if "ERROR" in ln or "exception" in ln.lower()), first[-1] if first else "")
+        raise ImageError(f"{what} {path} could not be read: it is damaged or not an image ({detail.strip()[:160]})") from None
+    if require_3d:
+        check_3d(image, f"{what} {path}")
+    if require_finite:
+        check_finite(image, f"{what} {path}")
+    return image
+
+
+def _read_dicom_series(folder: Path, what: str) -> sitk.Image:
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise ImageError(f"{what} folder {folder} holds no DICOM series",
+                         "point to a DICOM series folder or an image file")
+    if len(series) > 1:
+        raise ImageError(f"{what} folder {folder} holds {len(series)} DICOM series; put one series per folder")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def check_3d(image: sitk.Image, source: str) -> None:
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        comps = image.GetNumberOfComponentsPerPixel()
+        shape = f"{image.GetDimension()}D" + (f" with {comps} components per voxel" if comps > 1 else "")
+        raise ImageError(f"{source} is {shape}; BackSplit needs a single-channel 3D volume",
+                         "split 4D or multi-channel data into 3D volumes first")
+    if min(image.GetSize()) < 2:
+        raise ImageError(f"{source} has size {image.GetSize()}: a single slice is a 2D image, not a volume")
+
+
+def check_finite(image: sitk.Image, source: str) -> None:
+    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        array = sitk.GetArrayViewFromImage(image)
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise ImageError(f"{source} has {bad} NaN or infinite voxels",
+                             "fill them (e.g. with the minimum intensity) before using the image")
+
+
+def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> Path:
+    """Write atomically: to a temporary file in the same folder, then rename (no half-written outputs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ext = image_extension(path) or ".nii.gz"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, compress)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def image_from_array(array: np.ndarray, geometry: Geometry | sitk.Image) -> sitk.Image:
+    """SimpleITK image from a (z, y, x) array with the given geometry (or a reference image's)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    if isinstance(geometry, sitk.Image):
+        image.CopyInformation(geometry)
+    else:
+        geometry.apply(image)
+    return image
