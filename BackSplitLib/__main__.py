@@ -1,0 +1,5 @@
+import sys
+
+from BackSplitLib.cli import main
+
+sys.exit(main())
