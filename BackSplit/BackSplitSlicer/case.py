@@ -1,0 +1,384 @@
+"""MRML <-> arrays: a Slicer volume and its segments become one training case; a prediction becomes segments.
+
+``export_case`` turns a volume node and a segmentation node into a :class:`Case` (image, multi-class label,
+geometry, schema). Class values come from segment *names* and roles, never from segment order; every
+segment is resampled onto the volume's voxel grid one at a time, and the label map is composed with the
+engine's ``LabelSchema.merge`` so the lesion wins wherever it overlaps an auxiliary structure (Slicer's own
+multi-segment export would let whichever segment comes later win).
+
+``import_prediction`` does the reverse: a lesion mask (or a class map with its schema) becomes segments whose
+binary labelmaps have exactly the volume's geometry.
+
+Geometry: Slicer works in RAS, SimpleITK (and so the engine and the server) in LPS. The conversion flips the
+first two physical axes of the origin and of the direction matrix; array order (slice, row, column) is the
+same in both (``slicer.util.arrayFromVolume`` and ``SimpleITK.GetArrayFromImage``).
+
+No Qt here: MRML, VTK, numpy, SimpleITK and the torch-free parts of BackSplitLib only.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import vtk
+from vtk.util import numpy_support
+
+import slicer
+from BackSplitLib.errors import GeometryError, ImageError, LabelError
+from BackSplitLib.io import Geometry, image_from_array, read_image, resample_like, write_image
+from BackSplitLib.schema import BACKGROUND, IGNORE, LabelSchema
+
+from BackSplitSlicer.roles import AUXILIARY, IGNORE as IGNORE_ROLE, TARGET, segment_ids, segment_role
+
+DEFAULT_TARGET_NAME = "lesion"
+LESION_SEGMENT_NAME = "BackSplit lesion"
+PREDICTION_NODE_NAME = "BackSplit prediction"
+# Flips RAS <-> LPS (its own inverse).
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+# ------------------------------------------------------------------------------------------ geometry
+def _matrix_to_array(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def volume_geometry(volume_node) -> Geometry:
+    """The volume's voxel grid in SimpleITK's convention: size (x, y, z), spacing, LPS origin and direction."""
+    image_data = volume_node.GetImageData()
+    if image_data is None:
+        raise ImageError(f"volume '{volume_node.GetName()}' has no voxels", "load or create the volume first")
+    _check_no_parent_transform(volume_node)
+    directions = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASDirectionMatrix(directions)
+    direction_ras = _matrix_to_array(directions)[:3, :3]
+    direction_lps = _RAS_TO_LPS @ direction_ras
+    origin_lps = _RAS_TO_LPS @ np.asarray(volume_node.GetOrigin(), dtype=float)
+    return Geometry(
+        size=tuple(int(d) for d in image_data.GetDimensions()),
+        spacing=tuple(float(s) for s in volume_node.GetSpacing()),
+        origin=tuple(float(o) + 0.0 for o in origin_lps),  # + 0.0 turns -0.0 into 0.0
+        direction=tuple(float(d) + 0.0 for d in direction_lps.ravel()),
+    )
+
+
+def ijk_to_ras_matrix(geometry: Geometry) -> np.ndarray:
+    """4x4 IJK -> RAS matrix of a grid given in SimpleITK's LPS convention (the inverse of ``volume_geometry``)."""
+    direction_ras = _RAS_TO_LPS @ np.asarray(geometry.direction, dtype=float).reshape(3, 3)
+    matrix = np.eye(4)
+    matrix[:3, :3] = direction_ras * np.asarray(geometry.spacing, dtype=float)
+    matrix[:3, 3] = _RAS_TO_LPS @ np.asarray(geometry.origin, dtype=float)
+    return matrix
+
+
+def _check_no_parent_transform(node) -> None:
+    # A parent transform moves the volume in world space without changing its voxel grid; the engine would
+    # see the untransformed grid, so ask the user to harden it rather than export the wrong geometry.
+    if node.GetParentTransformNode() is not None:
+        raise GeometryError(
+            f"'{node.GetName()}' is under the transform '{node.GetParentTransformNode().GetName()}'",
+            "harden the transform first (Data module: right-click the node > Harden transform)",
+        )
+
+
+# ------------------------------------------------------------------------------------------ the case
+@dataclass
+class Case:
+    """One training or prediction case exported from the scene.
+
+    ``image`` is float32 and ``label`` an integer class map, both (slice, row, column) like
+    ``slicer.util.arrayFromVolume``; ``geometry`` is the grid in SimpleITK's LPS convention; ``schema`` says
+    which value is which class.
+    """
+
+    image: np.ndarray
+    label: np.ndarray
+    geometry: Geometry
+    schema: LabelSchema
+    name: str = "case"
+
+    def __post_init__(self) -> None:
+        expected = tuple(reversed(self.geometry.size))
+        for what, array in (("image", self.image), ("label", self.label)):
+            if tuple(array.shape) != expected:
+                raise GeometryError(f"case '{self.name}': {what} has shape {tuple(array.shape)}, "
+                                    f"the geometry says {expected} (slice, row, column)")
+        self.schema.check_label_values(self.label, f"case '{self.name}' label map")
+
+    def image_sitk(self) -> sitk.Image:
+        """The image as a SimpleITK float32 image with the case geometry."""
+        return image_from_array(np.asarray(self.image, dtype=np.float32), self.geometry)
+
+    def label_sitk(self) -> sitk.Image:
+        """The label map as a SimpleITK integer image with the case geometry."""
+        return image_from_array(self.label, self.geometry)
+
+    def write(self, folder: str | Path) -> CaseFiles:
+        """Write image, label and schema for upload or a dataset folder.
+
+        NRRD keeps the geometry in full double precision (NIfTI would round directions to float32), so the
+        files read back to exactly this case.
+        """
+        folder = Path(folder)
+        image_path = write_image(self.image_sitk(), folder / f"{self.name}_0000.nrrd")
+        label_path = write_image(self.label_sitk(), folder / f"{self.name}.nrrd")
+        schema_path = folder / f"{self.name}.schema.json"
+        self.schema.save(schema_path)
+        return CaseFiles(image_path, label_path, schema_path)
+
+    @classmethod
+    def read(cls, files: CaseFiles, name: str | None = None) -> Case:
+        """The case written by :meth:`write` (used by tests and by the local backend)."""
+        image = read_image(files.image, "image")
+        label = read_image(files.label, "label")
+        return cls(
+            image=sitk.GetArrayFromImage(image).astype(np.float32, copy=False),
+            label=sitk.GetArrayFromImage(label),
+            geometry=Geometry.of(image),
+            schema=LabelSchema.load(files.schema),
+            name=name or Path(files.label).name.split(".")[0],
+        )
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """Paths of a written case: image, label map and schema JSON."""
+
+    image: Path
+    label: Path
+    schema: Path
+
+
+# ------------------------------------------------------------------------------------------ export
+def _segment_color(segment) -> tuple[int, int, int]:
+    return tuple(int(round(255 * c)) for c in segment.GetColor())
+
+
+def export_segment_mask(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
+    """One segment as a boolean (slice, row, column) mask on the volume's voxel grid.
+
+    Slicer resamples the segment's own labelmap (any geometry, extent or direction, or a closed surface)
+    into the reference volume's grid. One segment at a time, so overlaps are resolved by us, not by order.
+    """
+    scene = volume_node.GetScene() or slicer.mrmlScene
+    nodes_before = _node_ids(scene)
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__BackSplit_export__")
+    segment_id_list = vtk.vtkStringArray()
+    segment_id_list.InsertNextValue(segment_id)
+    try:
+        ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            segmentation_node, segment_id_list, labelmap, volume_node,
+            slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+        if not ok:
+            name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
+            raise LabelError(f"segment '{name}' could not be exported onto volume '{volume_node.GetName()}'",
+                             "check that the segment has a binary labelmap or closed surface")
+        image_data = labelmap.GetImageData()
+        dims = image_data.GetDimensions()
+        expected = volume_node.GetImageData().GetDimensions()
+        if tuple(dims) != tuple(expected):
+            raise GeometryError(f"exported segment has size {tuple(dims)}, the volume {tuple(expected)}")
+        scalars = numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())
+        return scalars.reshape(tuple(reversed(dims))) != 0
+    finally:
+        # The export adds a display node and a colour table next to the temporary labelmap: remove every
+        # node that appeared during the export, so exporting leaves the scene as it was.
+        for node_id in _node_ids(scene) - nodes_before:
+            node = scene.GetNodeByID(node_id)
+            if node is not None:
+                scene.RemoveNode(node)
+
+
+def _node_ids(scene) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def _case_schema(target_name: str, auxiliary: list[str], has_ignore: bool,
+                 colors: Mapping[str, tuple[int, int, int]], base_schema: LabelSchema | None) -> LabelSchema:
+    """Schema of a case: the model's classes by name when there is a model, new auxiliary names appended."""
+    if base_schema is None:
+        return LabelSchema.from_names(target_name, auxiliary, ignore=has_ignore, colors=colors)
+    return base_schema.with_auxiliary(auxiliary, ignore=has_ignore, colors=colors)
+
+
+def export_case(volume_node, segmentation_node, schema: LabelSchema | None = None,
+                target_name: str = DEFAULT_TARGET_NAME, name: str | None = None) -> Case:
+    """A :class:`Case` from a volume and a segmentation whose segments carry roles.
+
+    Every Target segment goes into the one target class; each Auxiliary segment becomes the class of its
+    name (segments with the same name share it); Ignore segments become the ignore label; Unused segments
+    are dropped. With ``schema`` (a model's schema) the existing class values are kept and new auxiliary
+    names are appended; without it the schema is built from the names, the target called ``target_name``.
+    """
+    if volume_node is None or segmentation_node is None:
+        raise LabelError("choose a volume and a segmentation first")
+    geometry = volume_geometry(volume_node)
+    shape = tuple(reversed(geometry.size))
+    target_name = schema.target if schema is not None else target_name
+
+    target_mask = np.zeros(shape, dtype=bool)
+    ignore_mask = np.zeros(shape, dtype=bool)
+    auxiliary_masks: dict[str, np.ndarray] = {}
+    colors: dict[str, tuple[int, int, int]] = {}
+    n_targets = 0
+    segmentation = segmentation_node.GetSegmentation()
+    for segment_id in segment_ids(segmentation_node):
+        segment = segmentation.GetSegment(segment_id)
+        role = segment_role(segment)
+        if role not in (TARGET, AUXILIARY, IGNORE_ROLE):
+            continue  # unused
+        seg_name = segment.GetName()
+        if role == AUXILIARY:
+            _check_auxiliary_name(seg_name, target_name)
+        mask = export_segment_mask(segmentation_node, segment_id, volume_node)
+        if role == TARGET:
+            target_mask |= mask
+            n_targets += 1
+            colors.setdefault(target_name, _segment_color(segment))
+        elif role == IGNORE_ROLE:
+            ignore_mask |= mask
+        else:
+            auxiliary_masks[seg_name] = auxiliary_masks.get(seg_name, np.zeros(shape, bool)) | mask
+            colors.setdefault(seg_name, _segment_color(segment))
+    if n_targets == 0:
+        raise LabelError(
+            f"no segment of '{segmentation_node.GetName()}' has the role Target",
+            "set the lesion segment's role to Target in the Segment roles table",
+        )
+
+    has_ignore = bool(ignore_mask.any())
+    case_schema = _case_schema(target_name, list(auxiliary_masks), has_ignore, colors, schema)
+    label = case_schema.merge(target_mask, auxiliary_masks, ignore_mask if has_ignore else None, shape=shape)
+    image = np.array(slicer.util.arrayFromVolume(volume_node), dtype=np.float32)  # a copy, not VTK's memory
+    if image.ndim != 3:
+        raise ImageError(f"volume '{volume_node.GetName()}' is not a single-channel 3D volume",
+                         "choose a scalar volume")
+    return Case(image=image, label=label, geometry=geometry, schema=case_schema,
+                name=name or _safe_name(volume_node.GetName()))
+
+
+def _check_auxiliary_name(segment_name: str, target_name: str) -> None:
+    reserved = {BACKGROUND, IGNORE, target_name}
+    if segment_name.strip().lower() in {r.lower() for r in reserved}:
+        raise LabelError(
+            f"the auxiliary segment '{segment_name}' has a reserved class name",
+            f"rename it (class names {', '.join(sorted(reserved))} are reserved) or set its role to Unused",
+        )
+
+
+def _safe_name(name: str) -> str:
+    """A file-system-safe case name from a node name."""
+    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in (name or "case")).strip("_")
+    return cleaned or "case"
+
+
+# ------------------------------------------------------------------------------------------ import
+def _as_volume_array(mask_or_classes, volume_node, geometry: Geometry) -> np.ndarray:
+    """The prediction as a (slice, row, column) array on the volume's grid."""
+    if isinstance(mask_or_classes, (str, Path)):
+        mask_or_classes = read_image(mask_or_classes, "prediction")
+    if isinstance(mask_or_classes, sitk.Image):
+        reference = image_from_array(np.zeros(tuple(reversed(geometry.size)), np.uint8), geometry)
+        if Geometry.of(mask_or_classes).mismatch(geometry) is not None:
+            mask_or_classes = resample_like(mask_or_classes, reference, label=True)
+        mask_or_classes = sitk.GetArrayFromImage(mask_or_classes)
+    array = np.asarray(mask_or_classes)
+    expected = tuple(reversed(geometry.size))
+    if array.shape != expected:
+        raise GeometryError(f"prediction has shape {array.shape}, volume '{volume_node.GetName()}' has "
+                            f"{expected} (slice, row, column)",
+                            "predict on this volume, or pass a SimpleITK image so it can be resampled")
+    return array
+
+
+def _oriented_mask(mask: np.ndarray, volume_node) -> slicer.vtkOrientedImageData:
+    """A binary vtkOrientedImageData with exactly the volume's grid (dimensions, spacing, origin, axes)."""
+    image = slicer.vtkOrientedImageData()
+    nz, ny, nx = mask.shape
+    image.SetDimensions(nx, ny, nz)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    voxels = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(mask.shape)
+    voxels[:] = (mask != 0)
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(ijk_to_ras)
+    image.SetImageToWorldMatrix(ijk_to_ras)
+    return image
+
+
+def _prediction_node(volume_node, segmentation_node):
+    if segmentation_node is not None:
+        return segmentation_node
+    scene = volume_node.GetScene() or slicer.mrmlScene
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", PREDICTION_NODE_NAME)
+    node.CreateDefaultDisplayNodes()
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    return node
+
+
+def _set_segment(segmentation_node, name: str, mask: np.ndarray, volume_node,
+                 color: tuple[int, int, int], visible: bool) -> str:
+    """Create or replace the segment called ``name`` with ``mask``; returns its id."""
+    segmentation = segmentation_node.GetSegmentation()
+    segment_id = segmentation.GetSegmentIdBySegmentName(name)
+    if not segment_id:
+        segment_id = segmentation.AddEmptySegment("", name, [c / 255.0 for c in color])
+    ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+        _oriented_mask(mask, volume_node), segmentation_node, segment_id,
+        slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+    if not ok:
+        raise LabelError(f"could not write the segment '{name}' into '{segmentation_node.GetName()}'")
+    display = segmentation_node.GetDisplayNode()
+    if display is not None:
+        display.SetSegmentVisibility(segment_id, visible)
+    return segment_id
+
+
+def import_prediction(mask_or_classes, volume_node, segmentation_node=None, schema: LabelSchema | None = None,
+                      lesion_name: str = LESION_SEGMENT_NAME, auxiliary: bool = True,
+                      show_3d: bool = True) -> dict[str, str]:
+    """Put a prediction into the scene as segments on the volume's exact grid; returns ``{name: segment id}``.
+
+    ``mask_or_classes`` is a lesion mask (non-zero = lesion) or, with ``schema``, a class map whose target
+    value becomes the lesion segment and whose auxiliary classes become hidden segments (when
+    ``auxiliary``). It may be an array shaped like the volume, a SimpleITK image (resampled onto the
+    volume when its grid differs) or an image file. Without ``segmentation_node`` a new node
+    "BackSplit prediction" is created. Running it again replaces the segments of the same name.
+    """
+    geometry = volume_geometry(volume_node)
+    array = _as_volume_array(mask_or_classes, volume_node, geometry)
+    node = _prediction_node(volume_node, segmentation_node)
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    created: dict[str, str] = {}
+    if schema is None:
+        lesion = array != 0
+        created[lesion_name] = _set_segment(node, lesion_name, lesion, volume_node, (255, 255, 0), True)
+    else:
+        schema.check_label_values(array, "prediction")
+        lesion = array == schema.target_value
+        created[lesion_name] = _set_segment(node, lesion_name, lesion, volume_node,
+                                            schema.colors[schema.target], True)
+        if auxiliary:
+            for class_name in schema.auxiliary_names:
+                created[class_name] = _set_segment(node, class_name, array == schema.labels[class_name],
+                                                   volume_node, schema.colors[class_name], False)
+    if show_3d:
+        node.CreateClosedSurfaceRepresentation()
+    return created
+
+
+def prediction_mask(segmentation_node, segment_name: str, volume_node) -> np.ndarray:
+    """A named segment as a boolean mask on the volume grid (the inverse of ``import_prediction``)."""
+    segment_id = segmentation_node.GetSegmentation().GetSegmentIdBySegmentName(segment_name)
+    if not segment_id:
+        raise LabelError(f"no segment named '{segment_name}' in '{segmentation_node.GetName()}'")
+    return export_segment_mask(segmentation_node, segment_id, volume_node)
+
+
+def temporary_case_folder() -> Path:
+    """A fresh folder for case files on their way to a backend."""
+    return Path(tempfile.mkdtemp(prefix="BackSplit-case-"))

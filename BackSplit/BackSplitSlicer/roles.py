@@ -1,0 +1,86 @@
+"""Segment roles: which segments are the lesion, which are auxiliary structures, which are ignored.
+
+A role is stored on the segment itself, in the tag ``BackSplit.Role``, so it is saved in the
+``.seg.nrrd`` and survives reloading the scene. Segments without the tag get a default from their name.
+No Qt here: only the segmentation node's MRML API.
+"""
+
+from __future__ import annotations
+
+import re
+
+import vtk
+
+from BackSplitLib.errors import LabelError
+
+ROLE_TAG = "BackSplit.Role"
+
+TARGET = "target"
+AUXILIARY = "auxiliary"
+IGNORE = "ignore"
+UNUSED = "unused"
+ROLES = (TARGET, AUXILIARY, IGNORE, UNUSED)
+
+# Words that mark a lesion in a segment name (whole words or word starts: "Tumor 2", "liver_lesion").
+TARGET_WORDS = ("lesion", "tumor", "tumour", "cyst", "nodule", "metastasis", "metastases")
+_TARGET_PATTERN = re.compile(r"(?:^|[^a-z])(" + "|".join(TARGET_WORDS) + r")", re.IGNORECASE)
+
+
+def default_role(segment_name: str) -> str:
+    """Target for names that say lesion/tumor/tumour/cyst/nodule/metastasis, else auxiliary."""
+    return TARGET if _TARGET_PATTERN.search(segment_name or "") else AUXILIARY
+
+
+def _segment_by_name(segmentation_node, segment_name: str):
+    """The segment called ``segment_name``; LabelError naming the known segments if there is none."""
+    segmentation = segmentation_node.GetSegmentation()
+    segment_id = segmentation.GetSegmentIdBySegmentName(segment_name)
+    if not segment_id:
+        known = ", ".join(repr(n) for n in segment_names(segmentation_node)) or "none"
+        raise LabelError(f"segmentation '{segmentation_node.GetName()}' has no segment named "
+                         f"'{segment_name}' (segments: {known})")
+    return segmentation.GetSegment(segment_id)
+
+
+def segment_ids(segmentation_node) -> list[str]:
+    """Segment ids in display order."""
+    segmentation = segmentation_node.GetSegmentation()
+    return [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+
+
+def segment_names(segmentation_node) -> list[str]:
+    """Segment names in display order (the order is for display only: classes go by name)."""
+    segmentation = segmentation_node.GetSegmentation()
+    return [segmentation.GetSegment(sid).GetName() for sid in segment_ids(segmentation_node)]
+
+
+def segment_role(segment) -> str:
+    """Role of one vtkSegment: its tag when valid, else the default from its name."""
+    tag = _read_tag(segment)
+    return tag if tag in ROLES else default_role(segment.GetName())
+
+
+def segment_roles(segmentation_node) -> dict[str, str]:
+    """``{segment name: role}`` for every segment, in display order."""
+    segmentation = segmentation_node.GetSegmentation()
+    return {segmentation.GetSegment(sid).GetName(): segment_role(segmentation.GetSegment(sid))
+            for sid in segment_ids(segmentation_node)}
+
+
+def set_segment_role(segmentation_node, segment_name: str, role: str) -> None:
+    """Store ``role`` in the segment's ``BackSplit.Role`` tag (saved with the segmentation)."""
+    role = str(role).strip().lower()
+    if role not in ROLES:
+        raise LabelError(f"unknown segment role '{role}'", f"use one of {', '.join(ROLES)}")
+    segment = _segment_by_name(segmentation_node, segment_name)
+    segment.SetTag(ROLE_TAG, role)
+    # Segment tags do not notify the node on their own; the role table and the storage node need it.
+    segmentation_node.Modified()
+
+
+def _read_tag(segment) -> str:
+    # vtkSegment.GetTag(name, value) fills an out-parameter in C++; Python wrapping takes a string holder.
+    value = vtk.reference("")
+    if segment.GetTag(ROLE_TAG, value):
+        return str(value).strip().lower()
+    return ""

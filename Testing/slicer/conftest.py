@@ -1,0 +1,58 @@
+"""Fixtures for the Slicer module's logic against real MRML from the ``slicer-core`` wheel (no Qt, no app).
+
+The Slicer application normally registers the segmentation converter rules and creates the module logics
+that ``slicer.util`` looks up (``slicer.modules.volumes.logic()`` ...). Here a session fixture does that once
+and every test gets an empty scene. The bootstrap stays in tests: inside Slicer the application does it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="the slicer-core wheel (test extra) is not installed")
+if not hasattr(slicer, "vtkMRMLScene"):  # the unrelated PyPI package called 'slicer'
+    pytest.skip("'slicer' is not slicer-core", allow_module_level=True)
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO / "BackSplit"
+# Inside Slicer the module folder is on sys.path; do the same so `import BackSplitSlicer` works.
+if str(MODULE_DIR) not in sys.path:
+    sys.path.insert(0, str(MODULE_DIR))
+
+_BOOTSTRAP: dict = {}
+
+
+def _bootstrap() -> dict:
+    """Converter rules, one scene, application + module logics, and the globals slicer.util expects."""
+    if _BOOTSTRAP:
+        return _BOOTSTRAP
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
+    factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+    factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
+    scene = slicer.vtkMRMLScene()
+    app_logic = slicer.vtkSlicerApplicationLogic()
+    app_logic.SetMRMLScene(scene)
+    volumes = slicer.vtkSlicerVolumesLogic()
+    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
+    for logic in (volumes, segmentations):
+        logic.SetMRMLApplicationLogic(app_logic)
+        logic.SetMRMLScene(scene)
+    slicer.mrmlScene = scene
+    slicer.modules = SimpleNamespace(
+        volumes=SimpleNamespace(logic=lambda: volumes),
+        segmentations=SimpleNamespace(logic=lambda: segmentations),
+    )
+    _BOOTSTRAP.update(scene=scene, app_logic=app_logic, volumes=volumes, segmentations=segmentations)
+    return _BOOTSTRAP
+
+
+@pytest.fixture
+def scene():
+    """An empty MRML scene, set up like the Slicer application sets up its own."""
+    state = _bootstrap()
+    yield state["scene"]
+    state["scene"].Clear(0)
