@@ -156,7 +156,23 @@ def read_image(path: str | Path, what: str = "image", require_3d: bool = True,
         check_3d(image, f"{what} {path}")
     if require_finite:
         check_finite(image, f"{what} {path}")
+        if image_extension(path) in (".nii", ".nii.gz") and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+            _check_nifti_finite(path, f"{what} {path}")
     return image
+
+
+def _check_nifti_finite(path: Path, source: str) -> None:
+    """ITK's NIfTI reader silently turns NaN and inf into 0, so look at the stored values with nibabel
+    (when installed) rather than train on data that was quietly changed."""
+    try:
+        import nibabel
+    except ImportError:  # pragma: no cover - nibabel comes with the engine's dependencies
+        return
+    data = np.asanyarray(nibabel.load(str(path)).dataobj)
+    bad = int(np.count_nonzero(~np.isfinite(data)))
+    if bad:
+        raise ImageError(f"{source} has {bad} NaN or infinite voxels",
+                         "fill them (e.g. with the minimum intensity) before using the image")
 
 
 def _read_dicom_series(folder: Path, what: str) -> sitk.Image:
