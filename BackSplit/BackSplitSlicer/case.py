@@ -319,7 +319,7 @@ def _prediction_node(volume_node, segmentation_node):
     return node
 
 
-def _set_segment(segmentation_node, name: str, mask: np.ndarray, volume_node,
+def set_segment_mask(segmentation_node, name: str, mask: np.ndarray, volume_node,
                  color: tuple[int, int, int], visible: bool) -> str:
     """Create or replace the segment called ``name`` with ``mask``; returns its id."""
     segmentation = segmentation_node.GetSegmentation()
@@ -356,15 +356,15 @@ def import_prediction(mask_or_classes, volume_node, segmentation_node=None, sche
     created: dict[str, str] = {}
     if schema is None:
         lesion = array != 0
-        created[lesion_name] = _set_segment(node, lesion_name, lesion, volume_node, (255, 255, 0), True)
+        created[lesion_name] = set_segment_mask(node, lesion_name, lesion, volume_node, (255, 255, 0), True)
     else:
         schema.check_label_values(array, "prediction")
         lesion = array == schema.target_value
-        created[lesion_name] = _set_segment(node, lesion_name, lesion, volume_node,
+        created[lesion_name] = set_segment_mask(node, lesion_name, lesion, volume_node,
                                             schema.colors[schema.target], True)
         if auxiliary:
             for class_name in schema.auxiliary_names:
-                created[class_name] = _set_segment(node, class_name, array == schema.labels[class_name],
+                created[class_name] = set_segment_mask(node, class_name, array == schema.labels[class_name],
                                                    volume_node, schema.colors[class_name], False)
     if show_3d:
         node.CreateClosedSurfaceRepresentation()

@@ -1,0 +1,456 @@
+"""Where training and prediction run: a BackSplit server, remote or started locally, behind one interface.
+
+``RemoteBackend`` talks to a server (``backsplit serve``) with the engine's standard-library client, so a
+Slicer without PyTorch can fine-tune on a GPU machine. ``LocalBackend`` starts that same server on this
+machine as a separate process with Slicer's Python (``python -m BackSplitLib serve --no-auth`` on a free
+loopback port) and then is a ``RemoteBackend`` pointed at it: one code path, and the Slicer UI never waits
+for training. Both offer: ``add_case``, ``fine_tune``, ``status``, ``cancel``, ``list_models``, ``predict``.
+
+Nothing here blocks for long or imports Qt; the widget runs calls through :class:`BackgroundCall` and
+polls with a QTimer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+
+from BackSplitLib.client import TERMINAL_STATES, BackSplitClient, BackSplitClientError
+from BackSplitLib.errors import BackSplitError
+from BackSplitLib.io import read_image, write_image
+from BackSplitLib.schema import LabelSchema
+
+from BackSplitSlicer.case import Case
+
+# Python modules the local server needs, and the pip requirement that provides each.
+LOCAL_REQUIREMENTS: dict[str, str] = {
+    "torch": "torch",
+    "monai": "monai>=1.4",
+    "SimpleITK": "SimpleITK>=2.3",
+    "numpy": "numpy",
+    "safetensors": "safetensors>=0.4",
+    "fastapi": "fastapi>=0.110",
+    "uvicorn": "uvicorn>=0.29",
+    "python_multipart": "python-multipart>=0.0.9",
+    "typer": "typer>=0.12",
+    "rich": "rich>=13",
+    "matplotlib": "matplotlib>=3.7",
+}
+ENGINE_MODULE = "BackSplitLib.server"
+
+
+class BackendError(BackSplitError):
+    """The backend cannot do what was asked (server unreachable, refused the request, local server died)."""
+
+
+# ------------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class JobStatus:
+    """A training job as the server reports it."""
+
+    job_id: str
+    state: str
+    iteration: int = 0
+    total_iterations: int = 0
+    loss: float | None = None
+    val_dice: float | None = None
+    eta_s: float | None = None
+    error: str | None = None
+    model_id: str | None = None
+
+    @classmethod
+    def from_json(cls, job: dict) -> JobStatus:
+        return cls(job_id=job["id"], state=job["state"], iteration=int(job.get("iteration") or 0),
+                   total_iterations=int(job.get("total_iterations") or 0), loss=job.get("loss"),
+                   val_dice=job.get("val_dice"), eta_s=job.get("eta_s"), error=job.get("error"),
+                   model_id=job.get("model_id"))
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def fraction(self) -> float:
+        """Progress in [0, 1] for a progress bar."""
+        if self.state == "succeeded":
+            return 1.0
+        return min(1.0, self.iteration / self.total_iterations) if self.total_iterations else 0.0
+
+    def describe(self) -> str:
+        """One line for the status label: state, iteration, loss, validation Dice, time left."""
+        if self.state == "failed":
+            return f"Training failed: {self.error or 'no reason given'}"
+        parts = [self.state.capitalize()]
+        if self.total_iterations:
+            parts.append(f"iteration {self.iteration}/{self.total_iterations}")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.3f}")
+        if self.val_dice is not None:
+            parts.append(f"validation Dice {self.val_dice:.3f}")
+        if self.eta_s is not None and not self.finished:
+            parts.append(f"about {_duration(self.eta_s)} left")
+        if self.state == "succeeded" and self.model_id:
+            parts.append(f"model {self.model_id}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model version on the server."""
+
+    model_id: str
+    schema: LabelSchema | None
+    current: bool = False
+    source: str = ""
+    parent: str | None = None
+    metrics: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, model: dict) -> ModelInfo:
+        schema = None
+        if model.get("schema"):
+            try:
+                schema = LabelSchema.from_dict(model["schema"], f"model {model['id']}")
+            except BackSplitError:
+                schema = None
+        return cls(model_id=model["id"], schema=schema, current=bool(model.get("current")),
+                   source=model.get("source") or "", parent=model.get("parent"), metrics=model.get("metrics") or {})
+
+    def describe(self) -> str:
+        """Text for the model picker: id, current mark, origin, classes and validation Dice when known."""
+        details = [d for d in ("current" if self.current else "", self.source) if d]
+        dice = self.metrics.get("val_dice", self.metrics.get("best_val_dice"))
+        if isinstance(dice, (int, float)):
+            details.append(f"Dice {dice:.2f}")
+        if self.schema is not None:
+            details.append(f"{self.schema.num_classes} classes")
+        return f"{self.model_id} ({', '.join(details)})" if details else self.model_id
+
+
+@dataclass
+class PredictionResult:
+    """The server's answer: the lesion mask and, when asked for, the full class map and its schema."""
+
+    mask: sitk.Image
+    classes: sitk.Image | None = None
+    schema: LabelSchema | None = None
+    model_id: str | None = None
+
+
+# ------------------------------------------------------------------------------------------- backends
+class Backend:
+    """The interface the widget uses; all calls may take seconds (network), none waits for training."""
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def add_case(self, case: Case, allow_empty_target: bool = False, modality: str = "CT") -> str:
+        raise NotImplementedError
+
+    def fine_tune(self, base_model: str | None = "current", iterations: int = 300, train_new: bool = False,
+                  **options: Any) -> JobStatus:
+        raise NotImplementedError
+
+    def status(self, job_id: str) -> JobStatus:
+        raise NotImplementedError
+
+    def cancel(self, job_id: str) -> JobStatus:
+        raise NotImplementedError
+
+    def list_models(self) -> list[ModelInfo]:
+        raise NotImplementedError
+
+    def predict(self, image: Case | sitk.Image, model: str = "current", classes: bool = False) -> PredictionResult:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the backend holds (the local server process)."""
+
+
+class RemoteBackend(Backend):
+    """A BackSplit server at ``url`` (token from the server admin; none for a loopback --no-auth server)."""
+
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0, retries: int = 3):
+        try:
+            self.client = BackSplitClient(url, token=token or None, timeout=timeout, retries=retries)
+        except BackSplitClientError as e:
+            raise BackendError(e.detail, "use an address like https://gpu-server:8765") from None
+        self.url = self.client.server
+
+    # ---------------------------------------------------------------- calls
+    def _call(self, what: str, fn: Callable, *args, **kwargs):
+        """Run a client call; server and connection errors become one-line BackendErrors for the user."""
+        try:
+            return fn(*args, **kwargs)
+        except BackSplitClientError as e:
+            raise BackendError(f"{what} failed: {e.detail}", _hint_for(e, self.url)) from None
+
+    def health(self) -> dict:
+        return self._call("connecting to the server", self.client.health)
+
+    def describe(self) -> str:
+        info = self.health()
+        models = self.list_models()
+        current = next((m.model_id for m in models if m.current), None)
+        return (f"Connected to {self.url}: device {info.get('device', '?')}, {len(models)} model(s)"
+                + (f", current {current}" if current else "") + f", queue {info.get('queue_length', 0)}.")
+
+    def add_case(self, case: Case, allow_empty_target: bool = False, modality: str = "CT") -> str:
+        """Upload the case (image, label and schema, written losslessly as NRRD); returns the case id."""
+        with tempfile.TemporaryDirectory(prefix="BackSplit-upload-") as tmp:
+            files = case.write(tmp)
+            record = self._call("uploading the case", self.client.upload_case, files.image, files.label,
+                                case.schema, allow_empty_target=allow_empty_target, modality=modality)
+        return record["id"]
+
+    def fine_tune(self, base_model: str | None = "current", iterations: int = 300, train_new: bool = False,
+                  **options: Any) -> JobStatus:
+        """Queue training on all the server's cases: fine-tune ``base_model``, or train new.
+
+        With no model on the server yet there is nothing to fine-tune, so the first run trains a new one.
+        """
+        if not train_new and not self.list_models():
+            train_new = True
+        kind = "train" if train_new else "finetune"
+        job = self._call("starting training", self.client.create_job, kind,
+                         base_model=None if train_new else (base_model or "current"),
+                         iterations=int(iterations), **options)
+        return JobStatus.from_json(job)
+
+    def status(self, job_id: str) -> JobStatus:
+        return JobStatus.from_json(self._call("reading the job's progress", self.client.get_job, job_id))
+
+    def cancel(self, job_id: str) -> JobStatus:
+        return JobStatus.from_json(self._call("cancelling the job", self.client.cancel_job, job_id))
+
+    def list_models(self) -> list[ModelInfo]:
+        models = [ModelInfo.from_json(m) for m in self._call("listing models", self.client.list_models)]
+        return sorted(models, key=lambda m: not m.current)  # the current model first
+
+    def predict(self, image: Case | sitk.Image, model: str = "current", classes: bool = False) -> PredictionResult:
+        """Send the image (NRRD, exact geometry) and read back the mask on the same grid."""
+        sitk_image = image.image_sitk() if isinstance(image, Case) else image
+        with tempfile.TemporaryDirectory(prefix="BackSplit-predict-") as tmp:
+            tmp = Path(tmp)
+            image_path = write_image(sitk_image, tmp / "image.nrrd")
+            out = self._call("prediction", self.client.predict, image_path, tmp / "out", model=model or "current",
+                             classes=classes)
+            if not classes:
+                return PredictionResult(mask=read_image(out, "predicted mask"), model_id=model)
+            return _read_prediction_zip(out, tmp / "unpacked", model)
+
+
+class LocalBackend(RemoteBackend):
+    """The engine on this machine: a BackSplit server in its own process, reached over loopback.
+
+    ``start`` returns at once; ``is_ready`` says when the server answers (poll it from a timer), and raises
+    with the server log's last lines if the process died (for example because PyTorch is missing).
+    """
+
+    def __init__(self, data_dir: str | Path, python: str | None = None, port: int | None = None,
+                 engine_path: str | Path | None = None, extra_env: dict[str, str] | None = None):
+        self.data_dir = Path(data_dir).expanduser()
+        self.python = python or default_python()
+        self.port = port or free_port()
+        self.engine_path = Path(engine_path) if engine_path else default_engine_path()
+        self.extra_env = dict(extra_env or {})
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.data_dir / "slicer-local-server.log"
+        super().__init__(f"http://127.0.0.1:{self.port}", token=None)
+        # Readiness probes must answer at once, not retry for seconds.
+        self._probe = BackSplitClient(self.url, timeout=2.0, retries=0)
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "BackSplitLib", "serve", "--data", str(self.data_dir), "--host", "127.0.0.1",
+                "--port", str(self.port), "--no-auth"]
+
+    def environment(self) -> dict[str, str]:
+        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        if self.engine_path is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(self.engine_path), *filter(None, [env.get("PYTHONPATH")])])
+        return env
+
+    def start(self) -> None:
+        """Start the server process (no wait). Starting again while it runs does nothing."""
+        if self.running:
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        try:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=self.environment(),
+                                            cwd=str(self.data_dir))
+        except OSError as e:
+            raise BackendError(f"cannot start the local engine with {self.python} ({e})",
+                               "check Slicer's Python installation") from None
+        finally:
+            log.close()  # the child keeps its own handle
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def is_ready(self) -> bool:
+        """True once the server answers /health; BackendError if the process has exited."""
+        if self.process is None:
+            return False
+        if self.process.poll() is not None:
+            raise BackendError(f"the local engine stopped (exit code {self.process.returncode}): "
+                               f"{self.log_tail() or 'no output'}",
+                               "install the missing packages (Install PyTorch and MONAI) or read " + str(self.log_path))
+        try:
+            return self._probe.health().get("status") == "ok"
+        except (BackSplitClientError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float = 60.0, wait: Callable[[float], None] = time.sleep) -> None:
+        """Block until ready (tests and the self-test; the widget polls ``is_ready`` instead)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.is_ready():
+            if time.monotonic() > deadline:
+                raise BackendError(f"the local engine did not answer within {timeout_s:.0f} s: {self.log_tail()}")
+            wait(0.2)
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text[-lines:])
+
+    def describe(self) -> str:
+        return "Local engine: " + super().describe().removeprefix("Connected to ")
+
+    def close(self) -> None:
+        """Stop the server: SIGTERM (it finishes the current checkpoint), then kill after a grace period."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+
+# ------------------------------------------------------------------------------------------- helpers
+class BackgroundCall:
+    """Run one function in a daemon thread; the UI polls ``done`` from a timer and then reads ``result()``.
+
+    Only network and file work belongs here: MRML (the scene) must stay on the main thread.
+    """
+
+    def __init__(self, fn: Callable, *args, **kwargs):
+        self._result: Any = None
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(fn, args, kwargs), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args, kwargs) -> None:
+        try:
+            self._result = fn(*args, **kwargs)
+        except BaseException as e:  # handed to the UI thread, which shows it
+            self.error = e
+        finally:
+            self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The return value; re-raises the function's exception."""
+        if not self._done.wait(timeout):
+            raise TimeoutError("the background call has not finished")
+        if self.error is not None:
+            raise self.error
+        return self._result
+
+
+def free_port() -> int:
+    """A TCP port that is free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def default_python() -> str:
+    """Slicer's Python launcher when inside Slicer (``sys.executable`` is the Slicer app there), else ours."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+def default_engine_path() -> Path | None:
+    """The source checkout's root when the module runs from it (it holds the full BackSplitLib), else None."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "BackSplitLib" / "server").is_dir() else None
+
+
+def missing_packages(python: str | None = None, engine_path: str | Path | None = None,
+                     modules: Sequence[str] = (*LOCAL_REQUIREMENTS, ENGINE_MODULE)) -> list[str]:
+    """Modules the local engine needs that ``python`` cannot import (checked in that interpreter)."""
+    python = python or default_python()
+    script = ("import importlib.util, json, sys\n"
+              "def has(m):\n"
+              "    try:\n        return importlib.util.find_spec(m) is not None\n"
+              "    except (ImportError, ValueError):\n        return False\n"
+              "print(json.dumps([m for m in sys.argv[1:] if not has(m)]))\n")
+    env = dict(os.environ)
+    engine_path = Path(engine_path) if engine_path else default_engine_path()
+    if engine_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(engine_path), *filter(None, [env.get("PYTHONPATH")])])
+    try:
+        out = subprocess.run([python, "-c", script, *modules], capture_output=True, text=True, timeout=60,
+                             env=env, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BackendError(f"cannot run {python} to check the local engine's packages ({e})") from None
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def pip_requirements(missing: Sequence[str], include_torch: bool = True) -> list[str]:
+    """pip requirement strings for missing modules (torch left out when the PyTorch extension installs it)."""
+    return [LOCAL_REQUIREMENTS[m] for m in missing if m in LOCAL_REQUIREMENTS and (include_torch or m != "torch")]
+
+
+def _read_prediction_zip(archive: Path, folder: Path, model: str | None) -> PredictionResult:
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+        zf.extractall(folder)  # our own server's archive: three flat files
+    mask_name = next((n for n in names if "_lesion" in n), None)
+    classes_name = next((n for n in names if "_classes" in n), None)
+    if mask_name is None or classes_name is None or "schema.json" not in names:
+        raise BackendError(f"the server's prediction archive is incomplete (has {', '.join(names)})")
+    return PredictionResult(mask=read_image(folder / mask_name, "predicted mask"),
+                            classes=read_image(folder / classes_name, "predicted classes"),
+                            schema=LabelSchema.load(folder / "schema.json"), model_id=model)
+
+
+def _hint_for(error: BackSplitClientError, url: str) -> str | None:
+    if error.status is None:
+        return f"check that the server runs at {url} and that this computer can reach it"
+    if error.status == 401:
+        return "enter the server's API token"
+    if error.status == 413:
+        return "the server's upload limit is too small for this volume; ask its admin to raise --max-upload"
+    return None
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
