@@ -309,6 +309,7 @@ def train(
         raise RunError(f"{out} was trained with classes {previous.schema.describe_classes()}, the dataset now gives "
                        f"{schema.describe_classes()}", "resume with the same dataset, or start a new run")
 
+    torch.manual_seed(config.seed)  # the same seed gives the same initial weights (binary vs BackSplit too)
     model = build_network(config.arch, 1, schema.num_classes, **config.arch_params)
     if base is not None:
         base_model = runfiles.build_model(base, "best")

@@ -51,7 +51,7 @@ def run_training(dataset: Path, out: Path, config, base_run: Path | None = None,
 
 @app.command()
 def phantom(
-    out_dir: Path = typer.Argument(..., help="Folder for the new dataset (must not exist or be empty)."),
+    out_dir: Path = typer.Argument(..., help="Folder for the new dataset (new, empty, or an earlier phantom dataset, which is replaced)."),
     cases: int = typer.Option(20, "--cases", min=1, help="Training cases (imagesTr/labelsTr)."),
     test_cases: int = typer.Option(5, "--test-cases", min=0, help="Test cases (imagesTs/labelsTs)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same dataset."),
@@ -192,9 +192,10 @@ def evaluate(
     for name, c in result["cases"].items():
         hd = "-" if c["hd95"] is None else f"{c['hd95']:.1f}"
         table.add_row(name, f"{c['dice']:.3f}", str(c["fp_components"]), str(c["tp_lesions"]), str(c["fn_lesions"]), hd)
-    mean_hd = result["mean_hd95"]
+    mean_hd, sensitivity = result["mean_hd95"], result["lesion_sensitivity"]
     table.add_row("[bold]mean", f"[bold]{result['mean_dice']:.3f}", f"{result['fp_components_per_case']:.2f}",
-                  "", f"sens. {result['lesion_sensitivity']:.2f}", "-" if mean_hd is None else f"{mean_hd:.1f}")
+                  "", "-" if sensitivity is None else f"sens. {sensitivity:.2f}",
+                  "-" if mean_hd is None else f"{mean_hd:.1f}")
     console.print(table)
     if json_path:
         write_evaluation(result, json_path)

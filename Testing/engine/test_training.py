@@ -1,0 +1,118 @@
+"""The trainer on a tiny phantom: resume equivalence, cancel, fine-tuning from a binary run, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from safetensors.torch import load_file
+
+from BackSplitLib.dataset import Dataset
+from BackSplitLib.errors import RunError, TrainingCancelled
+from BackSplitLib.inference import Predictor
+from BackSplitLib.runs import load_run
+from BackSplitLib.training import TrainConfig, train
+
+TINY = dict(iterations=6, val_every=3, batch_size=2, seed=3, patch_size=(32, 32, 16), device="cpu")
+
+
+def _weights(path):
+    return load_file(str(path))
+
+
+def test_run_folder_has_every_file_and_model_json_describes_the_run(backsplit_run, phantom_dataset):
+    assert {p.name for p in backsplit_run.iterdir()} >= {"model.json", "model.safetensors", "last.safetensors",
+                                                        "last_state.pt", "log.jsonl"}
+    meta = json.loads((backsplit_run / "model.json").read_text())
+    assert meta["schema"] == Dataset.load(phantom_dataset).schema.to_dict()
+    assert meta["arch"]["name"] == "unet"
+    assert set(meta["preprocessing"]) >= {"spacing", "normalization", "patch_size"}
+    assert meta["preprocessing"]["normalization"]["scheme"] == "CT"
+    assert meta["iteration"] == 6 and len(meta["history"]) >= 2
+    lines = [json.loads(x) for x in (backsplit_run / "log.jsonl").read_text().splitlines()]
+    assert lines[-1]["iteration"] == 6 and "val_dice" in lines[-1]
+
+
+def test_binary_run_has_two_classes(binary_run):
+    assert load_run(binary_run).schema.class_names == ["background", "lesion"]
+
+
+def test_resumed_run_equals_uninterrupted_run(phantom_dataset, tmp_path):
+    straight = train(phantom_dataset, tmp_path / "straight", TrainConfig(**TINY))
+    calls = {"n": 0}
+
+    def stop_at_iteration_3() -> bool:
+        calls["n"] += 1
+        return calls["n"] == 4  # checked before each iteration: stop before the 4th
+
+    with pytest.raises(TrainingCancelled):
+        train(phantom_dataset, tmp_path / "resumed", TrainConfig(**TINY), should_stop=stop_at_iteration_3)
+    assert load_run(tmp_path / "resumed").meta["iteration"] == 3
+    train(phantom_dataset, tmp_path / "resumed", TrainConfig(**TINY), resume=True)
+    a, b = _weights(straight / "last.safetensors"), _weights(tmp_path / "resumed" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-5, err_msg=key)
+
+
+def test_existing_run_is_not_overwritten_without_resume(backsplit_run, phantom_dataset):
+    with pytest.raises(RunError, match="already holds a run"):
+        train(phantom_dataset, backsplit_run, TrainConfig(**TINY))
+
+
+def test_resume_with_a_different_schema_is_refused(backsplit_run, phantom_dataset):
+    with pytest.raises(RunError, match="trained with classes"):
+        train(phantom_dataset, backsplit_run, TrainConfig(**{**TINY, "mode": "binary"}), resume=True)
+
+
+def test_finetuning_a_binary_run_starts_from_its_exact_predictions(binary_run, phantom_dataset, tmp_path):
+    # With a zero learning rate the fine-tuned weights are the adapted binary weights: the collapsed
+    # lesion probability must equal the binary model's.
+    config = TrainConfig(**{**TINY, "iterations": 1, "learning_rate": 0.0, "warmup_iterations": 0})
+    tuned = train(phantom_dataset, tmp_path / "tuned", config, base_run=binary_run)
+    tuned_info = load_run(tuned)
+    assert tuned_info.schema.auxiliary_names == Dataset.load(phantom_dataset).schema.auxiliary_names
+    image = sitk.ReadImage(str(Dataset.load(phantom_dataset).test[0].image))
+    before = Predictor.from_run(binary_run, device="cpu")
+    after = Predictor.from_run(tuned, device="cpu")
+    p_before = sitk.GetArrayFromImage(before.predict(image, probabilities=True).probability)
+    p_after = sitk.GetArrayFromImage(after.predict(image, probabilities=True).probability)
+    np.testing.assert_allclose(p_after, p_before, atol=1e-5)
+
+
+def test_partial_dataset_trains_with_the_marginal_loss(phantom_dataset, tmp_path):
+    # Mark two cases as having no auxiliary labels: their label maps keep only the lesion.
+    import shutil
+
+    root = tmp_path / "partial"
+    shutil.copytree(phantom_dataset, root)
+    meta = json.loads((root / "dataset.json").read_text())
+    dataset = Dataset.load(root)
+    for case in dataset.training[:2]:
+        label = sitk.ReadImage(str(case.label))
+        array = dataset.schema.collapse_labels(sitk.GetArrayFromImage(label)) * dataset.schema.target_value
+        out = sitk.GetImageFromArray(array.astype(np.uint8))
+        out.CopyInformation(label)
+        sitk.WriteImage(out, str(case.label))
+    meta["cases_without_auxiliary"] = [c.name for c in dataset.training[:2]]
+    (root / "dataset.json").write_text(json.dumps(meta))
+    run = train(root, tmp_path / "run", TrainConfig(**{**TINY, "iterations": 2}))
+    assert load_run(run).meta["training"]["partial"] == "marginal"
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes_keeps_replicas_in_sync(phantom_dataset, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "BackSplitLib", "train", str(phantom_dataset), "--out", str(tmp_path / "ddp"),
+               "--iterations", "2", "--device", "cpu", "--val-every", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    training = load_run(tmp_path / "ddp").meta["training"]
+    assert training["world_size"] == 2
+    assert training["ddp_replicas_in_sync"] is True
