@@ -76,7 +76,9 @@ class BackSplitLoss(nn.Module):
         if c != self.num_classes:
             raise LabelError(f"the loss expects {self.num_classes} class channels, the logits have {c}")
         if label.shape[0] != b or label.shape[1] != 1 or label.shape[2:] != logits.shape[2:]:
-            raise LabelError(f"label shape {tuple(label.shape)} does not match logits {tuple(logits.shape)} (one channel)")
+            raise LabelError(
+                f"label shape {tuple(label.shape)} does not match logits {tuple(logits.shape)} (one channel)"
+            )
         # Float32 whatever the network's dtype: log-probabilities of rare classes underflow in half precision.
         if logits.dtype not in (torch.float32, torch.float64):
             logits = logits.float()
@@ -90,7 +92,8 @@ class BackSplitLoss(nn.Module):
         scored, merge, rows = self._class_sets(labelled, b, c, logits.device)
         if rows is not None:
             y = torch.where(scored.gather(1, y) > 0, y, 0)  # a value of an unlabelled class counts as background
-        return _MarginalDiceCE.apply(z, y, valid.to(z.dtype), scored.to(z.dtype), merge, rows, self._dice, self.lambda_ce)
+        return _MarginalDiceCE.apply(z, y, valid.to(z.dtype), scored.to(z.dtype), merge, rows, self._dice,
+                                     self.lambda_ce, self.ignore_value is not None)
 
     def _class_sets(
         self, labelled: torch.Tensor | None, b: int, c: int, device: torch.device
@@ -141,18 +144,19 @@ class _MarginalDiceCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, z, y, valid, scored, merge, rows, dice_fn, lambda_ce):  # type: ignore[override]
+    def forward(ctx, z, y, valid, scored, merge, rows, dice_fn, lambda_ce, has_ignore):  # type: ignore[override]
         b, c, _ = z.shape
-        lse = torch.logsumexp(z, 1)
-        p = torch.sub(z, lse.unsqueeze(1)).exp_()
-        true_logp = z.gather(1, y.unsqueeze(1)).squeeze(1) - lse
+        logp = torch.log_softmax(z, 1)
+        true_logp = logp.gather(1, y.unsqueeze(1)).squeeze(1)
         for s in rows or ():  # per partially labelled sample, on views (advanced indexing would copy)
-            merged_logp = torch.logsumexp(_merged_logits(z[s], merge[s]), 0) - lse[s]
+            merged_logp = torch.logsumexp(_merged_logits(logp[s], merge[s]), 0)
             true_logp[s] = torch.where(y[s] == 0, merged_logp, true_logp[s])
+        p = logp.exp_()  # in place: the log-probabilities are not needed any more
         true_p = true_logp.exp()
         n_valid = valid.sum().clamp_min(1.0)
         ce = -(true_logp * valid).sum() / n_valid
-        pred_sum = torch.bmm(p, valid.unsqueeze(-1)).squeeze(-1)
+        # Without ignore voxels ``valid`` is all ones: a plain sum, and no masking pass in backward.
+        pred_sum = torch.bmm(p, valid.unsqueeze(-1)).squeeze(-1) if has_ignore else p.sum(-1)
         intersection = torch.zeros(b, c, dtype=z.dtype, device=z.device).scatter_add_(1, y, true_p * valid)
         truth_sum = torch.zeros(b, c, dtype=z.dtype, device=z.device).scatter_add_(1, y, valid)
         with torch.enable_grad():
@@ -165,13 +169,16 @@ class _MarginalDiceCE(torch.autograd.Function):
         ctx.save_for_backward(z, p, y, valid, true_p, d_inter, d_pred, merge, 1.0 / n_valid)
         ctx.rows = rows or []
         ctx.lambda_ce = lambda_ce
+        ctx.has_ignore = has_ignore
         return lambda_ce * ce + dice.detach()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
         z, p, y, valid, true_p, d_inter, beta, merge, ce_scale = ctx.saved_tensors
-        ce_w = -ctx.lambda_ce * ce_scale
+        # The gradient is linear in these three small tensors: scaling them saves a pass over [B, C, N].
+        ce_w = -ctx.lambda_ce * ce_scale * grad_out
+        d_inter, beta = d_inter * grad_out, beta * grad_out
         # g q for each voxel: the cross-entropy term and the Dice intersection term.
         gq = ce_w + d_inter.gather(1, y) * true_p
         dot = torch.bmm(beta.unsqueeze(1), p).squeeze(1)
@@ -181,14 +188,15 @@ class _MarginalDiceCE(torch.autograd.Function):
             bg = y[s] == 0
             direct[s].masked_fill_(bg, 0.0)  # merged background voxels get their share below
             zm = _merged_logits(z[s], merge[s])
-            ratio = (zm - torch.logsumexp(zm, 0, keepdim=True)).exp_()  # p_j / q over the merged classes
+            ratio = torch.softmax(zm, 0)  # p_j / q over the merged classes, without dividing by q
             share = ratio.mul_(ce_w) + p[s] * (merge[s] * d_inter[s, 0]).unsqueeze(-1)
             grad[s] += share.mul_((bg * valid[s]).unsqueeze(0))
-        grad.mul_(valid.unsqueeze(1))
+        if ctx.has_ignore:
+            grad.mul_(valid.unsqueeze(1))
         grad.scatter_add_(1, y.unsqueeze(1), direct.unsqueeze(1))
-        return grad.mul_(grad_out), None, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None
 
 
 def _merged_logits(z: torch.Tensor, merge: torch.Tensor) -> torch.Tensor:
-    """One sample's logits ``[C, N]`` with every class not merged into its background at -inf."""
+    """One sample's logits (or log-probabilities) ``[C, N]``, classes not merged into background at -inf."""
     return z.masked_fill(~merge.unsqueeze(-1), float("-inf"))

@@ -70,7 +70,8 @@ def test_binary_and_backsplit_differ_only_in_the_head(arch):
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_default_params_are_json_and_rebuild_the_same_network(arch):
     params = json.loads(json.dumps(default_params(arch, PATCH)))
-    assert n_params(build_network(arch, 1, 2, **params)) == n_params(build_network(arch, 1, 2, **default_params(arch, PATCH)))
+    rebuilt = build_network(arch, 1, 2, **params)
+    assert n_params(rebuilt) == n_params(build_network(arch, 1, 2, **default_params(arch, PATCH)))
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -116,7 +117,8 @@ def test_adapting_to_a_bigger_split_keeps_existing_classes_exactly():
     for name in ("liver", "kidney", "lesion"):
         assert torch.equal(model.head.weight[bigger.labels[name]], old_w[base.labels[name]])
         assert torch.equal(model.head.bias[bigger.labels[name]], old_b[base.labels[name]])
-        torch.testing.assert_close(new_probs[:, bigger.labels[name]], old_probs[:, base.labels[name]], atol=1e-5, rtol=0)
+        new, old = new_probs[:, bigger.labels[name]], old_probs[:, base.labels[name]]
+        torch.testing.assert_close(new, old, atol=1e-5, rtol=0)
     torch.testing.assert_close(new_probs[:, 0] + new_probs[:, 2], old_probs[:, 0], atol=1e-5, rtol=0)
 
 
