@@ -1,0 +1,91 @@
+"""Starting the service: the API token, the loopback rule for --no-auth, and uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import stat
+import sys
+from pathlib import Path
+
+from BackSplitLib.errors import BackSplitError
+
+TOKEN_FILE = "token"
+TOKEN_BYTES = 32
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost / 127.x / ::1: the only hosts on which --no-auth is allowed."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def load_or_create_token(path: Path) -> tuple[str, bool]:
+    """The token in ``path``, or a new random one written there with mode 0600. Returns (token, created)."""
+    if path.is_file():
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            print(f"warning: token file {path} is readable by other users (mode {mode:o}); "
+                  f"run 'chmod 600 {path}'", file=sys.stderr)
+        token = path.read_text().strip()
+        if len(token) < 16:
+            raise BackSplitError(f"token file {path} holds a token shorter than 16 characters",
+                                 "delete the file to have a new token generated")
+        return token, False
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created with 0600 from the start (not chmod after writing): the token is never world-readable.
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.replace(tmp, path)
+    return token, True
+
+
+def _lock_data_folder(data: Path):
+    """One server per data folder: two would run the same queued job twice."""
+    import fcntl
+
+    handle = open(data / "server.lock", "a")  # noqa: SIM115 (kept open: the lock lives as long as the server)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise BackSplitError(f"another backsplit server is already using {data}",
+                             "stop it first, or give this one another --data folder") from None
+    return handle
+
+
+def serve(data: Path, host: str = "127.0.0.1", port: int = 8765, token_file: Path | None = None,
+          no_auth: bool = False, max_upload: int = 1 << 30, workers: int | None = None,
+          echo=print) -> None:
+    """Create the data folder (database, token) on first start and run the API with uvicorn until stopped."""
+    import uvicorn
+
+    from BackSplitLib.server.app import create_app
+
+    if no_auth and not is_loopback(host):
+        raise BackSplitError(f"--no-auth is only allowed on a loopback host (127.0.0.1, ::1, localhost), not {host}",
+                             "drop --no-auth and give clients the token")
+    data = Path(data)
+    data.mkdir(parents=True, exist_ok=True)
+    lock = _lock_data_folder(data)  # held until the process exits  # noqa: F841
+    token = None
+    if not no_auth:
+        path = Path(token_file) if token_file else data / TOKEN_FILE
+        token, created = load_or_create_token(path)
+        if created:
+            echo(f"API token (shown once; also in {path}, mode 0600): {token}")
+        else:
+            echo(f"API token: read from {path}")
+    else:
+        echo("warning: authentication is off (--no-auth); only this machine can connect")
+    app = create_app(data, token, max_upload=max_upload, workers=workers)
+    echo(f"BackSplit server on http://{host}:{port} (docs at /docs), data in {data}")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

@@ -1,0 +1,259 @@
+"""Receiving uploads: multipart bodies streamed to disk under a size limit, and case validation.
+
+Starlette's ``request.form()`` would read the whole body before our code runs, so a 5 GB upload would
+fill the temporary disk before we could say 413. Here the body is parsed as it arrives (python-multipart's
+low-level parser), file parts go straight to files in a staging folder, and the byte count is checked on
+every chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import SimpleITK as sitk
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from BackSplitLib.errors import BackSplitError, ImageError, LabelError
+from BackSplitLib.io import IMAGE_EXTENSIONS, check_same_geometry, image_extension, read_image
+from BackSplitLib.schema import LabelSchema
+
+# Text fields (schema JSON, flags) are small; a larger one is a client bug, not data.
+MAX_TEXT_FIELD = 1 << 20
+
+
+class UploadError(Exception):
+    """An upload the server refuses: ``status`` is the HTTP status, ``detail`` one sentence."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+@dataclass
+class FilePart:
+    path: Path
+    filename: str
+    size: int = 0
+
+
+@dataclass
+class Form:
+    """A received multipart body: file parts on disk, text parts as strings."""
+
+    files: dict[str, FilePart] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def file(self, name: str) -> FilePart:
+        if name not in self.files:
+            raise UploadError(422, f"the request has no file field '{name}'")
+        return self.files[name]
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self.fields.get(name)
+        if value is None or value == "":
+            return default
+        if value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise UploadError(422, f"field '{name}' must be true or false, got {value[:40]!r}")
+
+
+def _suffix_for(filename: str, allowed: tuple[str, ...]) -> str:
+    """The file's recognised extension; an unsupported type is refused before its bytes are stored."""
+    ext = next((e for e in allowed if filename.lower().endswith(e)), "")
+    if not ext:
+        raise UploadError(415, f"'{filename}' is not a supported file type; send one of {', '.join(allowed)}")
+    return ext
+
+
+async def receive_form(
+    content_type: str,
+    stream: AsyncIterator[bytes],
+    dest: Path,
+    max_bytes: int,
+    file_types: dict[str, tuple[str, ...]],
+    text_fields: set[str],
+) -> Form:
+    """Parse a multipart body chunk by chunk into ``dest``; 413 as soon as it passes ``max_bytes``.
+
+    ``file_types`` maps each accepted file field to its allowed extensions; unknown fields are refused
+    (they are most likely a misspelt field name, which would otherwise be silently ignored).
+    """
+    mime, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if mime != b"multipart/form-data" or not boundary:
+        raise UploadError(415, "the request must be multipart/form-data (file uploads)")
+
+    form = Form()
+    state: dict = {"headers": {}, "field": b"", "value": b"", "part": None, "handle": None, "text": None}
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][state["field"].lower()] = state["value"]
+        state["field"], state["value"] = b"", b""
+
+    def on_headers_finished() -> None:
+        _, disp = parse_options_header(state["headers"].get(b"content-disposition", b""))
+        name = disp.get(b"name", b"").decode("utf-8", "replace")
+        filename = disp.get(b"filename")
+        if filename is not None:
+            if name not in file_types:
+                raise UploadError(422, f"unexpected file field '{name}' (expected {', '.join(sorted(file_types))})")
+            if name in form.files:
+                raise UploadError(422, f"file field '{name}' was sent twice")
+            fname = Path(filename.decode("utf-8", "replace").replace("\\", "/")).name or name
+            path = dest / f"{name}{_suffix_for(fname, file_types[name])}"
+            form.files[name] = FilePart(path, fname)
+            state["part"], state["handle"] = name, open(path, "wb")  # noqa: SIM115 (closed in on_part_end)
+        else:
+            if name not in text_fields:
+                raise UploadError(422, f"unexpected field '{name}' (expected {', '.join(sorted(text_fields | set(file_types)))})")
+            state["part"], state["text"] = name, bytearray()
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        handle: BinaryIO | None = state["handle"]
+        if handle is not None:
+            handle.write(data[start:end])
+            form.files[state["part"]].size += end - start
+        else:
+            state["text"] += data[start:end]
+            if len(state["text"]) > MAX_TEXT_FIELD:
+                raise UploadError(413, f"field '{state['part']}' is larger than {MAX_TEXT_FIELD // 1024} KiB")
+
+    def on_part_end() -> None:
+        if state["handle"] is not None:
+            state["handle"].close()
+        elif state["text"] is not None:
+            form.fields[state["part"]] = bytes(state["text"]).decode("utf-8", "replace")
+        state.update(headers={}, part=None, handle=None, text=None)
+
+    parser = MultipartParser(boundary, {
+        "on_header_field": on_header_field, "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data, "on_part_end": on_part_end,
+    })
+    received = 0
+    try:
+        async for chunk in stream:
+            received += len(chunk)
+            if received > max_bytes:
+                raise UploadError(413, f"the upload is larger than this server's limit of {format_bytes(max_bytes)}")
+            parser.write(chunk)
+        parser.finalize()
+    except UploadError:
+        raise
+    except Exception as e:  # python-multipart's MultipartParseError and friends: a malformed body
+        raise UploadError(400, f"the multipart body could not be parsed ({e})") from None
+    finally:
+        if state["handle"] is not None:
+            state["handle"].close()
+    return form
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from '1G', '500M', '64k', '1048576' (binary units)."""
+    if isinstance(text, int):
+        return text
+    s = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(s[-1:], 1)
+    number = s[:-1] if s[-1:] in "KMGT" else s
+    try:
+        value = int(float(number) * factor)
+    except ValueError:
+        raise BackSplitError(f"cannot read the size {text!r}", "use bytes or a unit: 64K, 500M, 1G") from None
+    if value <= 0:
+        raise BackSplitError(f"the size {text!r} must be positive")
+    return value
+
+
+# ---------------------------------------------------------------------- case validation
+IMAGE_TYPES = tuple(e for e in IMAGE_EXTENSIONS if e not in (".nhdr", ".mhd"))  # single-file formats only
+
+
+def _readable(error: BackSplitError, part: FilePart) -> str:
+    """The engine's message with the staging path replaced by the name the client sent."""
+    return str(error).replace(str(part.path), f"'{part.filename}'")
+
+
+def validate_case(image_part: FilePart, label_part: FilePart, schema_text: str | None,
+                  allow_empty_target: bool) -> dict:
+    """Check a case as the engine would before training on it; returns the case record for the store.
+
+    Raises UploadError(400) with one readable sentence for each way a case can be unusable.
+    """
+    if not schema_text:
+        raise UploadError(422, "the request has no 'schema' field (the label schema as JSON)")
+    try:
+        schema = LabelSchema.loads(schema_text, "schema")
+    except LabelError as e:
+        raise UploadError(400, str(e)) from None
+    try:
+        image = read_image(image_part.path, "image")
+    except BackSplitError as e:
+        raise UploadError(400, _readable(e, image_part)) from None
+    try:
+        label = read_image(label_part.path, "label")
+    except BackSplitError as e:
+        raise UploadError(400, _readable(e, label_part)) from None
+    try:
+        check_same_geometry(image, label, "the image", "the label")
+        values = _integer_labels(label, label_part.filename)
+        schema.check_label_values(values, f"label '{label_part.filename}'")
+    except BackSplitError as e:
+        raise UploadError(400, str(e)) from None
+    present = np.unique(values)
+    target_voxels = int(np.count_nonzero(values == schema.target_value))
+    if target_voxels == 0 and not allow_empty_target:
+        raise UploadError(400, f"label '{label_part.filename}' has no voxels of the target class "
+                               f"'{schema.target}'; send allow_empty_target=true for a case without lesions")
+    by_value = {v: k for k, v in schema.labels.items()}
+    return {
+        "name": _case_label(image_part.filename),
+        "schema": schema.to_dict(),
+        "size": list(image.GetSize()),
+        "spacing": [float(s) for s in image.GetSpacing()],
+        "classes": [by_value[int(v)] for v in present],
+        "target_voxels": target_voxels,
+        "bytes": image_part.size + label_part.size,
+    }
+
+
+def _integer_labels(label: sitk.Image, filename: str) -> np.ndarray:
+    values = sitk.GetArrayViewFromImage(label)
+    if values.dtype.kind == "f":
+        if not np.all(np.mod(values, 1) == 0):
+            raise LabelError(f"label '{filename}' holds fractional values; a label map must hold integer class values")
+        values = values.astype(np.int64)
+    return values
+
+
+def _case_label(filename: str) -> str:
+    ext = image_extension(filename)
+    name = filename[: -len(ext)] if ext else filename
+    return name.removesuffix("_0000") or "case"
+
+
+def read_upload_image(part: FilePart) -> sitk.Image:
+    """Read an uploaded image for prediction (3D, finite), with errors naming the client's file."""
+    try:
+        return read_image(part.path, "image")
+    except ImageError as e:
+        raise UploadError(400, _readable(e, part)) from None

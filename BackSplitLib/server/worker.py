@@ -1,0 +1,267 @@
+"""The training worker: its own process (``python -m BackSplitLib.server.worker --data DIR``), one per GPU.
+
+It claims queued jobs from the store one at a time, builds a dataset folder from the stored cases, calls
+the engine's ``train`` and writes progress to SQLite, where the API's event streams read it. Keeping
+training out of the API process means the API answers while a GPU is busy, and a crash in training (out of
+memory, a killed process) cannot take the API down.
+
+Stopping: SIGTERM (the server shutting down) makes the engine save its last checkpoint and the job goes
+back to the queue to resume on the next start. A cancel request (``DELETE /jobs/{id}``) ends the job as
+cancelled at the next iteration. The worker also stops when the server that started it is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from BackSplitLib.errors import BackSplitError, TrainingCancelled
+from BackSplitLib.io import image_extension
+from BackSplitLib.schema import IGNORE, LabelSchema
+from BackSplitLib.server.store import Store
+
+FILE_ENDING = ".nii.gz"
+POLL_S = 0.5  # how often an idle worker looks for a queued job
+CANCEL_POLL_S = 0.25  # how often a training job checks its cancel flag (one SQLite read)
+PROGRESS_EVERY_S = 0.25  # progress rows written at most this often (plus validations and the last iteration)
+
+
+# ---------------------------------------------------------------------- dataset from stored cases
+def union_schema(schemas: list[LabelSchema], base: LabelSchema | None = None) -> LabelSchema:
+    """All classes of the cases (and of the base model when fine-tuning), matched by name.
+
+    Starting from the base model's schema keeps its class values, so the engine's head adaptation only
+    has to append channels; classes that no case labels are still trained, through the marginal loss.
+    """
+    merged = base if base is not None else schemas[0]
+    for schema in schemas:
+        merged = merged.union(schema)
+    return merged
+
+
+def build_dataset(store: Store, case_ids: list[str], out: Path, base: LabelSchema | None = None) -> Path:
+    """Write a dataset folder (nnU-Net layout) for the engine from stored cases.
+
+    Labels are remapped into the union schema by class name. A case whose schema lacks some class of the
+    union is listed in ``case_labels`` with the classes it does label, so the engine trains the missing
+    ones with the marginal loss instead of treating them as background.
+    """
+    from BackSplitLib.dataset import write_dataset_json
+
+    cases = [store.get_case(c) for c in case_ids]
+    schemas = [LabelSchema.from_dict(c["schema"], f"case {c['id']}") for c in cases]
+    schema = union_schema(schemas, base)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "imagesTr").mkdir(parents=True)
+    (tmp / "labelsTr").mkdir(parents=True)
+    case_labels: dict[str, list[str]] = {}
+    all_classes = set(schema.class_names)
+    for case, case_schema in zip(cases, schemas):
+        folder = store.case_dir(case["id"])
+        _link_or_convert(folder / case["image_file"], tmp / "imagesTr" / f"{case['id']}_0000{FILE_ENDING}")
+        _remap_label(folder / case["label_file"], case_schema, schema, tmp / "labelsTr" / f"{case['id']}{FILE_ENDING}")
+        labelled = [n for n in case_schema.labels if n != IGNORE]
+        if set(labelled) != all_classes:
+            case_labels[case["id"]] = labelled
+    modality = cases[0].get("modality") or "CT"
+    extra = {"case_labels": case_labels} if case_labels else {}
+    write_dataset_json(tmp, schema, len(cases), FILE_ENDING, {"0": modality}, name="server-job", **extra)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
+def _link_or_convert(source: Path, dest: Path) -> None:
+    """Images already in the dataset's format are linked (no copy of a large CT); others are converted."""
+    if image_extension(source) == FILE_ENDING:
+        os.symlink(source.resolve(), dest)
+    else:
+        sitk.WriteImage(sitk.ReadImage(str(source)), str(dest), True)
+
+
+def _remap_label(source: Path, case_schema: LabelSchema, schema: LabelSchema, dest: Path) -> None:
+    table = schema.lookup_from(case_schema)
+    if np.array_equal(table, np.arange(len(table))) and image_extension(source) == FILE_ENDING:
+        os.symlink(source.resolve(), dest)  # values already agree: nothing to rewrite
+        return
+    label = sitk.ReadImage(str(source))
+    values = sitk.GetArrayFromImage(label).astype(np.int64)
+    dtype = np.uint8 if max(schema.labels.values()) < 256 else np.uint16
+    remapped = sitk.GetImageFromArray(table[values].astype(dtype))
+    remapped.CopyInformation(label)
+    sitk.WriteImage(remapped, str(dest), True)
+
+
+# ---------------------------------------------------------------------- one job
+class JobStopped(Exception):
+    """The worker is shutting down: the job goes back to the queue and resumes later."""
+
+
+def train_config(params: dict):
+    """The engine's TrainConfig from a job's parameters (unknown keys are left to the engine's defaults)."""
+    from BackSplitLib.training import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in params.items() if k in known and v is not None}
+    if "patch_size" in values:
+        values["patch_size"] = tuple(int(n) for n in values["patch_size"])
+    return TrainConfig(**values)
+
+
+def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
+                 progress: Callable[[object], None]) -> tuple[Path, dict]:
+    """Train one job with the real engine; returns the run folder and the model's metrics."""
+    from BackSplitLib.runs import load_run
+    from BackSplitLib.training import train
+
+    job_dir = store.job_dir(job["id"])
+    base_run = store.model_dir(job["base_model"]) if job.get("base_model") else None
+    base_schema = load_run(base_run).schema if base_run is not None else None
+    dataset = build_dataset(store, job["cases"], job_dir / "dataset", base_schema)
+    config = train_config({**job["params"], "device": os.environ.get("BACKSPLIT_DEVICE", "auto")})
+    if not job["resume"]:
+        shutil.rmtree(job_dir / "run", ignore_errors=True)  # a first attempt starts clean
+    run_dir = train(dataset, job_dir / "run", config, base_run=base_run, resume=job["resume"],
+                    progress=progress, should_stop=should_stop)
+    return Path(run_dir), run_metrics(Path(run_dir))
+
+
+def run_metrics(run_dir: Path) -> dict:
+    """Summary numbers of a run folder for the model listing (best validation Dice, last loss, ...)."""
+    meta = json.loads((run_dir / "model.json").read_text())
+    history = meta.get("history") or []
+    last = history[-1] if history and isinstance(history[-1], dict) else {}
+    metrics = {"best_val_dice": meta.get("best_val_dice")}
+    for key in ("iteration", "loss", "val_dice"):
+        if key in last:
+            metrics[f"last_{key}"] = last[key]
+    return metrics
+
+
+class Worker:
+    """Claims and runs jobs until told to stop. ``run_job`` is the engine call (replaceable in tests)."""
+
+    def __init__(self, store: Store, parent_pid: int | None = None,
+                 run_job: Callable[..., tuple[Path, dict]] = run_training):
+        self.store = store
+        self.parent_pid = parent_pid
+        self.run_job = run_job
+        self.stopping = False
+
+    def parent_gone(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    def serve_forever(self) -> None:
+        while not self.stopping and not self.parent_gone():
+            job = self.store.claim_next_job(os.getpid())
+            if job is None:
+                time.sleep(POLL_S)
+                continue
+            self.run(job)
+
+    def run(self, job: dict) -> None:
+        job_id = job["id"]
+        log_path = self.store.job_dir(job_id) / "worker.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        checks = {"at": 0.0, "cancel": False}
+        written = {"at": 0.0, "val_dice": None}
+
+        def should_stop() -> bool:
+            if self.stopping or self.parent_gone():
+                return True
+            now = time.monotonic()
+            if now - checks["at"] >= CANCEL_POLL_S:
+                checks["at"], checks["cancel"] = now, self.store.cancel_requested(job_id)
+            return checks["cancel"]
+
+        def progress(p) -> None:
+            now = time.monotonic()
+            final = p.iteration >= p.total_iterations
+            if not final and p.val_dice == written["val_dice"] and now - written["at"] < PROGRESS_EVERY_S:
+                return  # throttle: one row write per PROGRESS_EVERY_S is plenty for a progress bar
+            written["at"], written["val_dice"] = now, p.val_dice
+            self.store.update_progress(job_id, iteration=int(p.iteration), total_iterations=int(p.total_iterations),
+                                       loss=_finite(p.loss), val_dice=_finite(p.val_dice), eta_s=_finite(p.eta_s))
+
+        _log(log_path, f"attempt {job['attempts']} started (resume={job['resume']}, pid {os.getpid()})")
+        try:
+            run_dir, metrics = self.run_job(self.store, job, should_stop, progress)
+        except TrainingCancelled:
+            if self.stopping or self.parent_gone():
+                _log(log_path, "worker stopping: job put back in the queue to resume from its checkpoint")
+                self.store.requeue_job(job_id, resume=True)
+                return
+            _log(log_path, "cancelled")
+            self.store.finish_job(job_id, "cancelled")
+            shutil.rmtree(self.store.job_dir(job_id) / "run", ignore_errors=True)
+        except BackSplitError as e:
+            _log(log_path, f"failed: {e}")
+            self.store.finish_job(job_id, "failed", str(e))
+        except Exception as e:  # an engine bug must fail the job with its reason, not kill the worker
+            _log(log_path, traceback.format_exc())
+            self.store.finish_job(job_id, "failed", f"training stopped with an internal error: "
+                                                    f"{type(e).__name__}: {str(e)[:300]} (see {log_path})")
+        else:
+            params = job["params"]
+            meta = json.loads((run_dir / "model.json").read_text())
+            model = self.store.register_model(
+                run_dir, schema=meta.get("schema", {}), metrics=metrics, parent=job.get("base_model"),
+                case_ids=job["cases"], source=job["kind"], job_id=job_id,
+                promote=bool(params.get("auto_promote", True)))
+            _log(log_path, f"succeeded: model {model['id']}")
+        shutil.rmtree(self.store.job_dir(job_id) / "dataset", ignore_errors=True)
+
+
+def _finite(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _log(path: Path, message: str) -> None:
+    with open(path, "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="BackSplit training worker (started by 'backsplit serve').")
+    parser.add_argument("--data", required=True, help="the server's data folder")
+    parser.add_argument("--parent-pid", type=int, default=None, help="stop when this process is gone")
+    args = parser.parse_args(argv)
+    worker = Worker(Store(args.data), args.parent_pid)
+
+    def stop(signum, frame) -> None:  # finish the current iteration, save, requeue, exit
+        worker.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:  # import the engine now, so the first job starts training without the import delay
+        import monai.data  # noqa: F401
+
+        import BackSplitLib.losses  # noqa: F401
+        import BackSplitLib.networks  # noqa: F401
+        import BackSplitLib.training  # noqa: F401
+        import BackSplitLib.transforms  # noqa: F401
+    except ImportError as e:
+        print(f"backsplit worker: the training engine is unavailable ({e})", file=sys.stderr)
+    print(f"backsplit worker {os.getpid()} ready (data {args.data})", flush=True)
+    worker.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

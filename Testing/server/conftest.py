@@ -1,0 +1,27 @@
+"""Fixtures for the server tests: one shared real server and three phantom cases with different schemas."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from server_harness import CaseFiles, ServerProcess, write_case
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # keep torch on the CPU in the server and its worker
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> ServerProcess:
+    """One server with one training worker, shared by the tests of this folder."""
+    root = tmp_path_factory.mktemp("server")
+    srv = ServerProcess(root / "data", root / "token").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def phantom_cases(tmp_path_factory) -> list[CaseFiles]:
+    """Three cases with different schemas: all classes; binary (NRRD); background, liver, lesion."""
+    folder = tmp_path_factory.mktemp("cases")
+    return [write_case(folder, 11), write_case(folder, 12, keep=[], ext=".nrrd"),
+            write_case(folder, 13, keep=["liver"])]

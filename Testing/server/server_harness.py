@@ -1,0 +1,139 @@
+"""Helpers for the server tests: tiny phantom cases on disk and real `backsplit serve` processes.
+
+The server runs as its own process (uvicorn on 127.0.0.1, a free port) with its training worker, exactly
+as in production; tests talk to it over real HTTP through the standard-library client or httpx.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import SimpleITK as sitk
+
+from BackSplitLib.client import BackSplitClient
+from BackSplitLib.schema import LabelSchema
+
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # keep torch on the CPU in the server and its worker
+SHAPE = (24, 40, 48)  # (z, y, x): tiny, so a few iterations take seconds on two cores
+# Small enough that the engine trains in seconds on two busy cores (no validation pass, tiny patches);
+# passed through POST /jobs to TrainConfig. Checkpoints still happen every ``val_every`` iterations.
+FAST_JOB = {"val_every": 2, "batch_size": 1, "patch_size": [16, 16, 16], "val_fraction": 0.0}
+MAX_UPLOAD = "24M"  # phantom cases are ~100 KiB, a tiny model zip ~17 MiB; the oversize test sends more
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """A `backsplit serve` subprocess; ``start`` waits until /health answers."""
+
+    data: Path
+    token_file: Path
+    workers: int = 1
+    max_upload: str = MAX_UPLOAD
+    port: int = 0
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    def start(self, timeout: float = 60.0) -> ServerProcess:
+        self.port = free_port()
+        log = open(self.data.parent / f"{self.data.name}-server.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "BackSplitLib", "serve", "--data", str(self.data), "--port", str(self.port),
+             "--token-file", str(self.token_file), "--workers", str(self.workers), "--max-upload", self.max_upload],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=30).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not start in {timeout} s: {self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        path = self.data.parent / f"{self.data.name}-server.log"
+        return path.read_text()[-3000:] if path.exists() else ""
+
+    def client(self) -> BackSplitClient:
+        return BackSplitClient(self.url, self.token, timeout=60)
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+
+
+# ---------------------------------------------------------------------- cases on disk
+@dataclass
+class CaseFiles:
+    image: Path
+    label: Path
+    schema: LabelSchema
+
+
+def _subset_schema_label(label: np.ndarray, full: LabelSchema, keep: list[str]) -> tuple[np.ndarray, LabelSchema]:
+    """The label as a partially labelled case would have it: only ``keep`` auxiliary classes."""
+    sub = LabelSchema.from_names(full.target, keep)
+    table = np.zeros(max(full.labels.values()) + 1, dtype=np.uint8)
+    for name, value in full.labels.items():
+        table[value] = sub.labels.get(name, 0)
+    return table[label], sub
+
+
+def write_case(folder: Path, seed: int, keep: list[str] | None = None, ext: str = ".nii.gz") -> CaseFiles:
+    """A phantom case; ``keep`` limits the auxiliary classes (None: all of PHANTOM_SCHEMA)."""
+    from BackSplitLib.phantom import PHANTOM_SCHEMA, make_phantom
+
+    image, label = make_phantom(seed, shape=SHAPE)
+    schema = PHANTOM_SCHEMA
+    if keep is not None:
+        values, schema = _subset_schema_label(sitk.GetArrayFromImage(label), PHANTOM_SCHEMA, keep)
+        sub = sitk.GetImageFromArray(values)
+        sub.CopyInformation(label)
+        label = sub
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = CaseFiles(folder / f"case{seed}_0000{ext}", folder / f"case{seed}{ext}", schema)
+    sitk.WriteImage(image, str(paths.image), True)
+    sitk.WriteImage(label, str(paths.label), True)
+    return paths
+
+
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
