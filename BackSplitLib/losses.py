@@ -140,7 +140,8 @@ class _MarginalDiceCE(torch.autograd.Function):
     softmax Jacobian ``dp_c/dz_j = p_c (delta_cj - p_j)``, any loss built from ``log q``, ``q`` and the
     per-class sums of ``p`` has ``dL/dz_j = [j in S] p_j g + p_j (beta_j - q g - sum_c beta_c p_c)``, where
     ``g = dL/dq`` and ``beta_c`` is the gradient with respect to class ``c``'s predicted-mass sum. ``p_j g``
-    is evaluated as ``-lambda_ce/n (p_j/q) + dI p_j`` so no ``1/q`` can overflow.
+    is evaluated as ``-lambda_ce/n + dI q`` for a single class; for a merged background it is
+    ``(-lambda_ce/(n q) + dI) p_j`` with ``q`` clamped at the smallest normal float.
     """
 
     @staticmethod
@@ -148,10 +149,13 @@ class _MarginalDiceCE(torch.autograd.Function):
         b, c, _ = z.shape
         logp = torch.log_softmax(z, 1)
         true_logp = logp.gather(1, y.unsqueeze(1)).squeeze(1)
-        for s in rows or ():  # per partially labelled sample, on views (advanced indexing would copy)
-            merged_logp = torch.logsumexp(_merged_logits(logp[s], merge[s]), 0)
-            true_logp[s] = torch.where(y[s] == 0, merged_logp, true_logp[s])
         p = logp.exp_()  # in place: the log-probabilities are not needed any more
+        tiny = torch.finfo(z.dtype).tiny
+        for s in rows or ():  # per partially labelled sample, on views (advanced indexing would copy)
+            # Merged background probability by one matrix-vector product. Clamped at the smallest normal
+            # float: only a voxel whose merged background is below 1e-38 (a loss of ~87 there) is affected.
+            merged_p = (merge[s].to(p.dtype) @ p[s]).clamp_min_(tiny)
+            true_logp[s] = torch.where(y[s] == 0, merged_p.log_(), true_logp[s])
         true_p = true_logp.exp()
         n_valid = valid.sum().clamp_min(1.0)
         ce = -(true_logp * valid).sum() / n_valid
@@ -166,7 +170,7 @@ class _MarginalDiceCE(torch.autograd.Function):
             merged_pred = torch.cat([(pred_ * merge.to(pred_.dtype)).sum(1, keepdim=True), pred_[:, 1:]], 1)
             dice = dice_fn(inter_, merged_pred, truth_sum, scored)
             d_inter, d_pred = torch.autograd.grad(dice, (inter_, pred_))
-        ctx.save_for_backward(z, p, y, valid, true_p, d_inter, d_pred, merge, 1.0 / n_valid)
+        ctx.save_for_backward(p, y, valid, true_p, d_inter, d_pred, merge, 1.0 / n_valid)
         ctx.rows = rows or []
         ctx.lambda_ce = lambda_ce
         ctx.has_ignore = has_ignore
@@ -175,28 +179,23 @@ class _MarginalDiceCE(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):  # type: ignore[override]
-        z, p, y, valid, true_p, d_inter, beta, merge, ce_scale = ctx.saved_tensors
+        p, y, valid, true_p, d_inter, beta, merge, ce_scale = ctx.saved_tensors
         # The gradient is linear in these three small tensors: scaling them saves a pass over [B, C, N].
         ce_w = -ctx.lambda_ce * ce_scale * grad_out
         d_inter, beta = d_inter * grad_out, beta * grad_out
         # g q for each voxel: the cross-entropy term and the Dice intersection term.
         gq = ce_w + d_inter.gather(1, y) * true_p
         dot = torch.bmm(beta.unsqueeze(1), p).squeeze(1)
-        grad = (beta.unsqueeze(-1) - (gq + dot).unsqueeze(1)).mul_(p)
+        grad = beta.unsqueeze(-1) - (gq + dot).unsqueeze(1)
         direct = gq * valid
         for s in ctx.rows:
+            # A merged background voxel's g p_j for every merged class j: (ce_w / q + dI) p_j.
             bg = y[s] == 0
-            direct[s].masked_fill_(bg, 0.0)  # merged background voxels get their share below
-            zm = _merged_logits(z[s], merge[s])
-            ratio = torch.softmax(zm, 0)  # p_j / q over the merged classes, without dividing by q
-            share = ratio.mul_(ce_w) + p[s] * (merge[s] * d_inter[s, 0]).unsqueeze(-1)
-            grad[s] += share.mul_((bg * valid[s]).unsqueeze(0))
+            direct[s].masked_fill_(bg, 0.0)
+            g_merged = (ce_w / true_p[s] + d_inter[s, 0]).masked_fill_(~bg, 0.0)
+            grad[s].addcmul_(merge[s].to(grad.dtype).unsqueeze(-1), g_merged.unsqueeze(0))
+        grad.mul_(p)
         if ctx.has_ignore:
             grad.mul_(valid.unsqueeze(1))
         grad.scatter_add_(1, y.unsqueeze(1), direct.unsqueeze(1))
         return grad, None, None, None, None, None, None, None, None
-
-
-def _merged_logits(z: torch.Tensor, merge: torch.Tensor) -> torch.Tensor:
-    """One sample's logits (or log-probabilities) ``[C, N]``, classes not merged into background at -inf."""
-    return z.masked_fill(~merge.unsqueeze(-1), float("-inf"))
