@@ -74,7 +74,7 @@ def serve(data: Path, host: str = "127.0.0.1", port: int = 8765, token_file: Pat
         raise BackSplitError(f"--no-auth is only allowed on a loopback host (127.0.0.1, ::1, localhost), not {host}",
                              "drop --no-auth and give clients the token")
     data = Path(data)
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)  # cases are patient images
     lock = _lock_data_folder(data)  # held until the process exits  # noqa: F841
     token = None
     if not no_auth:

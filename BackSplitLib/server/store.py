@@ -95,6 +95,8 @@ class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.db_path = self.root / DB_NAME
+        # Cases are patient images: the data folder is private to the server's user when we create it.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for sub in ("cases", "models", "jobs", "tmp", "exports"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         with self._connect() as db:

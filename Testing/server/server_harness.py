@@ -24,9 +24,10 @@ from BackSplitLib.schema import LabelSchema
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # keep torch on the CPU in the server and its worker
 SHAPE = (24, 40, 48)  # (z, y, x): tiny, so a few iterations take seconds on two cores
-# Small enough that the engine trains in seconds on two busy cores (no validation pass, tiny patches);
-# passed through POST /jobs to TrainConfig. Checkpoints still happen every ``val_every`` iterations.
-FAST_JOB = {"val_every": 2, "batch_size": 1, "patch_size": [16, 16, 16], "val_fraction": 0.0}
+# Small enough that the engine trains in seconds on two busy cores (no validation pass, batch 1); passed
+# through POST /jobs to TrainConfig. Checkpoints still happen every ``val_every`` iterations. Not smaller
+# patches: prediction slides the training patch over the volume, and 16^3 windows make it ~30x slower.
+FAST_JOB = {"val_every": 2, "batch_size": 1, "patch_size": [32, 32, 16], "val_fraction": 0.0}
 MAX_UPLOAD = "24M"  # phantom cases are ~100 KiB, a tiny model zip ~17 MiB; the oversize test sends more
 
 
