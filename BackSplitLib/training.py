@@ -398,7 +398,7 @@ def train(
         samples = [s for i in picks for s in _as_list(train_data[int(i)])]
         images = torch.stack([s["image"] for s in samples]).to(device, non_blocking=True)
         labels = torch.stack([s["label"] for s in samples]).to(device, non_blocking=True).long()
-        labelled = torch.stack([s["labelled"] for s in samples]).to(device)
+        labelled = torch.stack([s["labelled"] for s in samples])  # on the CPU: the loss reads it without a sync
 
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             logits = network(images)

@@ -39,14 +39,21 @@ def run_training(dataset: Path, out: Path, config, base_run: Path | None = None,
     """Train with a rich progress bar (loss, validation Dice) and return the run folder."""
     from BackSplitLib.training import train
 
-    with progress_bar(label) as bar:
-        task = bar.add_task(label, total=config.iterations, status="")
+    bar = progress_bar(label)
+    task = None
 
-        def update(p) -> None:
-            val = f" val Dice {p.val_dice:.3f}" if p.val_dice is not None else ""
-            bar.update(task, completed=p.iteration, status=f"loss {p.loss:.3f}{val}")
+    def update(p) -> None:
+        nonlocal task
+        if task is None:  # shown once training starts, so a bad dataset fails in one clean line
+            bar.start()
+            task = bar.add_task(label, total=config.iterations, status="")
+        val = f" val Dice {p.val_dice:.3f}" if p.val_dice is not None else ""
+        bar.update(task, completed=p.iteration, status=f"loss {p.loss:.3f}{val}")
 
+    try:
         return train(dataset, out, config, base_run=base_run, resume=resume, progress=update)
+    finally:
+        bar.stop()
 
 
 @app.command()
@@ -164,8 +171,8 @@ def predict(
     """Predict lesion masks in each input's exact geometry."""
     from BackSplitLib.inference import Predictor, prediction_inputs
 
-    inputs = prediction_inputs(input)
     predictor = Predictor.from_run(run, device=device, tta=tta)
+    inputs = prediction_inputs(input)
     with progress_bar("predict") as bar:
         task = bar.add_task("predict", total=len(inputs), status="")
         for path in inputs:
