@@ -14,6 +14,7 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -29,6 +30,10 @@ SERVER = typer.Option(None, "--server", envvar=SERVER_ENV, show_envvar=True,
                       help="Server URL (default http://127.0.0.1:8765).")
 TOKEN_FILE = typer.Option(None, "--token-file", exists=True, dir_okay=False,
                           help=f"File holding the API token (else ${TOKEN_ENV}).")
+
+
+# Data (JSON, tables) goes to stdout so it can be piped; messages and progress go to stderr (``console``).
+output = Console()
 
 
 class Mode(str, Enum):
@@ -70,7 +75,7 @@ def _client(server: str | None, token_file: Path | None) -> Iterator[BackSplitCl
 
 
 def _print_json(data) -> None:
-    console.print_json(json.dumps(data))
+    output.print_json(json.dumps(data))
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -224,7 +229,7 @@ def cases(
         for c in items:
             table.add_row(c["id"], c["name"], "x".join(map(str, c["size"])), ", ".join(c["classes"]),
                           str(c["target_voxels"]))
-        console.print(table)
+        output.print(table)
 
 
 _CASES = typer.Option("all", "--cases", help="'all' or comma-separated case ids.")
@@ -272,7 +277,7 @@ def jobs(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
         for j in items:
             table.add_row(j["id"], j["kind"], j["state"], f"{j['iteration']}/{j['total_iterations']}",
                           _fmt(j["loss"]), _fmt(j["val_dice"]), _short(j["model_id"]), j["error"] or "")
-        console.print(table)
+        output.print(table)
 
 
 @remote_app.command()
@@ -310,7 +315,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
             table.add_row("*" if m["current"] else "", m["id"], _short(m["parent"]), m["source"],
                           ", ".join(m["schema"].get("labels", {})), _fmt(m["metrics"].get("best_val_dice")),
                           str(len(m["cases"])))
-        console.print(table)
+        output.print(table)
 
 
 @remote_app.command()
