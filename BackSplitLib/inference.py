@@ -25,7 +25,10 @@ from BackSplitLib.schema import LabelSchema
 from BackSplitLib.training import resolve_device
 from BackSplitLib.transforms import inference_transforms, metatensor_from_sitk, sitk_from_array
 
-DEFAULT_OVERLAP = 0.5
+# MONAI's default overlap: with Gaussian blending it costs far fewer windows than nnU-Net's 0.5 for
+# nearly the same result (NOTES: small windows at 50 % overlap dominate prediction time on CPU).
+DEFAULT_OVERLAP = 0.25
+SW_BATCH_SIZE = 4
 
 
 @dataclass
@@ -52,7 +55,7 @@ def _collapsed(model: torch.nn.Module, schema: LabelSchema, full: bool):
 
 def sliding_window_target_probability(model, image: torch.Tensor, schema: LabelSchema, patch_size,
                                       amp: bool = False, overlap: float = DEFAULT_OVERLAP, full: bool = False,
-                                      sw_batch_size: int = 2) -> torch.Tensor:
+                                      sw_batch_size: int = SW_BATCH_SIZE) -> torch.Tensor:
     """(B, 1 or C, X, Y, Z) probabilities over a preprocessed (B, 1, X, Y, Z) image, Gaussian-blended."""
     with torch.autocast(image.device.type, enabled=amp and image.device.type == "cuda"):
         return sliding_window_inference(

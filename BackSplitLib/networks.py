@@ -146,6 +146,8 @@ def default_params(
             "norm": "instance",
             "act": "prelu",
             "dropout": 0.0,
+            "feature_channels": None,
+            "feature_activation": True,
         }
     if arch == "dynunet":
         return dynunet_params(patch_size or DEFAULT_PATCH_SIZE, spacing or DEFAULT_SPACING)
@@ -200,13 +202,17 @@ def build_network(arch: str, in_channels: int = 1, num_classes: int = 2, **param
 
 
 def _unet_body(in_channels: int, p: Mapping[str, Any]) -> tuple[nn.Module, int]:
-    width = int(p["channels"][0])
+    # ``feature_channels`` / ``feature_activation`` exist for imported plain MONAI UNets, whose last block
+    # already outputs class logits: the whole UNet becomes the body and the head starts as the identity.
+    width = int(p.get("feature_channels") or p["channels"][0])
     unet = UNet(
         spatial_dims=3, in_channels=in_channels, out_channels=width,
         channels=[int(c) for c in p["channels"]], strides=[int(s) for s in p["strides"]],
         num_res_units=int(p["num_res_units"]), norm=_layer_arg(p["norm"]), act=_layer_arg(p["act"]),
         dropout=p["dropout"],
     )
+    if not p.get("feature_activation", True):
+        return nn.Sequential(unet), width
     # UNet's top block ends in a bare convolution; norm + activation make the head's input non-linear.
     return nn.Sequential(unet, _norm_act(p["norm"], p["act"], width)), width
 

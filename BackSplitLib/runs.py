@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 
 from BackSplitLib.errors import RunError
 from BackSplitLib.schema import LabelSchema
@@ -97,11 +97,11 @@ def build_model(info: RunInfo, weights: str | None = "best", device: str | torch
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
+    # load_model/save_model handle modules that share tensors (DynUNet's skip_layers alias its blocks).
     try:
-        state = load_file(str(path))
+        missing, unexpected = load_model(model, str(path), strict=False)
     except Exception as e:  # safetensors raises several types for damaged files
-        raise RunError(f"weights file {path} could not be read ({e})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+        raise RunError(f"weights file {path} could not be read ({type(e).__name__}: {str(e)[:160]})") from None
     if missing or unexpected:
         raise RunError(f"weights in {path} do not fit the network described in model.json "
                        f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
@@ -119,8 +119,7 @@ def _atomic(path: Path, write) -> None:
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _atomic(path, lambda tmp: save_file(state, tmp))
+    _atomic(path, lambda tmp: save_model(model, tmp))
 
 
 def save_state(state: dict, path: Path) -> None:

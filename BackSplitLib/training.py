@@ -60,6 +60,7 @@ class TrainConfig:
     lesion_fraction: float = 0.5
     augment: bool = True
     log_every: int = 10
+    checkpoint_every_s: float = 300.0
     cache_workers: int = 0
 
     def validate(self) -> None:
@@ -384,7 +385,7 @@ def train(
 
     val_every = config.effective_val_every
     model.train()
-    tic = time.perf_counter()
+    tic = last_checkpoint = time.perf_counter()
     last_val = None
     for iteration in range(start, config.iterations):
         if should_stop is not None and should_stop():
@@ -418,22 +419,23 @@ def train(
         if done % config.log_every == 0 or done == config.iterations:
             record = {"iteration": done, "loss": float(loss.item()), "lr": scheduler.get_last_lr()[0],
                       "time_s": round(time.perf_counter() - tic, 3)}
-        if done % val_every == 0 or done == config.iterations:
-            improved = False
-            if val_items:
-                last_val = validate(model, val_items, schema, preprocessing["patch_size"], device, use_amp)
-                improved = last_val > best
-                best = max(best, last_val)
-                record = {**(record or {"iteration": done, "loss": float(loss.item())}), "val_dice": last_val}
-            if record is not None:
+        validating = done % val_every == 0 or done == config.iterations
+        improved = False
+        if validating and val_items:
+            last_val = validate(model, val_items, schema, preprocessing["patch_size"], device, use_amp)
+            improved = last_val > best
+            best = max(best, last_val)
+            record = {**(record or {"iteration": done, "loss": float(loss.item())}), "val_dice": last_val}
+        if record is not None:
+            if validating:
                 history.append(record)
-            if is_main and record is not None:
+            if is_main:
                 out.mkdir(parents=True, exist_ok=True)
                 runfiles.append_log(out, record)
+        # Between validations, a time-based checkpoint: a kill loses minutes, not a tenth of the run.
+        if validating or time.perf_counter() - last_checkpoint > config.checkpoint_every_s:
             checkpoint(done, improved)
-        elif record is not None and is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            runfiles.append_log(out, record)
+            last_checkpoint = time.perf_counter()
         if progress is not None:
             elapsed = time.perf_counter() - tic
             eta = elapsed / (done - start) * (config.iterations - done)

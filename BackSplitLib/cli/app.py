@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="backsplit", standalone_mode=False)
+        result = app(args=args, prog_name="backsplit", standalone_mode=False)
+        # Without standalone mode, typer returns typer.Exit's code instead of raising it.
+        return result if isinstance(result, int) else 0
     except typer.Exit as e:
         return e.exit_code
     except SystemExit as e:
@@ -76,11 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[yellow]interrupted[/]")
         return 130
     except Exception as e:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
+        # typer vendors its own click, so usage errors are recognised by shape, not by class.
+        if type(e).__name__ == "Abort":
             return 130
-        if isinstance(e, click.ClickException):
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             return e.exit_code
         if debug:
@@ -88,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (rerun with --debug for the traceback"
                       " and please report it)", highlight=False, soft_wrap=True)
         return 1
-    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
