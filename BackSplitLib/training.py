@@ -14,6 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -387,60 +388,75 @@ def train(
     model.train()
     tic = last_checkpoint = time.perf_counter()
     last_val = None
-    for iteration in range(start, config.iterations):
-        if should_stop is not None and should_stop():
-            checkpoint(iteration, False)
-            raise TrainingCancelled(f"training stopped at iteration {iteration}")
-        step_start = time.perf_counter()
+    def make_batch(iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch of ``iteration``: its randomness comes from (seed, rank, iteration) alone."""
         seed = _iteration_seed(config.seed, rank, iteration)
         transform.set_random_state(seed=seed % (2**32))
-        torch.manual_seed(seed)
         picks = np.random.default_rng(seed).integers(0, len(train_data), size=config.batch_size)
         samples = [s for i in picks for s in _as_list(train_data[int(i)])]
-        images = torch.stack([s["image"] for s in samples]).to(device, non_blocking=True)
-        labels = torch.stack([s["label"] for s in samples]).to(device, non_blocking=True).long()
-        labelled = torch.stack([s["labelled"] for s in samples])  # on the CPU: the loss reads it without a sync
+        # ``labelled`` stays on the CPU: the loss reads it without a device sync.
+        return (torch.stack([s["image"] for s in samples]), torch.stack([s["label"] for s in samples]),
+                torch.stack([s["labelled"] for s in samples]))
 
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-            logits = network(images)
-        loss = loss_fn(logits.float(), labels, labelled)
-        if not torch.isfinite(loss):
-            raise RunError(f"the loss became {loss.item()} at iteration {iteration}",
-                           "lower the learning rate or check the images for extreme values")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        train_seconds += time.perf_counter() - step_start
+    # One thread prepares the next batch while the network trains on this one (the order of batches
+    # and their augmentations does not depend on timing, so resume stays exact).
+    prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backsplit-batches")
+    upcoming = prefetcher.submit(make_batch, start)
+    try:
+        for iteration in range(start, config.iterations):
+            if should_stop is not None and should_stop():
+                checkpoint(iteration, False)
+                raise TrainingCancelled(f"training stopped at iteration {iteration}")
+            step_start = time.perf_counter()
+            images, labels, labelled = upcoming.result()
+            if iteration + 1 < config.iterations:
+                upcoming = prefetcher.submit(make_batch, iteration + 1)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True).long()
+            torch.manual_seed(_iteration_seed(config.seed, rank, iteration))
 
-        done = iteration + 1
-        record = None
-        if done % config.log_every == 0 or done == config.iterations:
-            record = {"iteration": done, "loss": float(loss.item()), "lr": scheduler.get_last_lr()[0],
-                      "time_s": round(time.perf_counter() - tic, 3)}
-        validating = done % val_every == 0 or done == config.iterations
-        improved = False
-        if validating and val_items:
-            last_val = validate(model, val_items, schema, preprocessing["patch_size"], device, use_amp)
-            improved = last_val > best
-            best = max(best, last_val)
-            record = {**(record or {"iteration": done, "loss": float(loss.item())}), "val_dice": last_val}
-        if record is not None:
-            if validating:
-                history.append(record)
-            if is_main:
-                out.mkdir(parents=True, exist_ok=True)
-                runfiles.append_log(out, record)
-        # Between validations, a time-based checkpoint: a kill loses minutes, not a tenth of the run.
-        if validating or time.perf_counter() - last_checkpoint > config.checkpoint_every_s:
-            checkpoint(done, improved)
-            last_checkpoint = time.perf_counter()
-        if progress is not None:
-            elapsed = time.perf_counter() - tic
-            eta = elapsed / (done - start) * (config.iterations - done)
-            progress(Progress(done, config.iterations, float(loss.item()), last_val, best if best >= 0 else None,
-                              eta, elapsed))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                logits = network(images)
+            loss = loss_fn(logits.float(), labels, labelled)
+            if not torch.isfinite(loss):
+                raise RunError(f"the loss became {loss.item()} at iteration {iteration}",
+                               "lower the learning rate or check the images for extreme values")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            train_seconds += time.perf_counter() - step_start
+
+            done = iteration + 1
+            record = None
+            if done % config.log_every == 0 or done == config.iterations:
+                record = {"iteration": done, "loss": float(loss.item()), "lr": scheduler.get_last_lr()[0],
+                          "time_s": round(time.perf_counter() - tic, 3)}
+            validating = done % val_every == 0 or done == config.iterations
+            improved = False
+            if validating and val_items:
+                last_val = validate(model, val_items, schema, preprocessing["patch_size"], device, use_amp)
+                improved = last_val > best
+                best = max(best, last_val)
+                record = {**(record or {"iteration": done, "loss": float(loss.item())}), "val_dice": last_val}
+            if record is not None:
+                if validating:
+                    history.append(record)
+                if is_main:
+                    out.mkdir(parents=True, exist_ok=True)
+                    runfiles.append_log(out, record)
+            # Between validations, a time-based checkpoint: a kill loses minutes, not a tenth of the run.
+            if validating or time.perf_counter() - last_checkpoint > config.checkpoint_every_s:
+                checkpoint(done, improved)
+                last_checkpoint = time.perf_counter()
+            if progress is not None:
+                elapsed = time.perf_counter() - tic
+                eta = elapsed / (done - start) * (config.iterations - done)
+                progress(Progress(done, config.iterations, float(loss.item()), last_val, best if best >= 0 else None,
+                                  eta, elapsed))
+
+    finally:
+        prefetcher.shutdown(wait=True, cancel_futures=True)
 
     if world > 1:
         _check_replicas(model, meta, out if is_main else None)
