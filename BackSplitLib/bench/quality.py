@@ -1,0 +1,434 @@
+"""``backsplit bench quality``: the BackSplit paper's claims, one experiment each, mean +- std over seeds.
+
+1. BackSplit vs binary for each architecture: lesion Dice, FP components per case, lesion sensitivity, HD95.
+2. Fine-tuning a trained binary model with auxiliary classes: lesion Dice against fine-tuning iterations.
+3. Partial auxiliary supervision: a share of the training cases with auxiliary labels, marginal vs naive loss.
+4. How many auxiliary structures: added one at a time (dataset order), and leave-one-out (which matter).
+5. Noisy and automatic auxiliary labels: masks eroded / dilated / shifted; CT tissue classes instead.
+6. Fisher information: split vs binary labels on the trained BackSplit model (``BackSplitLib.fisher``).
+
+Every run goes through the engine (``training.train``, ``inference.Predictor``, ``metrics.evaluate_folder``)
+and is scored on the source dataset's labelled test set. Runs, predictions and evaluations are kept under
+``OUT/runs``, ``OUT/predictions`` and ``OUT/evaluations``; a rerun reuses finished ones and resumes
+interrupted ones, so a long benchmark can be stopped and continued. Outputs: ``results.json``,
+``report.md`` and one PNG per experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from BackSplitLib.bench import stats, variants
+from BackSplitLib.dataset import Dataset
+from BackSplitLib.errors import BackSplitError
+
+#: name in results -> key of ``metrics.evaluate_folder``'s summary; True when higher is better.
+METRICS = {"dice": ("mean_dice", True), "fp_per_case": ("fp_components_per_case", False),
+           "sensitivity": ("lesion_sensitivity", True), "hd95": ("mean_hd95", False)}
+EXPERIMENTS = {
+    1: "BackSplit vs binary",
+    2: "Fine-tuning a binary model",
+    3: "Partial auxiliary supervision",
+    4: "How many auxiliary structures",
+    5: "Noisy and automatic auxiliary labels",
+    6: "Fisher information",
+}
+
+
+class BenchError(BackSplitError):
+    """A benchmark cannot run as asked (no test set, unknown profile, ...)."""
+
+
+@dataclass
+class Profile:
+    """Everything that sizes a benchmark; stored in results.json."""
+
+    name: str
+    experiments: tuple[int, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    archs: tuple[str, ...] = ("unet",)
+    iterations: int = 150
+    batch_size: int = 2
+    patch_size: tuple[int, int, int] | None = None  # None: planned from the data
+    # the built-in phantom (ignored when a DATASET is given)
+    cases: int = 8
+    test_cases: int = 4
+    shape: tuple[int, int, int] | None = (32, 48, 56)
+    # experiment 2: fine-tuning budgets (0 = the binary model itself, exactly: adapt_head keeps predictions)
+    finetune_iterations: tuple[int, ...] = (0, 40, 80)
+    # experiment 3
+    partial_fractions: tuple[float, ...] = (0.0, 0.5, 1.0)
+    partial_modes: tuple[str, ...] = ("marginal", "naive")
+    # experiment 4 (None: 0, 1, 2, 4, ... and all); leave-one-out costs one run per structure and seed
+    auxiliary_counts: tuple[int, ...] | None = None
+    leave_one_out: bool = True
+    # experiment 5
+    noise: tuple[tuple[str, int], ...] = (("erode", 1), ("erode", 3), ("dilate", 1), ("dilate", 3),
+                                          ("shift", 1), ("shift", 3))
+    tissue_classes: bool = True
+    # experiment 6
+    fisher_voxels: int = 20000
+    val_every: int | None = None
+
+    def training_runs(self, auxiliary_classes: int) -> int:
+        """How many trainings the profile needs (for the estimate printed before starting)."""
+        seeds, n = len(self.seeds), 0
+        base = {("unet", "binary"), ("unet", "backsplit")}
+        if 1 in self.experiments:
+            base |= {(a, m) for a in self.archs for m in ("binary", "backsplit")}
+        n += len(base)
+        if 2 in self.experiments:
+            n += sum(1 for k in self.finetune_iterations if k > 0)
+        if 3 in self.experiments:
+            n += len(self.partial_modes) * sum(1 for f in self.partial_fractions if f < 1)
+        if 4 in self.experiments:
+            counts = self.counts(auxiliary_classes)
+            n += sum(1 for k in counts if 0 < k < auxiliary_classes)
+            n += auxiliary_classes if self.leave_one_out else 0
+        if 5 in self.experiments:
+            n += len(self.noise) + int(self.tissue_classes)
+        return n * seeds
+
+    def counts(self, auxiliary_classes: int) -> list[int]:
+        if self.auxiliary_counts is not None:
+            return sorted({min(k, auxiliary_classes) for k in self.auxiliary_counts})
+        counts, k = [0], 1
+        while k < auxiliary_classes:
+            counts.append(k)
+            k *= 2
+        return counts + [auxiliary_classes]
+
+
+PROFILES = {
+    # ~30 min on 2 free CPU cores: experiment 1 with unet, 2, 3 at 0/50/100 %, 6; 3 seeds.
+    "quick": Profile(name="quick", experiments=(1, 2, 3, 6), partial_fractions=(0.0, 0.5, 1.0)),
+    # sized for one GPU: all experiments, three architectures, the default phantom size, longer training.
+    "full": Profile(name="full", experiments=(1, 2, 3, 4, 5, 6), archs=("unet", "dynunet", "segresnet"),
+                    iterations=2000, cases=20, test_cases=8, shape=None,
+                    finetune_iterations=(0, 100, 250, 500, 1000), partial_fractions=(0.0, 0.25, 0.5, 0.75, 1.0),
+                    val_every=200),
+}
+
+
+@dataclass
+class Outcome:
+    """One trained (or reused) condition at one seed: its evaluation summary."""
+
+    name: str
+    run: Path
+    metrics: dict
+    train_s: float = 0.0
+    reused: bool = False
+
+
+@dataclass
+class QualityBench:
+    """Runs a profile's experiments on ``dataset`` into ``out``. ``log`` receives one line per event."""
+
+    dataset: Path
+    out: Path
+    profile: Profile
+    device: str = "auto"
+    log: Callable[[str], None] = print
+    _source: Dataset | None = field(default=None, init=False)
+
+    # ------------------------------------------------------------------ runs
+    @property
+    def source(self) -> Dataset:
+        if self._source is None:
+            self._source = Dataset.load(self.dataset)
+            if not [c for c in self._source.test if c.label is not None]:
+                raise BenchError(f"{self.dataset} has no labelled test cases (imagesTs + labelsTs)",
+                                 "the benchmark scores every model on them; add some or use the built-in phantom")
+        return self._source
+
+    def _config(self, mode: str, arch: str, seed: int, iterations: int | None = None, partial: str = "marginal"):
+        from BackSplitLib.training import TrainConfig
+
+        iterations = iterations or self.profile.iterations
+        val_every = self.profile.val_every or max(1, iterations // 3)
+        return TrainConfig(mode=mode, arch=arch, iterations=iterations, seed=seed, device=self.device,
+                           batch_size=self.profile.batch_size, patch_size=self.profile.patch_size, partial=partial, val_every=min(val_every, iterations),
+                           log_every=max(1, iterations // 10))
+
+    def condition(self, name: str, dataset: Path, config, base_run: Path | None = None) -> Outcome:
+        """Train ``name`` (or reuse / resume it) and evaluate it on the source test set (cached)."""
+        from BackSplitLib.runs import load_run
+        from BackSplitLib.training import train
+
+        run = self.out / "runs" / name
+        evaluation = self.out / "evaluations" / f"{name.replace('/', '__')}.json"
+        meta_path = run / "model.json"
+        finished = meta_path.is_file() and json.loads(meta_path.read_text()).get("iteration") == config.iterations
+        start = time.perf_counter()
+        if not finished:
+            run.parent.mkdir(parents=True, exist_ok=True)
+            resume = (run / "last_state.pt").is_file()
+            self.log(f"train {name} ({config.mode}, {config.arch}, {config.iterations} it"
+                     f"{', from ' + str(base_run.relative_to(self.out)) if base_run else ''}{', resumed' if resume else ''})")
+            train(dataset, run, config, base_run=base_run, resume=resume)
+            evaluation.unlink(missing_ok=True)  # a new model needs a new evaluation
+        train_s = time.perf_counter() - start
+        metrics = self._evaluate(name, run, evaluation)
+        seconds = load_run(run).meta.get("train_s_per_iteration")
+        self.log(f"  {name}: Dice {metrics['dice']:.3f}, FP/case {metrics['fp_per_case']:.2f}"
+                 f"{'' if finished else f' ({train_s:.0f} s)'}")
+        return Outcome(name, run, {**metrics, "train_s_per_iteration": seconds}, train_s, finished)
+
+    def _evaluate(self, name: str, run: Path, evaluation: Path) -> dict:
+        from BackSplitLib.inference import Predictor
+        from BackSplitLib.metrics import evaluate_folder, write_evaluation
+
+        if not evaluation.is_file():
+            predictor = Predictor.from_run(run, device=self.device)
+            pred_dir = self.out / "predictions" / name
+            for case in self.source.test:
+                if case.label is not None:
+                    predictor.predict_file(case.image, pred_dir)
+            write_evaluation(evaluate_folder(pred_dir, self.source.root), evaluation)
+        summary = json.loads(evaluation.read_text())
+        return {key: summary[source] for key, (source, _) in METRICS.items()}
+
+    def baseline(self, arch: str, mode: str, seed: int) -> Outcome:
+        """The plain binary or BackSplit run on the source dataset (shared by experiments 1-6)."""
+        return self.condition(f"{arch}/{mode}/seed{seed}", self.source.root, self._config(mode, arch, seed))
+
+    def variant(self, name: str, make: Callable[[Path], Path]) -> Path:
+        """A dataset variant under OUT/datasets (made once; ``make`` writes it atomically)."""
+        path = self.out / "datasets" / name
+        if not (path / "dataset.json").is_file():
+            make(path)
+        return path
+
+    # ------------------------------------------------------------------ experiments
+    def experiment1(self) -> dict:
+        conditions: dict[str, dict[int, dict]] = {}
+        for arch in self.profile.archs:
+            for mode in ("binary", "backsplit"):
+                conditions[f"{arch} {mode}"] = {s: self.baseline(arch, mode, s).metrics for s in self.profile.seeds}
+        comparisons = [(f"{a} backsplit", f"{a} binary") for a in self.profile.archs]
+        return _tabulate(conditions, comparisons)
+
+    def experiment2(self) -> dict:
+        conditions: dict[str, dict[int, dict]] = {}
+        for seed in self.profile.seeds:
+            binary = self.baseline("unet", "binary", seed)
+            conditions.setdefault("binary (reference)", {})[seed] = binary.metrics
+            conditions.setdefault("backsplit (reference)", {})[seed] = self.baseline("unet", "backsplit", seed).metrics
+            for k in self.profile.finetune_iterations:
+                if k == 0:  # step 0 of fine-tuning predicts exactly what the binary model predicts
+                    metrics = binary.metrics
+                else:
+                    metrics = self.condition(f"finetune/{k}/seed{seed}", self.source.root,
+                                             self._config("backsplit", "unet", seed, iterations=k),
+                                             base_run=binary.run).metrics
+                conditions.setdefault(f"fine-tuned {k} it", {})[seed] = metrics
+        last = max(self.profile.finetune_iterations)
+        comparisons = [(f"fine-tuned {last} it", "binary (reference)"),
+                       (f"fine-tuned {last} it", "backsplit (reference)")]
+        result = _tabulate(conditions, comparisons)
+        result["iterations"] = list(self.profile.finetune_iterations)
+        return result
+
+    def experiment3(self) -> dict:
+        conditions: dict[str, dict[int, dict]] = {}
+        fractions = self.profile.partial_fractions
+        for seed in self.profile.seeds:
+            for fraction in fractions:
+                percent = int(round(100 * fraction))
+                for mode in self.profile.partial_modes:
+                    if fraction >= 1:  # every case labelled: both losses are the plain BackSplit loss
+                        metrics = self.baseline("unet", "backsplit", seed).metrics
+                    else:
+                        data = self.variant(f"partial{percent}_seed{seed}", lambda p, f=fraction, s=seed:
+                                            variants.partial_variant(self.source, p, f, s))
+                        metrics = self.condition(f"partial/{percent}/{mode}/seed{seed}", data,
+                                                 self._config("backsplit", "unet", seed, partial=mode)).metrics
+                    conditions.setdefault(f"{mode} {percent}%", {})[seed] = metrics
+        comparisons = [(f"marginal {int(round(100 * f))}%", f"naive {int(round(100 * f))}%")
+                       for f in fractions if f < 1 and {"marginal", "naive"} <= set(self.profile.partial_modes)]
+        result = _tabulate(conditions, comparisons)
+        result["fractions"] = list(fractions)
+        result["modes"] = list(self.profile.partial_modes)
+        return result
+
+    def experiment4(self) -> dict:
+        names = self.source.schema.auxiliary_names
+        counts = self.profile.counts(len(names))
+        conditions: dict[str, dict[int, dict]] = {}
+        for seed in self.profile.seeds:
+            for k in counts:
+                if k == 0:
+                    metrics = self.baseline("unet", "binary", seed).metrics
+                elif k == len(names):
+                    metrics = self.baseline("unet", "backsplit", seed).metrics
+                else:
+                    data = self.variant(f"first{k}", lambda p, k=k: variants.subset_variant(self.source, p, names[:k]))
+                    metrics = self.condition(f"structures/first{k}/seed{seed}", data,
+                                             self._config("backsplit", "unet", seed)).metrics
+                conditions.setdefault(f"{k} structures", {})[seed] = metrics
+            if self.profile.leave_one_out:
+                for name in names:
+                    rest = [n for n in names if n != name]
+                    data = self.variant(f"without_{name}", lambda p, r=tuple(rest): variants.subset_variant(self.source, p, r))
+                    conditions.setdefault(f"all but {name}", {})[seed] = self.condition(
+                        f"structures/without_{name}/seed{seed}", data, self._config("backsplit", "unet", seed)).metrics
+        comparisons = [(f"{len(names)} structures", "0 structures")]
+        if self.profile.leave_one_out:
+            comparisons += [(f"{len(names)} structures", f"all but {n}") for n in names]
+        result = _tabulate(conditions, comparisons)
+        result["counts"] = counts
+        result["order"] = names
+        result["leave_one_out"] = names if self.profile.leave_one_out else []
+        return result
+
+    def experiment5(self) -> dict:
+        conditions: dict[str, dict[int, dict]] = {}
+        for seed in self.profile.seeds:
+            conditions.setdefault("binary", {})[seed] = self.baseline("unet", "binary", seed).metrics
+            conditions.setdefault("clean organ labels", {})[seed] = self.baseline("unet", "backsplit", seed).metrics
+            for kind, voxels in self.profile.noise:
+                data = self.variant(f"{kind}{voxels}", lambda p, k=kind, v=voxels:
+                                    variants.noisy_variant(self.source, p, k, v, seed=0))
+                conditions.setdefault(f"{kind} {voxels} vox", {})[seed] = self.condition(
+                    f"noise/{kind}{voxels}/seed{seed}", data, self._config("backsplit", "unet", seed)).metrics
+            if self.profile.tissue_classes:
+                data = self.variant("ct_tissue", lambda p: variants.tissue_variant(self.source, p))
+                conditions.setdefault("CT tissue classes", {})[seed] = self.condition(
+                    f"noise/ct_tissue/seed{seed}", data, self._config("backsplit", "unet", seed)).metrics
+        noisy = [c for c in conditions if c not in ("binary", "clean organ labels")]
+        comparisons = [(c, "binary") for c in noisy] + [(c, "clean organ labels") for c in noisy]
+        return _tabulate(conditions, comparisons)
+
+    def experiment6(self) -> dict:
+        from BackSplitLib.fisher import measure_run
+
+        images = [c.image for c in self.source.test]
+        per_seed, spectrum = {}, None
+        for seed in self.profile.seeds:
+            run = self.baseline("unet", "backsplit", seed).run
+            measured = measure_run(run, images, self.profile.fisher_voxels, seed=seed, device="cpu")
+            per_seed[seed] = measured["blocks"]
+            spectrum = spectrum or {**measured["spectrum"], "seed": seed}
+            self.log(f"  Fisher seed {seed}: head trace ratio {measured['blocks']['head']['trace_ratio']:.2f}, "
+                     f"features {measured['blocks']['features']['trace_ratio']:.2f}")
+        blocks = {}
+        for block in next(iter(per_seed.values())):
+            keys = ("trace_split", "trace_binary", "trace_ratio", "min_eig_split", "min_eig_binary",
+                    "min_eig_difference", "rank_split", "rank_binary")
+            blocks[block] = {
+                "dimension": next(iter(per_seed.values()))[block]["dimension"],
+                **{k: stats.summarise({s: per_seed[s][block][k] for s in per_seed}) for k in keys},
+                "trace_gain": stats.paired({s: per_seed[s][block]["trace_split"] for s in per_seed},
+                                           {s: per_seed[s][block]["trace_binary"] for s in per_seed}),
+            }
+        return {"per_seed": per_seed, "blocks": blocks, "spectrum": spectrum}
+
+    # ------------------------------------------------------------------ everything
+    def run(self) -> dict:
+        """Run the profile's experiments; write results.json, report.md and the figures; return the results."""
+        from BackSplitLib.bench.figures import draw_experiment
+        from BackSplitLib.bench.report import write_report
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        runs = self.profile.training_runs(len(self.source.schema.auxiliary_names))
+        self.log(f"profile {self.profile.name}: experiments {list(self.profile.experiments)}, "
+                 f"{len(self.profile.seeds)} seeds, about {runs} trainings of <= {self.profile.iterations} iterations")
+        results = {"profile": _jsonable(asdict(self.profile)), "dataset": str(self.source.root),
+                   "machine": machine(), "device": self.device, "experiments": {}}
+        for number in self.profile.experiments:
+            if number not in EXPERIMENTS:
+                raise BenchError(f"unknown experiment {number}", f"choose from {sorted(EXPERIMENTS)}")
+            tic = time.perf_counter()
+            self.log(f"experiment {number}: {EXPERIMENTS[number]}")
+            result = getattr(self, f"experiment{number}")()
+            result["title"] = EXPERIMENTS[number]
+            result["wall_s"] = time.perf_counter() - tic
+            result["figure"] = draw_experiment(number, result, self.out).name
+            results["experiments"][str(number)] = result
+            results["wall_s"] = time.perf_counter() - started
+            _write_json(self.out / "results.json", results)  # partial results survive an interruption
+        results["wall_s"] = time.perf_counter() - started
+        _write_json(self.out / "results.json", results)
+        write_report(results, self.out / "report.md")
+        return results
+
+
+def _tabulate(conditions: dict[str, dict[int, dict]], comparisons: list[tuple[str, str]]) -> dict:
+    """Per condition: per-seed metrics and their mean +- std; per comparison and metric: paired difference."""
+    table = {}
+    for name, per_seed in conditions.items():
+        table[name] = {"per_seed": {str(s): m for s, m in per_seed.items()},
+                       "summary": {k: stats.summarise({s: m.get(k) for s, m in per_seed.items()})
+                                   for k in (*METRICS, "train_s_per_iteration")}}
+    paired = []
+    for a, b in comparisons:
+        if a not in conditions or b not in conditions:
+            continue
+        for metric, (_, higher) in METRICS.items():
+            diff = stats.paired({s: m[metric] for s, m in conditions[a].items()},
+                                {s: m[metric] for s, m in conditions[b].items()})
+            paired.append({"a": a, "b": b, "metric": metric, **diff,
+                           "verdict": stats.verdict(a, b, metric, diff, higher)})
+    return {"conditions": table, "comparisons": paired}
+
+
+def machine() -> dict:
+    """Where the numbers were measured."""
+    import torch
+
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        info["load_average_at_start"] = list(os.getloadavg())
+    except OSError:
+        pass
+    return info
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(_jsonable(data), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def prepare_dataset(dataset: Path | None, out: Path, profile: Profile, seed: int = 0) -> Path:
+    """The dataset to benchmark: the given folder, or the built-in phantom sized by the profile."""
+    if dataset is not None:
+        return dataset
+    from BackSplitLib.phantom import write_phantom_dataset
+
+    path = out / "phantom"
+    if not (path / "dataset.json").is_file():
+        write_phantom_dataset(path, cases=profile.cases, test_cases=profile.test_cases, seed=seed,
+                              shape=profile.shape)
+    return path
+
+
+def get_profile(name: str, **overrides) -> Profile:
+    if name not in PROFILES:
+        raise BenchError(f"unknown profile '{name}'", f"use one of {', '.join(PROFILES)}")
+    return replace(PROFILES[name], **{k: v for k, v in overrides.items() if v is not None})

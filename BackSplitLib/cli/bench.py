@@ -1,0 +1,98 @@
+"""``backsplit bench``: the paper's experiments (quality) and what BackSplit costs (cost)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from BackSplitLib.cli.app import app, console
+
+bench_app = typer.Typer(help="Benchmarks: quality (the paper's experiments) and cost (time, memory).",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+class ProfileName(str, Enum):
+    quick = "quick"
+    full = "full"
+
+
+def _log(message: str) -> None:
+    console.print(message, highlight=False, soft_wrap=True)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _seeds(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    from BackSplitLib.bench.quality import BenchError
+
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise BenchError(f"cannot read seeds '{text}'", "write them comma-separated, e.g. 0,1,2") from None
+
+
+@bench_app.command()
+def quality(
+    dataset: Path = typer.Argument(None, help="Dataset folder with a labelled test set (default: the built-in phantom)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: results.json, report.md, figures, runs (reused on rerun)."),
+    profile: ProfileName = typer.Option(ProfileName.quick, "--profile", help="quick: ~30 min on 2 CPU cores; full: all experiments, sized for one GPU."),
+    seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the profile's 0,1,2)."),
+    iterations: int = typer.Option(None, "--iterations", min=1, help="Training iterations per run (default: the profile's)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (on a busy shared machine 1 can be much faster)."),
+) -> None:
+    """Run the BackSplit paper's experiments: mean ± std over seeds, paired differences, one figure each."""
+    from BackSplitLib.bench.quality import QualityBench, get_profile, prepare_dataset
+
+    _set_threads(threads)
+    chosen = get_profile(profile.value, seeds=_seeds(seeds), iterations=iterations)
+    data = prepare_dataset(dataset, out, chosen)
+    results = QualityBench(data, out, chosen, device=device, log=_log).run()
+    table = Table(title=f"bench quality ({chosen.name}): lesion Dice, mean ± std over seeds")
+    for column in ("experiment", "condition", "lesion Dice", "FP comp./case"):
+        table.add_column(column)
+    from BackSplitLib.bench.stats import fmt
+
+    for number, result in results["experiments"].items():
+        for name, entry in result.get("conditions", {}).items():
+            table.add_row(number, name, fmt(entry["summary"]["dice"]), fmt(entry["summary"]["fp_per_case"], 2))
+    console.print(table)
+    console.print(f"wrote {out / 'results.json'}, {out / 'report.md'} and the figures in "
+                  f"{results['wall_s'] / 60:.1f} min")
+
+
+@bench_app.command()
+def cost(
+    out: Path = typer.Option(..., "--out", help="Output folder: cost.json, cost.md."),
+    repeats: int = typer.Option(None, "--repeats", min=1, help="Repeats per measurement (median reported; default 5)."),
+    train_iterations: int = typer.Option(None, "--train-iterations", min=3, help="Timed training iterations per run (default 10)."),
+    scale: bool = typer.Option(True, "--scale/--no-scale", help="Predict a 512x512x200 CT-sized volume on the CPU (minutes)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
+) -> None:
+    """Time and memory: inference and training BackSplit vs binary, pipeline overhead, scale, data pipeline."""
+    from BackSplitLib.bench.cost import CostSettings, cost_rows, run_cost, settings_with
+
+    settings = settings_with(repeats=repeats, train_iterations=train_iterations, device=device, threads=threads)
+    if not scale:
+        settings.scale_shape = None
+    assert isinstance(settings, CostSettings)
+    results = run_cost(out, settings, log=_log)
+    table = Table(title="bench cost: BackSplit vs binary (medians)")
+    for column in ("measurement", "BackSplit / binary (or value)", "ratio (target)"):
+        table.add_column(column)
+    for row in cost_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"wrote {out / 'cost.json'} and {out / 'cost.md'} in {results['wall_s'] / 60:.1f} min")
