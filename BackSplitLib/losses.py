@@ -35,7 +35,9 @@ class BackSplitLoss(nn.Module):
     ``forward(logits [B, C, X, Y, Z], label [B, 1, X, Y, Z] class values, labelled [B, C] bool or None)``.
     ``labelled[b, c]`` says whether sample ``b`` labels class ``c`` (background and target are always
     treated as labelled; ``None`` means every sample labels every class). Voxels equal to ``ignore_value``
-    count in neither term. Dice follows nnU-Net's defaults: ``include_background=False`` and batch Dice
+    count in neither term. With ``target_value`` the Dice term is the target's Dice loss plus the mean
+    Dice loss of the other classes (so a binary model's loss is unchanged and auxiliary classes add
+    signal without diluting the lesion's); without it, the plain mean over classes. Dice follows nnU-Net's defaults: ``include_background=False`` and batch Dice
     (each class's overlap summed over the samples that label it, which is stable for small lesions that
     many patches lack); a class no sample labels is left out of the Dice mean. Pass ``labelled`` on the
     CPU: whether any sample is partial is then known without a device synchronisation.
@@ -51,6 +53,7 @@ class BackSplitLoss(nn.Module):
         include_background: bool = False,
         batch_dice: bool = True,
         smooth: float = 1e-5,
+        target_value: int | None = None,
     ):
         super().__init__()
         if partial not in PARTIAL_MODES:
@@ -65,6 +68,9 @@ class BackSplitLoss(nn.Module):
         self.include_background = include_background
         self.batch_dice = batch_dice
         self.smooth = float(smooth)
+        if target_value is not None and not 0 < target_value < num_classes:
+            raise LabelError(f"target value {target_value} is not a foreground class of {num_classes} classes")
+        self.target_value = target_value
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor, labelled: torch.Tensor | None = None) -> torch.Tensor:
         # Autocast off: voxel counts and sums over a patch overflow half precision (65504).
@@ -125,10 +131,21 @@ class BackSplitLoss(nn.Module):
             intersection, pred_sum, truth_sum = ((t * scored).sum(0) for t in (intersection, pred_sum, truth_sum))
             scored = (scored.sum(0) > 0).to(scored.dtype)
         score = (2 * intersection + self.smooth) / (pred_sum + truth_sum + self.smooth)
-        return self.lambda_dice * ((1 - score) * scored).sum() / scored.sum().clamp_min(1.0)
+        losses = (1 - score) * scored
+        if self.target_value is None:
+            return self.lambda_dice * losses.sum() / scored.sum().clamp_min(1.0)
+        # Target Dice plus the mean auxiliary Dice: a plain mean over K classes would give the lesion
+        # 1/K of the Dice term, so adding auxiliary classes would weaken the lesion's own signal.
+        t = self.target_value - (0 if self.include_background else 1)
+        is_target = torch.zeros_like(scored)
+        is_target[..., t] = 1
+        target_term = (losses * is_target).sum() / (scored * is_target).sum().clamp_min(1.0)
+        others = scored * (1 - is_target)
+        return self.lambda_dice * (target_term + (losses * others).sum() / others.sum().clamp_min(1.0))
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, ignore_value={self.ignore_value}, partial={self.partial!r}, "
+                f"target_value={self.target_value}, "
                 f"include_background={self.include_background}, batch_dice={self.batch_dice}")
 
 

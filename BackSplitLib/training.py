@@ -33,6 +33,9 @@ from BackSplitLib.schema import BACKGROUND, LabelSchema
 MODES = ("backsplit", "binary")
 PARTIAL_MODES = ("marginal", "naive")
 SCHEDULES = ("cosine", "poly")
+# "target+auxiliary": the lesion's Dice loss plus the mean auxiliary Dice loss (the lesion keeps the weight
+# it has in a binary model); "mean": MONAI's plain mean over classes (the lesion gets 1/K of the Dice term).
+DICE_MODES = ("target+auxiliary", "mean")
 DEFAULT_PATCH = 64
 MAX_PATCH_VOXELS_CPU = 64**3
 
@@ -58,6 +61,7 @@ class TrainConfig:
     amp: bool = True
     compile: bool = False
     partial: str = "marginal"
+    dice: str = "target+auxiliary"
     lesion_fraction: float = 0.5
     augment: bool = True
     log_every: int = 10
@@ -69,6 +73,8 @@ class TrainConfig:
             raise DatasetError(f"unknown mode '{self.mode}'", f"use one of {', '.join(MODES)}")
         if self.partial not in PARTIAL_MODES:
             raise DatasetError(f"unknown partial-label handling '{self.partial}'", f"use one of {', '.join(PARTIAL_MODES)}")
+        if self.dice not in DICE_MODES:
+            raise DatasetError(f"unknown Dice weighting '{self.dice}'", f"use one of {', '.join(DICE_MODES)}")
         if self.schedule not in SCHEDULES:
             raise DatasetError(f"unknown schedule '{self.schedule}'", f"use one of {', '.join(SCHEDULES)}")
         if self.iterations < 1 or self.batch_size < 1:
@@ -332,7 +338,8 @@ def train(
                                 num_workers=config.cache_workers, progress=False)
         val_items = [val_data[i] for i in range(len(val_data))]
 
-    loss_fn = BackSplitLoss(schema.num_classes, ignore_value=schema.ignore_value, partial=config.partial)
+    loss_fn = BackSplitLoss(schema.num_classes, ignore_value=schema.ignore_value, partial=config.partial,
+                            target_value=schema.target_value if config.dice == "target+auxiliary" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     use_amp = config.amp and device.type == "cuda"

@@ -32,7 +32,8 @@ def batch(seed: int = 0, b: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.
     return logits, label, labelled
 
 
-def numpy_marginal_loss(logits, label, labelled, include_background=False, batch_dice=True, smooth=1e-5) -> float:
+def numpy_marginal_loss(logits, label, labelled, include_background=False, batch_dice=True, smooth=1e-5,
+                        target=None) -> float:
     """The marginal Dice+CE written from its definition, one sample and one class at a time."""
     logits, label, labelled = logits.numpy().astype(np.float64), label.numpy()[:, 0], labelled.numpy()
     b, c = logits.shape[:2]
@@ -57,18 +58,22 @@ def numpy_marginal_loss(logits, label, labelled, include_background=False, batch
         ce_terms.extend(-np.log(merged[label[s][valid], np.nonzero(valid)[0], np.nonzero(valid)[1],
                                        np.nonzero(valid)[2]]))
     first = 0 if include_background else 1
-    dice_terms = []
+    dice_terms, target_terms = [], []
     for k in range(first, c):
+        terms = target_terms if k == target else dice_terms
         if batch_dice:
             rows = scored[:, k] == 1
             if rows.any():
                 i, p, t = inter[rows, k].sum(), pred[rows, k].sum(), truth[rows, k].sum()
-                dice_terms.append(1 - (2 * i + smooth) / (p + t + smooth))
+                terms.append(1 - (2 * i + smooth) / (p + t + smooth))
         else:
             for s in range(b):
                 if scored[s, k]:
-                    dice_terms.append(1 - (2 * inter[s, k] + smooth) / (pred[s, k] + truth[s, k] + smooth))
-    return float(np.mean(ce_terms) + np.mean(dice_terms))
+                    terms.append(1 - (2 * inter[s, k] + smooth) / (pred[s, k] + truth[s, k] + smooth))
+    if target is None:
+        return float(np.mean(ce_terms) + np.mean(dice_terms))
+    # Target Dice plus the mean Dice of the other classes.
+    return float(np.mean(ce_terms) + np.mean(target_terms) + (np.mean(dice_terms) if dice_terms else 0.0))
 
 
 @pytest.mark.parametrize("batch_dice", [True, False])
@@ -167,3 +172,18 @@ def test_extreme_logits_give_a_finite_loss_and_gradient():
     loss = BackSplitLoss(C, IGNORE)(logits, label, labelled)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("batch_dice", [True, False])
+def test_target_dice_plus_mean_auxiliary_dice_matches_numpy_definition(batch_dice):
+    logits, label, labelled = batch(seed=5)
+    target = logits.shape[1] - 1
+    loss = BackSplitLoss(logits.shape[1], ignore_value=IGNORE, target_value=target, batch_dice=batch_dice)
+    expected = numpy_marginal_loss(logits, label, labelled, batch_dice=batch_dice, target=target)
+    assert loss(logits.double(), label, labelled).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_target_weighting_leaves_a_binary_loss_unchanged():
+    torch.manual_seed(0)
+    logits, label = torch.randn(2, 2, 6, 6, 6), torch.randint(0, 2, (2, 1, 6, 6, 6))
+    assert BackSplitLoss(2, target_value=1)(logits, label).item() == pytest.approx(BackSplitLoss(2)(logits, label).item())
