@@ -212,7 +212,7 @@ def inference_cost(work: Path, settings: CostSettings, arch: str, image_path: Pa
         "binary_parameters": params["binary"], "backsplit_parameters": params["backsplit"],
         "parameter_ratio": params["backsplit"] / params["binary"],
         "pipeline_wall_s": _median(walls), "pipeline_forward_s": _median(forwards),
-        "pipeline_overhead": _median(ratios), "windows": timed.calls, "repeats": settings.repeats,
+        "pipeline_overhead": _median(ratios), "forward_calls": timed.calls, "repeats": settings.repeats,
     }
     result["memory_ratio"] = result["backsplit_peak_rss_gib"] / result["binary_peak_rss_gib"]
     log(f"  inference {arch}: binary {result['binary_s']:.2f} s, backsplit {result['backsplit_s']:.2f} s "
@@ -377,7 +377,7 @@ def cost_rows(results: dict) -> list[tuple[str, str, str]]:
         rows.append((f"parameter ratio, {r['arch']}", f"{r['backsplit_parameters']:,} / {r['binary_parameters']:,}",
                      f"{r['parameter_ratio']:.5f}"))
         rows.append((f"predict pipeline vs bare forward, {r['arch']}",
-                     f"{r['pipeline_wall_s']:.2f} s / {r['pipeline_forward_s']:.2f} s ({r['windows']} windows)",
+                     f"{r['pipeline_wall_s']:.2f} s / {r['pipeline_forward_s']:.2f} s ({r['forward_calls']} forward calls)",
                      _check("pipeline_overhead", r["pipeline_overhead"])))
     for r in results["training"]:
         rows.append((f"training s/iteration, {r['arch']}",

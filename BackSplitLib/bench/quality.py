@@ -109,7 +109,8 @@ class Profile:
 
 PROFILES = {
     # ~30 min on 2 free CPU cores: experiment 1 with unet, 2, 3 at 0/50/100 %, 6; 3 seeds.
-    "quick": Profile(name="quick", experiments=(1, 2, 3, 6), partial_fractions=(0.0, 0.5, 1.0)),
+    "quick": Profile(name="quick", experiments=(1, 2, 3, 6), iterations=250, finetune_iterations=(0, 50, 125),
+                     partial_fractions=(0.0, 0.5, 1.0)),
     # sized for one GPU: all experiments, three architectures, the default phantom size, longer training.
     "full": Profile(name="full", experiments=(1, 2, 3, 4, 5, 6), archs=("unet", "dynunet", "segresnet"),
                     iterations=2000, cases=20, test_cases=8, shape=None,
