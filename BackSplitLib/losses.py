@@ -54,6 +54,7 @@ class BackSplitLoss(nn.Module):
         batch_dice: bool = True,
         smooth: float = 1e-5,
         target_value: int | None = None,
+        auxiliary_weight: float = 1.0,
     ):
         super().__init__()
         if partial not in PARTIAL_MODES:
@@ -71,13 +72,28 @@ class BackSplitLoss(nn.Module):
         if target_value is not None and not 0 < target_value < num_classes:
             raise LabelError(f"target value {target_value} is not a foreground class of {num_classes} classes")
         self.target_value = target_value
+        if not 0.0 <= auxiliary_weight <= 1.0:
+            raise LabelError(f"auxiliary_weight must be between 0 and 1, got {auxiliary_weight}")
+        if auxiliary_weight != 1.0 and target_value is None:
+            raise LabelError("auxiliary_weight needs target_value (which class is the lesion)")
+        self.auxiliary_weight = float(auxiliary_weight)
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor, labelled: torch.Tensor | None = None) -> torch.Tensor:
         # Autocast off: voxel counts and sums over a patch overflow half precision (65504).
         with torch.autocast(logits.device.type, enabled=False):
-            return self._loss(logits, label, labelled)
+            full = self._loss(logits, label, labelled)
+            if self.auxiliary_weight == 1.0 or self.num_classes == 2:
+                return full
+            # Multi-class CE = binary CE on the collapsed lesion probability + CE of the auxiliary class
+            # given "not lesion"; the marginal loss with every auxiliary class unlabelled is exactly the
+            # collapsed (binary) part, so this mix scales only the auxiliary part by the weight.
+            collapsed = torch.zeros(logits.shape[0], self.num_classes, dtype=torch.bool)
+            collapsed[:, [0, self.target_value]] = True
+            binary = self._loss(logits, label, collapsed, force_marginal=True)
+            return self.auxiliary_weight * full + (1.0 - self.auxiliary_weight) * binary
 
-    def _loss(self, logits: torch.Tensor, label: torch.Tensor, labelled: torch.Tensor | None) -> torch.Tensor:
+    def _loss(self, logits: torch.Tensor, label: torch.Tensor, labelled: torch.Tensor | None,
+              force_marginal: bool = False) -> torch.Tensor:
         b, c = logits.shape[:2]
         if c != self.num_classes:
             raise LabelError(f"the loss expects {self.num_classes} class channels, the logits have {c}")
@@ -95,14 +111,14 @@ class BackSplitLoss(nn.Module):
             y = torch.where(valid, y, 0)
         else:
             valid = torch.ones_like(y, dtype=torch.bool)
-        scored, merge, rows = self._class_sets(labelled, b, c, logits.device)
+        scored, merge, rows = self._class_sets(labelled, b, c, logits.device, force_marginal)
         if rows is not None:
             y = torch.where(scored.gather(1, y) > 0, y, 0)  # a value of an unlabelled class counts as background
         return _MarginalDiceCE.apply(z, y, valid.to(z.dtype), scored.to(z.dtype), merge, rows, self._dice,
                                      self.lambda_ce, self.ignore_value is not None)
 
     def _class_sets(
-        self, labelled: torch.Tensor | None, b: int, c: int, device: torch.device
+        self, labelled: torch.Tensor | None, b: int, c: int, device: torch.device, force_marginal: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, list[int] | None]:
         """Per sample: the classes it is scored on (``[B, C]`` bool), the classes merged into its background
         (``[B, C]`` bool, background included), and the indices of the samples that merge anything (``None``
@@ -110,7 +126,7 @@ class BackSplitLoss(nn.Module):
         scored = torch.ones(b, c, dtype=torch.bool, device=device)
         merge = torch.zeros(b, c, dtype=torch.bool, device=device)
         merge[:, 0] = True
-        if labelled is None or self.partial == "naive":
+        if labelled is None or (self.partial == "naive" and not force_marginal):
             return scored, merge, None
         if tuple(labelled.shape) != (b, c):
             raise LabelError(f"'labelled' must have shape [batch, classes] = {[b, c]}, got {list(labelled.shape)}")

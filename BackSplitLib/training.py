@@ -52,7 +52,7 @@ class TrainConfig:
     iterations: int = 500
     batch_size: int = 2
     patch_size: tuple[int, int, int] | None = None
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 1e-5
     schedule: str = "cosine"
     warmup_iterations: int | None = None
@@ -64,6 +64,7 @@ class TrainConfig:
     compile: bool = False
     partial: str = "marginal"
     dice: str = "target+auxiliary"
+    auxiliary_weight: float = 1.0
     lesion_fraction: float = 0.5
     augment: bool = True
     log_every: int = 10
@@ -361,7 +362,8 @@ def train(
         val_items = [val_data[i] for i in range(len(val_data))]
 
     loss_fn = BackSplitLoss(schema.num_classes, ignore_value=schema.ignore_value, partial=config.partial,
-                            target_value=schema.target_value if config.dice == "target+auxiliary" else None)
+                            target_value=schema.target_value if config.dice == "target+auxiliary" else None,
+                            auxiliary_weight=config.auxiliary_weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     use_amp = config.amp and device.type == "cuda"

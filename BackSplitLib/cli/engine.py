@@ -84,7 +84,8 @@ def train(
     batch_size: int = typer.Option(2, "--batch-size", min=1),
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9, help="Seeded share of imagesTr held out for validation."),
     val_every: int = typer.Option(None, "--val-every", min=1, help="Validate every N iterations (default: a tenth of the budget)."),
-    learning_rate: float = typer.Option(1e-3, "--lr"),
+    learning_rate: float = typer.Option(3e-3, "--lr", help="AdamW peak learning rate (cosine schedule after a short warm-up)."),
+    auxiliary_weight: float = typer.Option(1.0, "--auxiliary-weight", min=0.0, max=1.0, help="Weight of the auxiliary part of the loss: 1 = BackSplit, 0 = the binary loss on collapsed probabilities."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),
 ) -> None:
     """Train a binary or BackSplit model on a dataset folder."""
@@ -92,7 +93,8 @@ def train(
 
     config = TrainConfig(mode=mode.value, arch=arch.value, iterations=iterations, seed=seed, device=device,
                          partial=partial.value, batch_size=batch_size, val_fraction=val_fraction,
-                         val_every=val_every, learning_rate=learning_rate, compile=compile)
+                         val_every=val_every, learning_rate=learning_rate, compile=compile,
+                         auxiliary_weight=auxiliary_weight)
     run = run_training(dataset, out, config, resume=resume, label=f"{mode.value} {arch.value}")
     _report_run(run)
 
@@ -108,7 +110,7 @@ def finetune(
     device: str = typer.Option("auto", "--device"),
     resume: bool = typer.Option(False, "--resume"),
     partial: Partial = typer.Option(Partial.marginal, "--partial"),
-    learning_rate: float = typer.Option(5e-4, "--lr", help="Lower than training from scratch: the model is already good."),
+    learning_rate: float = typer.Option(1e-3, "--lr", help="Lower than training from scratch: the model is already good."),
     val_every: int = typer.Option(None, "--val-every", min=1),
 ) -> None:
     """Fine-tune a model into a BackSplit model: its head gains the dataset's auxiliary classes

@@ -187,3 +187,17 @@ def test_target_weighting_leaves_a_binary_loss_unchanged():
     torch.manual_seed(0)
     logits, label = torch.randn(2, 2, 6, 6, 6), torch.randint(0, 2, (2, 1, 6, 6, 6))
     assert BackSplitLoss(2, target_value=1)(logits, label).item() == pytest.approx(BackSplitLoss(2)(logits, label).item())
+
+
+def test_auxiliary_weight_mixes_the_split_and_the_collapsed_loss():
+    # weight 0: exactly the binary loss of the collapsed probabilities; 1: the full BackSplit loss.
+    torch.manual_seed(1)
+    c, target = 5, 4
+    logits, label = torch.randn(2, c, 6, 6, 6, dtype=torch.float64), torch.randint(0, c, (2, 1, 6, 6, 6))
+    full = BackSplitLoss(c, target_value=target)(logits, label).item()
+    p = torch.softmax(logits, 1)
+    binary_logits = torch.stack([torch.log1p(-p[:, target]), torch.log(p[:, target])], 1)
+    binary = BackSplitLoss(2, target_value=1)(binary_logits, (label == target).long()).item()
+    for weight in (0.0, 0.3, 1.0):
+        mixed = BackSplitLoss(c, target_value=target, auxiliary_weight=weight)(logits, label).item()
+        assert mixed == pytest.approx(weight * full + (1 - weight) * binary, rel=1e-6)
