@@ -27,7 +27,6 @@ def run_demo(out: Path, quick: bool = False, iterations: int | None = None, seed
     from BackSplitLib.inference import Predictor
     from BackSplitLib.metrics import evaluate_folder, write_evaluation
     from BackSplitLib.phantom import write_phantom_dataset
-    from BackSplitLib.report import demo_figure
     from BackSplitLib.runs import load_run
     from BackSplitLib.training import TrainConfig
 
@@ -44,7 +43,6 @@ def run_demo(out: Path, quick: bool = False, iterations: int | None = None, seed
     dataset = Dataset.load(data_dir)
 
     summary: dict = {}
-    predictions = {}
     for mode in ("binary", "backsplit"):
         config = TrainConfig(mode=mode, arch="unet", iterations=settings["iterations"], seed=seed, device=device,
                              batch_size=settings["batch_size"])
@@ -65,7 +63,6 @@ def run_demo(out: Path, quick: bool = False, iterations: int | None = None, seed
             "train_s_per_iteration": load_run(run).meta["train_s_per_iteration"],
             "infer_s_per_volume": float(np.median(seconds)),
         }
-        predictions[mode] = pred_dir
     summary["settings"] = {**settings, "schema": dataset.schema.to_dict(),
                            "auxiliary_classes": dataset.schema.auxiliary_names}
     _print_table(summary)
@@ -73,13 +70,23 @@ def run_demo(out: Path, quick: bool = False, iterations: int | None = None, seed
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     tmp.replace(out / "summary.json")
 
-    case = dataset.test[0]
-    image = sitk.GetArrayFromImage(sitk.ReadImage(str(case.image)))
-    truth = dataset.schema.collapse_labels(sitk.GetArrayFromImage(sitk.ReadImage(str(case.label))))
-    masks = {m: sitk.GetArrayFromImage(sitk.ReadImage(str(next(p.glob(f"{case.name}.*"))))) for m, p in predictions.items()}
-    demo_figure(out / "demo.png", image, truth, masks, summary, case.name)
+    draw_demo_figure(out, dataset, summary)
     console.print(f"wrote {out / 'summary.json'} and {out / 'demo.png'}")
     return summary
+
+
+def draw_demo_figure(out: Path, dataset: Dataset, summary: dict) -> Path:
+    """demo.png from the predictions in ``out``: the test case with the most lesion voxels (a neutral
+    choice), at its slice with the largest lesion area."""
+    from BackSplitLib.report import demo_figure
+
+    truths = {c.name: dataset.schema.collapse_labels(sitk.GetArrayFromImage(sitk.ReadImage(str(c.label))))
+              for c in dataset.test}
+    case = max(dataset.test, key=lambda c: int(truths[c.name].sum()))
+    image = sitk.GetArrayFromImage(sitk.ReadImage(str(case.image)))
+    masks = {m: sitk.GetArrayFromImage(sitk.ReadImage(str(next((out / "predictions" / m).glob(f"{case.name}.*")))))
+             for m in ("binary", "backsplit")}
+    return demo_figure(out / "demo.png", image, truths[case.name], masks, summary, case.name)
 
 
 def _print_table(summary: dict) -> None:

@@ -12,9 +12,10 @@ import numpy as np  # noqa: E402
 
 
 def _overlay(ax, image: np.ndarray, mask: np.ndarray, color: str, title: str, window=(-160, 240)) -> None:
-    ax.imshow(image, cmap="gray", vmin=window[0], vmax=window[1], origin="lower")
+    # Rows of an LPS array run anterior -> posterior: drawn top-down, anterior is up (radiological view).
+    ax.imshow(image, cmap="gray", vmin=window[0], vmax=window[1])
     if mask is not None and mask.any():
-        ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=1.2, origin="lower")
+        ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=1.5)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
 
@@ -38,11 +39,13 @@ def demo_figure(path: Path, image: np.ndarray, truth: np.ndarray, predictions: d
     ax2 = ax.twinx()
     ax2.bar(x + 0.2, fp, 0.4, label="FP comp./case", color="tab:orange")
     ax.set_xticks(x, modes)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.3)  # headroom for the legend
+    ax2.set_ylim(0, 1.3 * max(max(fp), 0.1))
     ax.set_ylabel("lesion Dice")
     ax2.set_ylabel("FP components per case")
     ax.set_title("test set", fontsize=9)
-    fig.legend(loc="lower right", fontsize=7)
+    handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
+    ax.legend(handles, ["lesion Dice", "FP comp./case"], loc="upper center", fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
