@@ -10,7 +10,7 @@ from rich.table import Table
 
 from BackSplitLib.cli.app import app, console
 
-bench_app = typer.Typer(help="Benchmarks: quality (the paper's experiments) and cost (time, memory).",
+bench_app = typer.Typer(help="Benchmarks: quality (the paper's experiments), cost (time, memory) and server (overheads).",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -96,3 +96,25 @@ def cost(
         table.add_row(*row)
     console.print(table)
     console.print(f"wrote {out / 'cost.json'} and {out / 'cost.md'} in {results['wall_s'] / 60:.1f} min")
+
+
+@bench_app.command()
+def server(
+    out: Path = typer.Option(..., "--out", help="Output folder: server_bench.json, server_report.md."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Repeats per measurement (median reported)."),
+    iterations: int = typer.Option(4, "--iterations", min=1, help="Training iterations of the tiny model (and of each timed fine-tune)."),
+    threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads, here and in the server (default: torch's choice)."),
+    shape: str = typer.Option("64,128,128", "--shape", help="Phantom volume z,y,x (the issue's 128x128x64 by default)."),
+) -> None:
+    """Through a real local server: prediction vs in-process, upload MB/s, fine-tune to first progress."""
+    from BackSplitLib.bench.server import ServerBenchSettings, parse_shape, run_server_bench, server_rows
+
+    settings = ServerBenchSettings(shape=parse_shape(shape), repeats=repeats, iterations=iterations, threads=threads)
+    results = run_server_bench(out, settings, log=_log)
+    table = Table(title=f"bench server: loopback, medians of {repeats}")
+    for column in ("measurement", "value", "ratio / rate (target)"):
+        table.add_column(column)
+    for row in server_rows(results):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"wrote {out / 'server_bench.json'} and {out / 'server_report.md'} in {results['wall_s'] / 60:.1f} min")
