@@ -792,7 +792,8 @@ def run_totalsegmentator(image_path: str | Path, structures: str | Sequence[str]
         if fast:
             command.append("--fast")
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+            done = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace",
+                                  timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise AuxiliaryError(f"TotalSegmentator did not finish within {timeout_s:g} s on {image_path}") from None
         if done.returncode != 0 or not out.is_file():

@@ -416,7 +416,7 @@ def missing_packages(python: str | None = None, engine_path: str | Path | None =
     if engine_path is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(engine_path), *filter(None, [env.get("PYTHONPATH")])])
     try:
-        out = subprocess.run([python, "-c", script, *modules], capture_output=True, text=True, timeout=60,
+        out = subprocess.run([python, "-c", script, *modules], capture_output=True, encoding="utf-8", errors="replace", timeout=60,
                              env=env, check=True).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise BackendError(f"cannot run {python} to check the local engine's packages ({e})") from None

@@ -57,7 +57,7 @@ def totalseg_reference() -> TotalSegReference:
         done = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
              f"totalsegmentator=={TOTALSEG_VERSION}", "-d", str(cache)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True, encoding="utf-8", errors="replace", timeout=300,
         )
         log = done.stdout + done.stderr
         if done.returncode != 0 or not sdist.is_file():

@@ -10,5 +10,5 @@ def test_auxiliary_imports_without_torch_or_monai():
     code = ("import sys, BackSplitLib.auxiliary; "
             "loaded = [m for m in ('torch', 'monai', 'totalsegmentator') if m in sys.modules]; "
             "assert not loaded, loaded")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", timeout=60)
     assert done.returncode == 0, done.stderr

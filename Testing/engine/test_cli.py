@@ -24,10 +24,10 @@ def run_cli(capsys, *args) -> tuple[int, str]:
 
 
 def test_version_and_help_from_the_console_script():
-    result = subprocess.run([sys.executable, "-m", "BackSplitLib", "--version"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "BackSplitLib", "--version"], capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0 and result.stdout.startswith("backsplit ")
     for command in ("train", "finetune", "predict", "evaluate", "phantom", "demo", "import-model"):
-        result = subprocess.run([sys.executable, "-m", "BackSplitLib", command, "--help"], capture_output=True, text=True)
+        result = subprocess.run([sys.executable, "-m", "BackSplitLib", command, "--help"], capture_output=True, encoding="utf-8", errors="replace")
         assert result.returncode == 0, result.stderr
 
 
@@ -165,7 +165,7 @@ def test_wrong_input_type_for_predict(capsys, backsplit_run, tmp_path):
 
 def test_debug_shows_the_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "BackSplitLib", "--debug", "predict", str(tmp_path), str(tmp_path),
-                             "--out", str(tmp_path / "p")], capture_output=True, text=True)
+                             "--out", str(tmp_path / "p")], capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode != 0 and "Traceback" in result.stderr and "RunError" in result.stderr
 
 
@@ -187,6 +187,6 @@ def test_killed_training_resumes_from_its_last_checkpoint(phantom_dataset, tmp_p
     assert (out / "model.json").exists(), "no checkpoint was written before the kill"
     done = json.loads((out / "model.json").read_text())["iteration"]
     assert 1 <= done < 400
-    result = subprocess.run(command[:8] + [str(done + 1)] + command[9:] + ["--resume"], capture_output=True, text=True)
+    result = subprocess.run(command[:8] + [str(done + 1)] + command[9:] + ["--resume"], capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "model.json").read_text())["iteration"] == done + 1
