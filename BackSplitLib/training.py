@@ -485,7 +485,6 @@ def train(
                 eta = elapsed / (done - start) * (config.iterations - done)
                 progress(Progress(done, config.iterations, float(loss.item()), last_val, best if best >= 0 else None,
                                   eta, elapsed))
-
     finally:
         prefetcher.shutdown(wait=True, cancel_futures=True)
 
@@ -493,8 +492,6 @@ def train(
         _check_replicas(model, meta, out if is_main else None)
         dist.barrier()
         dist.destroy_process_group()
-    if not is_main:
-        return out
     return out
 
 
