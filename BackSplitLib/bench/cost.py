@@ -36,6 +36,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from BackSplitLib.bench.stats import meets
 from BackSplitLib import runs as runfiles
 from BackSplitLib.networks import ARCHITECTURES, build_network, default_params
 from BackSplitLib.phantom import PHANTOM_SCHEMA, make_phantom, write_phantom_dataset
@@ -360,36 +361,31 @@ def _run_cost(out: Path, settings: CostSettings, log) -> dict:
     return results
 
 
-def _check(name: str, value: float) -> str:
-    op, limit = TARGETS[name]
-    ok = value <= limit if op == "<=" else value >= limit
-    return f"{value:.3f} ({'meets' if ok else 'misses'} {op} {limit:g})"
-
 
 def cost_rows(results: dict) -> list[tuple[str, str, str]]:
     """(measurement, value, target) rows shared by the rich table and cost.md."""
     rows = []
     for r in results["inference"]:
         rows.append((f"inference time ratio, {r['arch']}",
-                     f"{r['backsplit_s']:.2f} s / {r['binary_s']:.2f} s", _check("inference_time_ratio", r["inference_time_ratio"])))
+                     f"{r['backsplit_s']:.2f} s / {r['binary_s']:.2f} s", meets(TARGETS, "inference_time_ratio", r["inference_time_ratio"])))
         rows.append((f"peak memory ratio, {r['arch']}",
                      f"{r['backsplit_peak_rss_gib']:.2f} / {r['binary_peak_rss_gib']:.2f} GiB RSS", f"{r['memory_ratio']:.3f}"))
         rows.append((f"parameter ratio, {r['arch']}", f"{r['backsplit_parameters']:,} / {r['binary_parameters']:,}",
                      f"{r['parameter_ratio']:.5f}"))
         rows.append((f"predict pipeline vs bare forward, {r['arch']}",
                      f"{r['pipeline_wall_s']:.2f} s / {r['pipeline_forward_s']:.2f} s ({r['forward_calls']} forward calls)",
-                     _check("pipeline_overhead", r["pipeline_overhead"])))
+                     meets(TARGETS, "pipeline_overhead", r["pipeline_overhead"])))
     for r in results["training"]:
         rows.append((f"training s/iteration, {r['arch']}",
-                     f"{r['backsplit_s_per_it']:.3f} / {r['binary_s_per_it']:.3f} s", _check("train_time_ratio", r["train_time_ratio"])))
+                     f"{r['backsplit_s_per_it']:.3f} / {r['binary_s_per_it']:.3f} s", meets(TARGETS, "train_time_ratio", r["train_time_ratio"])))
     d = results["data_pipeline"]
     rows.append(("data pipeline: real vs pre-loaded it/s", f"{d['real_it_per_s']:.2f} / {d['preloaded_it_per_s']:.2f}",
-                 _check("data_pipeline_ratio", d["data_pipeline_ratio"])))
+                 meets(TARGETS, "data_pipeline_ratio", d["data_pipeline_ratio"])))
     if "scale" in results:
         s = results["scale"]
         z, y, x = s["shape_zyx"]
         rows.append((f"{x}x{y}x{z} volume on CPU ({s['classes']} classes)", f"{s['seconds']:.0f} s",
-                     f"peak RSS {_check('scale_peak_gib', s['scale_peak_gib'])} GiB"))
+                     f"peak RSS {meets(TARGETS, 'scale_peak_gib', s['scale_peak_gib'])} GiB"))
     return rows
 
 

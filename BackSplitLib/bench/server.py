@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from BackSplitLib.bench.stats import meets
 from BackSplitLib.client import TERMINAL_STATES, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
 
@@ -329,11 +330,6 @@ def _run(out: Path, settings: ServerBenchSettings, log: Callable[[str], None]) -
     return results
 
 
-def _check(name: str, value: float) -> str:
-    op, limit = TARGETS[name]
-    ok = value <= limit if op == "<=" else value >= limit
-    return f"{value:.3f} ({'meets' if ok else 'misses'} {op} {limit:g})"
-
 
 def server_rows(results: dict) -> list[tuple[str, str, str]]:
     """(measurement, value, ratio or rate) rows shared by the rich table and server_report.md."""
@@ -341,7 +337,7 @@ def server_rows(results: dict) -> list[tuple[str, str, str]]:
     z, y, x = results["settings"]["shape"]
     return [
         (f"predict {x}x{y}x{z}: server / in-process",
-         f"{p['server_median_s']:.2f} s / {p['in_process_median_s']:.2f} s", _check("predict_ratio", p["predict_ratio"])),
+         f"{p['server_median_s']:.2f} s / {p['in_process_median_s']:.2f} s", meets(TARGETS, "predict_ratio", p["predict_ratio"])),
         ("predict: server's first request (loads the model)", f"{p['server_first_request_s']:.2f} s",
          "masks identical" if p["masks_identical"] else "masks DIFFER"),
         ("upload image + label (uncompressed NIfTI)", f"{u['bytes'] / 1e6:.1f} MB in {u['median_s']:.3f} s",

@@ -62,3 +62,10 @@ def fmt(summary: dict, digits: int = 3) -> str:
     if summary.get("mean") is None:
         return "n/a"
     return f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+
+
+def meets(targets: Mapping[str, tuple[str, float]], name: str, value: float) -> str:
+    """'1.018 (meets <= 1.05)': a measured ratio against its target from ``targets`` (name -> (op, limit))."""
+    op, limit = targets[name]
+    ok = value <= limit if op == "<=" else value >= limit
+    return f"{value:.3f} ({'meets' if ok else 'misses'} {op} {limit:g})"
