@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,6 +224,23 @@ def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> P
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def staged_folder(out: str | Path) -> Iterator[Path]:
+    """Build a folder beside ``out`` and rename it into place on success (replacing ``out``); on any error
+    the half-built folder is removed, so readers never see a partial dataset."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield work
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
 
 def image_from_array(array: np.ndarray, geometry: Geometry | sitk.Image) -> sitk.Image:

@@ -20,9 +20,6 @@ blur and distance maps.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +28,7 @@ import SimpleITK as sitk
 
 from BackSplitLib.dataset import write_dataset_json
 from BackSplitLib.errors import DatasetError, ImageError
-from BackSplitLib.io import write_image
+from BackSplitLib.io import staged_folder, write_image
 from BackSplitLib.schema import LabelSchema
 
 AUXILIARY_CLASSES = (
@@ -514,9 +511,7 @@ def write_phantom_dataset(out: str | Path, cases: int = 20, test_cases: int = 5,
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_phantom_dataset(out))):
         raise DatasetError(f"{out} exists and is not an empty folder or a phantom dataset; refusing to overwrite it",
                            "choose a new output folder or remove it first")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_folder(out) as work:
         width = max(3, len(str(cases + test_cases - 1)))
         jobs = [("train", i, i) for i in range(cases)] + [("test", j, cases + j) for j in range(test_cases)]
         for done, (split, index, number) in enumerate(jobs, start=1):
@@ -533,10 +528,4 @@ def write_phantom_dataset(out: str | Path, cases: int = 20, test_cases: int = 5,
             **{DATASET_MARKER: {"seed": int(seed), "shape": list(shape), "spacing": list(spacing),
                                 "cases": int(cases), "test_cases": int(test_cases)}},
         )
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return out

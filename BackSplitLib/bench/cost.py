@@ -21,7 +21,6 @@ here asserts a target.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import resource

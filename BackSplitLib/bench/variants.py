@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from scipy import ndimage
 
 from BackSplitLib.dataset import Dataset
 from BackSplitLib.errors import DatasetError
-from BackSplitLib.io import image_from_array, read_image, write_image
+from BackSplitLib.io import image_from_array, read_image, staged_folder, write_image
 from BackSplitLib.schema import LabelSchema
 
 NOISE_KINDS = ("erode", "dilate", "shift")
@@ -35,9 +34,7 @@ def _write_variant(source: Dataset, out: Path, schema: LabelSchema,
     Built in a temporary folder and renamed into place, so an interrupted benchmark leaves no half
     variant that a rerun would trust.
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_folder(out) as work:
         os.symlink(source.root.resolve() / "imagesTr", work / "imagesTr")
         for case in source.training:
             label = read_image(case.label, "label", require_finite=False)
@@ -51,12 +48,6 @@ def _write_variant(source: Dataset, out: Path, schema: LabelSchema,
             raw["validation"] = list(source.validation)
         raw.update(extra or {})
         (work / "dataset.json").write_text(json.dumps(raw, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return out
 
 
