@@ -119,10 +119,17 @@ def test_cancel_ends_a_queued_job_at_once_and_a_running_one_without_a_model_whil
 
 def test_killing_the_worker_mid_training_resumes_the_job_and_the_api_stays_up(server, uploaded):
     client = server.client()
-    job = client.create_job("train", uploaded, iterations=6, auto_promote=False, **FAST_JOB)
-    wait_for(lambda: client.get_job(job["id"])["iteration"] >= 2, what="a checkpoint (every 2 iterations)")
-    pid = _worker_pid(server, job["id"])
-    assert pid
+    # Enough iterations that the job is still running when the test reads the worker's pid (a fast
+    # machine finished a 6-iteration job before the pid was read).
+    iterations = 40
+    job = client.create_job("train", uploaded, iterations=iterations, auto_promote=False, **FAST_JOB)
+
+    def running_pid_after_a_checkpoint():
+        state = client.get_job(job["id"])
+        assert state["state"] in ("queued", "running"), state
+        return state["iteration"] >= 2 and _worker_pid(server, job["id"])
+
+    pid = wait_for(running_pid_after_a_checkpoint, every=0.05, what="a checkpoint (every 2 iterations)")
     os.kill(pid, signal.SIGKILL)
     assert client.health()["status"] == "ok"  # the API process is not the worker
     final = wait_for(lambda: (j := client.get_job(job["id"]))["state"] in ("succeeded", "failed") and j,
@@ -131,7 +138,7 @@ def test_killing_the_worker_mid_training_resumes_the_job_and_the_api_stays_up(se
     if final["state"] == "failed":  # allowed by the contract, but only with a reason
         assert final["error"]
     else:
-        assert final["model_id"] and final["iteration"] == 6
+        assert final["model_id"] and final["iteration"] == iterations
     log = (server.data / "jobs" / job["id"] / "worker.log").read_text()
     assert "attempt 2 started (resume=True" in log
 
@@ -167,7 +174,8 @@ def test_after_a_restart_the_interrupted_job_resumes_and_the_queued_job_runs(ser
                                                                              capsys):
     """Runs last: it restarts the shared server."""
     client = server.client()
-    interrupted = client.create_job("train", uploaded, iterations=4, auto_promote=False, **FAST_JOB)
+    # Enough iterations that the job is still running when the server stops (a fast machine finishes 4 first).
+    interrupted = client.create_job("train", uploaded, iterations=40, auto_promote=False, **FAST_JOB)
     queued = client.create_job("train", uploaded, iterations=2, auto_promote=False, **FAST_JOB)
     wait_for(lambda: client.get_job(interrupted["id"])["state"] == "running", what="the first job to run")
     server.stop()  # SIGTERM: the worker saves a checkpoint and puts its job back in the queue
