@@ -29,7 +29,7 @@ from BackSplitLib import __version__
 from BackSplitLib import runs as runfiles
 from BackSplitLib.dataset import CaseFiles, Dataset
 from BackSplitLib.errors import DatasetError, RunError, TrainingCancelled
-from BackSplitLib.io import check_same_geometry, read_image
+from BackSplitLib.io import check_same_geometry, read_image, resample_like
 from BackSplitLib.schema import BACKGROUND, LabelSchema
 
 MODES = ("backsplit", "binary")
@@ -67,6 +67,7 @@ class TrainConfig:
     auxiliary_weight: float = 1.0
     lesion_fraction: float = 0.5
     augment: bool = True
+    resample_labels: bool = False
     log_every: int = 10
     checkpoint_every_s: float = 300.0
     cache_workers: int = 0
@@ -159,7 +160,10 @@ def plan(dataset: Dataset, cases: list[CaseFiles], config: TrainConfig,
     for case in cases:
         image = read_image(case.image, "image")
         label = read_image(case.label, "label")
-        check_same_geometry(image, label, f"image {case.image}", f"label {case.label}")
+        if config.resample_labels:
+            label = resample_like(label, image)  # the statistics below need voxel-aligned labels
+        else:
+            check_same_geometry(image, label, f"image {case.image}", f"label {case.label}")
         label_array = sitk.GetArrayViewFromImage(label)
         source_schema.check_label_values(label_array, str(case.label))
         lesion_cases += bool(np.any(label_array == source_schema.target_value))
@@ -350,14 +354,14 @@ def train(
     model.to(device)
 
     transform = training_transforms(preprocessing, the_plan.lookup, schema.target_value,
-                                    config.lesion_fraction, config.augment)
+                                    config.lesion_fraction, config.augment, config.resample_labels)
     records = [{"image": str(c.image), "label": str(c.label), "case": c.name,
                 "labelled": torch.as_tensor(the_plan.labelled[c.name])} for c in train_cases]
     train_data = CacheDataset(records, transform, num_workers=config.cache_workers, progress=False)
     val_items = []
     if is_main and val_cases:
         val_data = CacheDataset([{"image": str(c.image), "label": str(c.label)} for c in val_cases],
-                                validation_transforms(preprocessing, the_plan.lookup),
+                                validation_transforms(preprocessing, the_plan.lookup, config.resample_labels),
                                 num_workers=config.cache_workers, progress=False)
         val_items = [val_data[i] for i in range(len(val_data))]
 

@@ -32,6 +32,7 @@ from monai.transforms import (
     RandGaussianNoised,
     RandScaleIntensityd,
     RandShiftIntensityd,
+    ResampleToMatchd,
     ScaleIntensityRanged,
     Spacingd,
     SpatialPadd,
@@ -147,7 +148,7 @@ def intensity_transforms(keys: str, normalization: Mapping) -> list:
 
 
 def deterministic_transforms(preprocessing: Mapping, with_label: bool, lookup: np.ndarray | None = None,
-                             target_value: int | None = None) -> list:
+                             target_value: int | None = None, resample_labels: bool = False) -> list:
     """Load, orient to RAS, resample to the run's spacing, normalise; labels remapped to the training
     schema and lesion indices precomputed for the crop sampler (so cached, not recomputed each step)."""
     keys = ["image", "label"] if with_label else ["image"]
@@ -155,6 +156,9 @@ def deterministic_transforms(preprocessing: Mapping, with_label: bool, lookup: n
     chain = [
         LoadImaged(keys, reader=SimpleITKReader(), image_only=True),
         EnsureChannelFirstd(keys, channel_dim="no_channel"),
+        # --resample-labels: a label on another grid is brought onto its image's grid in physical space.
+        *([ResampleToMatchd("label", key_dst="image", mode="nearest", padding_mode="zeros")]
+          if with_label and resample_labels else []),
         Orientationd(keys, axcodes=ORIENTATION, labels=RAS_LABELS),
         Spacingd(keys, pixdim=preprocessing["spacing"], mode=modes),
         *intensity_transforms("image", preprocessing["normalization"]),
@@ -197,15 +201,15 @@ def random_transforms(patch_size: Sequence[int], lesion_fraction: float, augment
 
 
 def training_transforms(preprocessing: Mapping, lookup: np.ndarray | None, target_value: int,
-                        lesion_fraction: float = 0.5, augment: bool = True) -> Compose:
+                        lesion_fraction: float = 0.5, augment: bool = True, resample_labels: bool = False) -> Compose:
     return Compose(
-        deterministic_transforms(preprocessing, True, lookup, target_value)
+        deterministic_transforms(preprocessing, True, lookup, target_value, resample_labels)
         + random_transforms(preprocessing["patch_size"], lesion_fraction, augment)
     )
 
 
-def validation_transforms(preprocessing: Mapping, lookup: np.ndarray | None) -> Compose:
-    return Compose(deterministic_transforms(preprocessing, True, lookup))
+def validation_transforms(preprocessing: Mapping, lookup: np.ndarray | None, resample_labels: bool = False) -> Compose:
+    return Compose(deterministic_transforms(preprocessing, True, lookup, resample_labels=resample_labels))
 
 
 def inference_transforms(preprocessing: Mapping) -> Compose:

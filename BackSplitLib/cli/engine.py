@@ -87,6 +87,7 @@ def train(
     learning_rate: float = typer.Option(3e-3, "--lr", help="AdamW peak learning rate (cosine schedule after a short warm-up)."),
     auxiliary_weight: float = typer.Option(1.0, "--auxiliary-weight", min=0.0, max=1.0, help="Weight of the auxiliary part of the loss: 1 = BackSplit, 0 = the binary loss on collapsed probabilities."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),
+    resample_labels: bool = typer.Option(False, "--resample-labels", help="Resample labels that are on another grid onto their image (nearest neighbour, physical space) instead of refusing them."),
 ) -> None:
     """Train a binary or BackSplit model on a dataset folder."""
     from BackSplitLib.training import TrainConfig
@@ -94,7 +95,7 @@ def train(
     config = TrainConfig(mode=mode.value, arch=arch.value, iterations=iterations, seed=seed, device=device,
                          partial=partial.value, batch_size=batch_size, val_fraction=val_fraction,
                          val_every=val_every, learning_rate=learning_rate, compile=compile,
-                         auxiliary_weight=auxiliary_weight)
+                         auxiliary_weight=auxiliary_weight, resample_labels=resample_labels)
     run = run_training(dataset, out, config, resume=resume, label=f"{mode.value} {arch.value}")
     _report_run(run)
 
@@ -112,13 +113,15 @@ def finetune(
     partial: Partial = typer.Option(Partial.marginal, "--partial"),
     learning_rate: float = typer.Option(1e-3, "--lr", help="Lower than training from scratch: the model is already good."),
     val_every: int = typer.Option(None, "--val-every", min=1),
+    resample_labels: bool = typer.Option(False, "--resample-labels", help="Resample labels on another grid onto their image."),
 ) -> None:
     """Fine-tune a model into a BackSplit model: its head gains the dataset's auxiliary classes
     (initialised so that step 0 predicts exactly what the base model predicted)."""
     from BackSplitLib.training import TrainConfig
 
     config = TrainConfig(mode=mode.value, iterations=iterations, seed=seed, device=device, partial=partial.value,
-                         learning_rate=learning_rate, val_every=val_every, warmup_iterations=0)
+                         learning_rate=learning_rate, val_every=val_every, warmup_iterations=0,
+                         resample_labels=resample_labels)
     run = run_training(dataset, out, config, base_run=base_run, resume=resume, label="fine-tune")
     _report_run(run)
 

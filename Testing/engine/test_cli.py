@@ -190,3 +190,40 @@ def test_killed_training_resumes_from_its_last_checkpoint(phantom_dataset, tmp_p
     result = subprocess.run(command[:8] + [str(done + 1)] + command[9:] + ["--resume"], capture_output=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((out / "model.json").read_text())["iteration"] == done + 1
+
+
+def test_resample_labels_trains_on_labels_from_another_grid(capsys, phantom_dataset, tmp_path):
+    # The same label content on a flipped, coarser grid: refused by default with
+    # the hint, accepted with --resample-labels, and the resampled label matches the original grid.
+    from BackSplitLib.io import resample_like
+    from BackSplitLib.transforms import validation_transforms
+
+    root, dataset = _copy(phantom_dataset, tmp_path)
+    case = dataset.training[0]
+    label = sitk.ReadImage(str(case.label))
+    # 1.7x, not 2x: with an integer factor half the fine voxel centres sit exactly on coarse voxel
+    # borders, where nearest-neighbour implementations may round either way.
+    coarse = sitk.Image([int(s / 1.7) for s in label.GetSize()[:2]] + [label.GetSize()[2]], label.GetPixelID())
+    coarse.SetSpacing([label.GetSpacing()[0] * 1.7, label.GetSpacing()[1] * 1.7, label.GetSpacing()[2]])
+    coarse.SetOrigin(label.GetOrigin())
+    coarse.SetDirection(label.GetDirection())
+    coarse = sitk.Flip(resample_like(label, coarse), [True, False, False])
+    sitk.WriteImage(coarse, str(case.label))
+    code, output = run_cli(capsys, "train", root, "--out", tmp_path / "refused", *FAST)
+    assert code != 0 and "--resample-labels" in output and not (tmp_path / "refused").exists()
+    code, output = run_cli(capsys, "train", root, "--out", tmp_path / "run", "--resample-labels", *FAST)
+    assert code == 0, output
+
+    from BackSplitLib.runs import load_run
+
+    preprocessing = load_run(tmp_path / "run").preprocessing
+    item = validation_transforms(preprocessing, None, resample_labels=True)({"image": str(case.image),
+                                                                             "label": str(case.label)})
+    assert item["label"].shape == item["image"].shape
+    # Independent reference: SimpleITK's physical-space resampling onto the image grid, then the same
+    # preprocessing without resampling.
+    reference = tmp_path / "reference_label.nii.gz"
+    sitk.WriteImage(resample_like(coarse, sitk.ReadImage(str(case.image))), str(reference))
+    expected = validation_transforms(preprocessing, None)({"image": str(case.image), "label": str(reference)})
+    mismatch = (item["label"] != expected["label"]).float().mean().item()
+    assert mismatch == 0.0, mismatch
