@@ -816,6 +816,14 @@ class DatasetUpdate:
     voxels: dict[str, int]
 
 
+def _read_training_case(case) -> tuple[sitk.Image, sitk.Image]:
+    """A dataset case's image and label, checked to share one grid."""
+    image = read_image(case.image, f"image of case {case.name}")
+    label = read_image(case.label, f"label of case {case.name}", require_finite=False)
+    check_same_geometry(image, label, str(case.image), str(case.label))
+    return image, label
+
+
 def add_classes_to_dataset(root: str | Path, make_classes: Callable[[sitk.Image], AuxiliaryLabels],
                            progress: Callable[[int, int, str], None] | None = None) -> DatasetUpdate:
     """Add automatic classes to every training case of a dataset, in place.
@@ -836,9 +844,7 @@ def add_classes_to_dataset(root: str | Path, make_classes: Callable[[sitk.Image]
         for i, case in enumerate(dataset.training):
             if progress:
                 progress(i, len(dataset.training), case.name)
-            image = read_image(case.image, f"image of case {case.name}")
-            label = read_image(case.label, f"label of case {case.name}", require_finite=False)
-            check_same_geometry(image, label, str(case.image), str(case.label))
+            image, label = _read_training_case(case)
             aux = make_classes(image)
             if new_schema is None:
                 clash = [n for n in aux.classes if n in (old.target, IGNORE, BACKGROUND)]
@@ -1087,9 +1093,7 @@ def advise(run_dir: str | Path, dataset_root: str | Path, tissues: bool | None =
         for i, case in enumerate(dataset.training):
             if progress:
                 progress(i, len(dataset.training), case.name)
-            image = read_image(case.image, f"image of case {case.name}")
-            label = read_image(case.label, f"label of case {case.name}", require_finite=False)
-            check_same_geometry(image, label, str(case.image), str(case.label))
+            image, label = _read_training_case(case)
             label_array = sitk.GetArrayFromImage(label)
             mask = predictor.predict(image, probabilities=False, classes=False).mask
             prediction = sitk.GetArrayFromImage(mask) if isinstance(mask, sitk.Image) else np.asarray(mask)

@@ -35,6 +35,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from BackSplitLib.bench import torch_threads
 from BackSplitLib.bench.stats import meets
 from BackSplitLib import runs as runfiles
 from BackSplitLib.networks import ARCHITECTURES, build_network, default_params
@@ -323,13 +324,8 @@ def scale_cost(work: Path, settings: CostSettings, arch: str = "unet", log=print
 def run_cost(out: Path, settings: CostSettings | None = None, log=print) -> dict:
     """Run every measurement, write ``cost.json`` and ``cost.md`` into ``out``, return the results."""
     settings = settings or CostSettings()
-    threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
+    with torch_threads(settings.threads):
         return _run_cost(out, settings, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_cost(out: Path, settings: CostSettings, log) -> dict:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from BackSplitLib.bench import torch_threads
 from BackSplitLib.bench.stats import meets
 from BackSplitLib.client import TERMINAL_STATES, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
@@ -284,16 +285,9 @@ def compare_prediction(client: BackSplitClient, run_dir: Path, image: Path, work
 def run_server_bench(out: Path, settings: ServerBenchSettings | None = None,
                      log: Callable[[str], None] = print) -> dict:
     """Start a server, run every measurement, write ``server_bench.json`` and ``server_report.md``."""
-    import torch
-
     settings = settings or ServerBenchSettings()
-    threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
+    with torch_threads(settings.threads):
         return _run(out, settings, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(out: Path, settings: ServerBenchSettings, log: Callable[[str], None]) -> dict:

@@ -89,12 +89,8 @@ def cost(
         settings.scale_shape = None
     assert isinstance(settings, CostSettings)
     results = run_cost(out, settings, log=_log)
-    table = Table(title="bench cost: BackSplit vs binary (medians)")
-    for column in ("measurement", "BackSplit / binary (or value)", "ratio (target)"):
-        table.add_column(column)
-    for row in cost_rows(results):
-        table.add_row(*row)
-    console.print(table)
+    _print_table("bench cost: BackSplit vs binary (medians)",
+                 ("measurement", "BackSplit / binary (or value)", "ratio (target)"), cost_rows(results))
     console.print(f"wrote {out / 'cost.json'} and {out / 'cost.md'} in {results['wall_s'] / 60:.1f} min")
 
 
@@ -111,10 +107,13 @@ def server(
 
     settings = ServerBenchSettings(shape=parse_shape(shape), repeats=repeats, iterations=iterations, threads=threads)
     results = run_server_bench(out, settings, log=_log)
-    table = Table(title=f"bench server: loopback, medians of {repeats}")
-    for column in ("measurement", "value", "ratio / rate (target)"):
-        table.add_column(column)
-    for row in server_rows(results):
+    _print_table(f"bench server: loopback, medians of {repeats}", ("measurement", "value", "ratio / rate (target)"),
+                 server_rows(results))
+    console.print(f"wrote {out / 'server_bench.json'} and {out / 'server_report.md'} in {results['wall_s'] / 60:.1f} min")
+
+
+def _print_table(title: str, columns: tuple[str, ...], rows) -> None:
+    table = Table(*columns, title=title)
+    for row in rows:
         table.add_row(*row)
     console.print(table)
-    console.print(f"wrote {out / 'server_bench.json'} and {out / 'server_report.md'} in {results['wall_s'] / 60:.1f} min")
