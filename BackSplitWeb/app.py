@@ -1,0 +1,271 @@
+"""The trame application: trame-slicer's scene, views and segment editor, plus BackSplit's own parts.
+
+One :class:`WebApp` per process (one user: see :mod:`BackSplitWeb.security`). It assembles trame-slicer's
+logic pieces (views, segment editor, volume properties, layouts) the way trame-slicer's segmentation app
+does, but opens volumes through :mod:`BackSplitWeb.uploads` (streamed to disk, size limit, the engine's
+upload gate) instead of trame-slicer's in-memory loader, and adds the BackSplit panel
+(:mod:`BackSplitWeb.panel`) and the login step (:mod:`BackSplitWeb.login`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from BackSplitLib.errors import BackSplitError
+from BackSplitLib.io import case_name, write_image
+
+from BackSplitWeb import module_path
+from BackSplitWeb.security import APP_ROUTE_PREFIX, Gate, new_secret
+from BackSplitWeb.uploads import StreamedFile, UploadError, received_image, upload_name
+
+module_path.ensure_slicer_module_on_path()
+
+from trame.app import get_server  # noqa: E402 (after the module path is set)
+from trame_slicer import module as trame_slicer_module  # noqa: E402
+from trame_slicer.app.logic import (  # noqa: E402
+    LayoutButtonLogic,
+    MprInteractionButtonLogic,
+    SegmentEditorLogic,
+    VolumePropertyLogic,
+)
+from trame_slicer.core import SlicerApp  # noqa: E402
+from trame_slicer.rca_view import register_rca_factories  # noqa: E402
+
+from BackSplitWeb import page  # noqa: E402
+from BackSplitWeb.login import check_token  # noqa: E402
+
+log = logging.getLogger("backsplit.web")
+STATIC = Path(__file__).with_name("static")
+UPLOAD_CHUNK = 1 << 20
+
+
+@dataclass
+class WebSettings:
+    """What `backsplit web` was started with."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    server_url: str = "http://127.0.0.1:8765"
+    token: str | None = None  # from the environment, loopback only (login.startup_token)
+    max_upload: int = 2 << 30
+    work_dir: Path | None = None
+    secret: str = field(default_factory=new_secret)
+
+
+class WebApp:
+    """The scene, the views, the segment editor, the BackSplit panel, and the app's HTTP routes."""
+
+    def __init__(self, settings: WebSettings, server=None):
+        self.settings = settings
+        self.work = Path(settings.work_dir or tempfile.mkdtemp(prefix="backsplit-web-"))
+        self.work.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.work, 0o700)
+        self.server = server or get_server(client_type="vue3")
+        self.server.enable_module(trame_slicer_module)
+        self.server.enable_module({"serve": {"backsplit_web": str(STATIC)}, "scripts": ["backsplit_web/backsplit.js"]})
+        self.state = self.server.state
+        self.gate = Gate(settings.secret, settings.host)
+        self.gate.on_connect = self._on_browser_connected
+        self.gate.on_disconnect = self._on_browser_disconnected
+        self._token: str | None = None  # the server token, in memory only
+
+        self.slicer_app = SlicerApp()
+        register_rca_factories(self.slicer_app.view_manager, self.server)
+        self.segment_editor_logic = SegmentEditorLogic(self.server, self.slicer_app)
+        self.volume_property_logic = VolumePropertyLogic(self.server, self.slicer_app)
+        self.layout_logic = LayoutButtonLogic(self.server, self.slicer_app)
+        self.mpr_logic = MprInteractionButtonLogic(self.server, self.slicer_app)
+        self.volume_node = None
+
+        from BackSplitWeb.panel import PanelBinding
+
+        self.panel = PanelBinding(self)
+        self.ui = page.build(self)
+        self._reset_state()
+        self.server.controller.on_server_bind.add(self._bind_routes)
+        self.server.trigger("backsplit_login")(self.login)
+        if settings.token:
+            self._use_token(settings.token)
+
+    # ------------------------------------------------------------------------------ state and login
+    def _reset_state(self) -> None:
+        self.state.update({
+            "trame__title": "BackSplit",
+            "bs_logged_in": False,
+            "bs_login_error": "",
+            "bs_server_url": self.settings.server_url,
+            "bs_ticket": "",
+            "bs_message": "",
+            "bs_error": "",
+            "bs_volume_name": "",
+            "bs_uploading": False,
+        })
+
+    def login(self, token: str) -> None:
+        """The page's Sign in: the typed token is checked against the server and kept in memory only."""
+        try:
+            check_token(self.settings.server_url, token)
+        except BackSplitError as e:
+            self.state.bs_login_error = str(e)
+            return
+        self._use_token(token)
+
+    def _use_token(self, token: str) -> None:
+        self._token = token
+        self.state.bs_logged_in = True
+        self.state.bs_login_error = ""
+        self.panel.on_login(self.settings.server_url, token)
+
+    def _on_browser_connected(self) -> None:
+        self.state.bs_ticket = self.gate.ticket
+        self.state.flush()
+
+    def _on_browser_disconnected(self) -> None:
+        # The next browser logs in again unless the token came from the environment on loopback.
+        if not self.settings.token:
+            self._token = None
+            self.state.bs_logged_in = False
+            self.panel.on_logout()
+        self.state.bs_ticket = ""
+        self.state.flush()
+
+    # --------------------------------------------------------------------------------- HTTP routes
+    def _bind_routes(self, wslink_server) -> None:
+        app: web.Application = wslink_server.app
+        app.middlewares.append(self.gate.middleware)
+        app.router.add_post(f"{APP_ROUTE_PREFIX}upload", self._upload)
+        app.router.add_get(f"{APP_ROUTE_PREFIX}download/{{what}}", self._download)
+        app.router.add_get(f"{APP_ROUTE_PREFIX}state", self._state_json)
+
+    def _need_login(self) -> web.Response | None:
+        if not self.state.bs_logged_in:
+            return web.json_response({"detail": "sign in first"}, status=403)
+        return None
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        refused = self._need_login()
+        if refused:
+            return refused
+        kind = request.query.get("kind", "volume")
+        client_name = request.query.get("name", "volume")
+        if kind not in ("volume", "segmentation"):
+            return web.json_response({"detail": f"unknown upload kind {kind!r}"}, status=400)
+        work = Path(tempfile.mkdtemp(dir=self.work))
+        target = StreamedFile(work / upload_name(client_name), self.settings.max_upload)
+        self._set(bs_uploading=True, bs_error="", bs_message=f"receiving {client_name}")
+        try:
+            async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+                target.write(chunk)
+            path = target.close()
+            if kind == "volume":
+                self.open_volume(received_image(path, work, self.settings.max_upload), client_name)
+            else:
+                self.open_segmentation(path, work, client_name)
+        except UploadError as e:
+            target.abort()
+            self._set(bs_uploading=False, bs_error=str(e), bs_message="")
+            return web.json_response({"detail": str(e)}, status=e.status)
+        except BackSplitError as e:
+            self._set(bs_uploading=False, bs_error=str(e), bs_message="")
+            return web.json_response({"detail": str(e)}, status=400)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        self._set(bs_uploading=False, bs_message=f"opened {client_name}")
+        return web.json_response({"ok": True})
+
+    def _set(self, **values) -> None:
+        self.state.update(values)
+        self.state.flush()
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        refused = self._need_login()
+        if refused:
+            return refused
+        what = request.match_info["what"]
+        try:
+            path = self.panel.export(what, Path(tempfile.mkdtemp(dir=self.work)))
+        except BackSplitError as e:
+            return web.json_response({"detail": str(e)}, status=409)
+        return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
+
+    async def _state_json(self, request: web.Request) -> web.Response:
+        """The scene as plain data (volume, segments, roles, geometry): what tests and scripts read back."""
+        return web.json_response(self.panel.describe())
+
+    # ------------------------------------------------------------------------------------ the scene
+    def open_volume(self, image, client_name: str) -> None:
+        """Replace the scene's contents with ``image`` and show it in every view."""
+        name = case_name(client_name) or "volume"
+        nrrd = write_image(image, Path(tempfile.mkdtemp(dir=self.work)) / f"{_safe(name)}.nrrd")
+        self.slicer_app.scene.Clear()
+        volumes = self.slicer_app.io_manager.load_volumes([str(nrrd)])
+        shutil.rmtree(nrrd.parent, ignore_errors=True)
+        if not volumes:
+            raise UploadError("the volume could not be loaded into the scene")
+        self.volume_node = volumes[0]
+        self.volume_node.SetName(name)
+        self.slicer_app.display_manager.show_volume(self.volume_node, do_reset_views=True)
+        self.volume_property_logic.on_volume_changed(self.volume_node)
+        self.segment_editor_logic.on_volume_changed(self.volume_node)
+        self.layout_state.data.is_volume_loaded = True
+        self.state.bs_volume_name = name
+        self.panel.on_volume_changed(self.volume_node)
+
+    def open_segmentation(self, path: Path, work: Path, client_name: str) -> None:
+        """An existing segmentation (.seg.nrrd, or a label map) for the open volume."""
+        if self.volume_node is None:
+            raise UploadError("open a volume first, then its segmentation")
+        from BackSplitWeb.uploads import checked_image
+
+        if not client_name.lower().endswith(".seg.nrrd"):
+            image = received_image(path, work, self.settings.max_upload, what="uploaded segmentation")
+            path = write_image(image, work / "labels.nrrd")
+        else:
+            checked_image(path)
+        node = self.slicer_app.segmentation_editor.load_segmentation_from_file(str(path))
+        if node is None:
+            raise UploadError("the segmentation could not be loaded")
+        for other in list(self.slicer_app.scene.GetNodesByClass("vtkMRMLSegmentationNode")):
+            if other is not node:
+                self.slicer_app.scene.RemoveNode(other)
+        node.SetName(case_name(client_name) or "segmentation")
+        self.segment_editor_logic.on_volume_changed(self.volume_node)
+        self.panel.on_volume_changed(self.volume_node)
+
+    def segmentation_node(self):
+        editor = self.slicer_app.segmentation_editor
+        return editor.active_segmentation_node if editor.active_segmentation else None
+
+    # ------------------------------------------------------------------------------------- running
+    def url(self) -> str:
+        host = self.settings.host if self.settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{host}:{self.server.port}/?secret={self.settings.secret}"
+
+    def start(self, **kwargs) -> None:
+        """Serve until stopped; prints the URL to open, with the launch secret, on a line of its own."""
+
+        def announce(**_):
+            sys.stdout.write(f"BackSplit web is ready: open this URL in your browser:\n{self.url()}\n")
+            sys.stdout.flush()
+
+        self.server.controller.on_server_ready.add(announce)
+        # trame parses sys.argv for its own options; give it only ours (the secret never goes on argv).
+        argv, sys.argv = sys.argv, [sys.argv[0], "--authKey", self.settings.secret]
+        try:
+            self.server.start(host=self.settings.host, port=self.settings.port, open_browser=False,
+                              show_connection_info=False, timeout=0, **kwargs)
+        finally:
+            sys.argv = argv
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "volume"
+

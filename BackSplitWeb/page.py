@@ -1,0 +1,77 @@
+"""The page: trame-slicer's viewer layout with the segment editor on the left, the BackSplit panel on the
+right, the views in the middle, and a sign-in card until the server token is checked.
+
+Layout only: what the controls do lives in :mod:`BackSplitWeb.app` (scene, uploads, login) and in the
+panel controller that :mod:`BackSplitWeb.panel` binds.
+"""
+
+from __future__ import annotations
+
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+from trame_slicer.app.ui import (
+    LayoutButton,
+    MprInteractionButton,
+    SegmentEditorUI,
+    SegmentEditorUndoRedoUI,
+    ViewerLayout,
+)
+
+
+def build(app) -> ViewerLayout:
+    server = app.server
+    server.state.client_only("bs_token_input")
+    with ViewerLayout(server, title="BackSplit", is_drawer_visible=True) as layout:
+        app.layout_state = layout.typed_state
+        loaded = layout.typed_state.name.is_volume_loaded
+        with layout.appbar:
+            _open_buttons(loaded)
+        with layout.drawer:
+            editor_ui = SegmentEditorUI(v_if=(loaded,))
+            html.Div("Open a volume (NIfTI, NRRD, MHA or a DICOM zip) to start.", v_if=(f"!{loaded}",), classes="pa-4")
+        with layout.toolbar:
+            LayoutButton(classes="mt-1", disabled=(f"!{loaded}",))
+            app.mpr_button = MprInteractionButton(classes="mt-1", disabled=(f"!{loaded}",))
+        with layout.undo_redo:
+            SegmentEditorUndoRedoUI(editor_ui=editor_ui, v_if=(loaded,))
+        with layout.content:
+            _sign_in_card()
+            with html.Div(v_show=("bs_logged_in",), style="position: relative; width: 100%; height: 100%;"):
+                app.layout_logic.layout_manager.initialize_layout_grid(layout)
+        with v3.VNavigationDrawer(location="right", permanent=True, width=380, v_show=("bs_logged_in",)):
+            app.panel.build_ui()
+    app.segment_editor_logic.set_ui(editor_ui)
+    app.layout_logic.set_ui(None)
+    app.mpr_logic.set_ui(app.mpr_button)
+    return layout
+
+
+def _open_buttons(loaded: str) -> None:
+    """Open a volume / an existing segmentation: streamed to the app's upload route (static/backsplit.js)."""
+    with html.Div(v_show=("bs_logged_in",), classes="d-flex align-center ga-2 mx-2"):
+        for kind, label, icon, extra in (("volume", "Open volume", "mdi-file-upload", ""),
+                                         ("segmentation", "Open segmentation", "mdi-shape-plus", loaded)):
+            with v3.VBtn(prepend_icon=icon, variant="tonal", size="small", tag="label",
+                         disabled=(f"bs_uploading || !{extra}",) if extra else ("bs_uploading",),
+                         id=f"bs-open-{kind}"):
+                html.Span(label)
+                html.Input(type="file", style="display: none;", id=f"bs-file-{kind}",
+                           change=f"window.backsplitUpload($event.target.files[0], '{kind}', bs_ticket);"
+                                  "$event.target.value = ''")
+        v3.VProgressCircular(v_if=("bs_uploading",), indeterminate=True, size=20)
+        html.Span("{{ bs_volume_name }}", classes="text-caption", id="bs-volume-name")
+        html.Span("{{ bs_error }}", classes="text-caption text-red", id="bs-error")
+
+
+def _sign_in_card() -> None:
+    with v3.VCard(v_if=("!bs_logged_in",), max_width=480, classes="ma-auto mt-12", id="bs-login"):
+        v3.VCardTitle("Sign in to the BackSplit server")
+        with v3.VCardText():
+            html.Div("Server: {{ bs_server_url }}", classes="mb-2")
+            v3.VTextField(v_model=("bs_token_input", ""), label="Server token", type="password",
+                          autocomplete="off", id="bs-token",
+                          keydown_enter="trigger('backsplit_login', [bs_token_input]); bs_token_input = ''")
+            html.Div("{{ bs_login_error }}", classes="text-red", id="bs-login-error")
+        with v3.VCardActions():
+            v3.VBtn("Sign in", id="bs-sign-in", variant="tonal",
+                    click="trigger('backsplit_login', [bs_token_input]); bs_token_input = ''")

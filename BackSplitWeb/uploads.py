@@ -1,0 +1,146 @@
+"""What the browser sends: a volume (or segmentation) file streamed to disk with a size limit, and a DICOM
+series as a zip extracted with bounds.
+
+Nothing here holds an upload in memory: the HTTP route hands chunks to :class:`StreamedFile`, which writes
+them to a file and stops at ``max_bytes``. A received image is accepted only when the engine's upload gate
+(:func:`BackSplitLib.io.check_self_contained`, the same one the server uses) says it is a self-contained
+NIfTI / NRRD / MetaImage, so a header naming another file on this machine is never followed. A zip is a
+DICOM series: member count, declared and actual sizes are bounded, members are written under numbered
+names (no paths or links from the archive are used), and SimpleITK reads the series. trame-slicer's own
+``.mrb`` loader is never used (its extraction is unbounded).
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from BackSplitLib import io as engine_io
+from BackSplitLib.errors import BackSplitError
+
+MAX_DICOM_MEMBERS = 5000
+COPY_CHUNK = 1 << 20
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+class UploadError(BackSplitError):
+    """An upload the app refuses (too large, not an image, a hostile archive)."""
+
+    def __init__(self, message: str, hint: str | None = None, status: int = 400):
+        super().__init__(message, hint)
+        self.status = status
+
+
+class StreamedFile:
+    """A file written chunk by chunk, refused (and removed) as soon as it grows past ``max_bytes``."""
+
+    def __init__(self, path: Path, max_bytes: int):
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._handle = open(self.path, "wb")  # noqa: SIM115 (closed in close/abort)
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            self.abort()
+            raise UploadError(f"the upload is larger than the app's limit of {_human(self.max_bytes)}",
+                              "start `backsplit web` with a larger --max-upload", status=413)
+        self._handle.write(chunk)
+
+    def close(self) -> Path:
+        self._handle.close()
+        if self.size == 0:
+            self.path.unlink(missing_ok=True)
+            raise UploadError("the upload is empty")
+        return self.path
+
+    def abort(self) -> None:
+        self._handle.close()
+        self.path.unlink(missing_ok=True)
+
+
+def is_zip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == ZIP_MAGIC
+
+
+def checked_image(path: Path) -> Path:
+    """``path`` when the engine's gate finds a self-contained NIfTI / NRRD / MetaImage, else UploadError."""
+    try:
+        engine_io.check_self_contained(path)
+    except BackSplitError as e:
+        raise UploadError(e.message, e.hint, status=415) from None
+    return path
+
+
+def extract_dicom_zip(archive: Path, dest: Path, max_bytes: int, max_members: int = MAX_DICOM_MEMBERS) -> Path:
+    """Members of a DICOM zip written as ``dest/00000.dcm`` ...; bounded in count and in bytes written."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            if len(members) > max_members:
+                raise UploadError(f"the zip has {len(members)} files; at most {max_members} are accepted")
+            if sum(m.file_size for m in members) > max_bytes:
+                raise UploadError(f"the zip expands beyond the app's limit of {_human(max_bytes)}", status=413)
+            written = 0
+            for index, member in enumerate(members):
+                _check_member(member)
+                with zf.open(member) as src, open(dest / f"{index:05d}.dcm", "wb") as out:
+                    while chunk := src.read(COPY_CHUNK):
+                        written += len(chunk)  # declared sizes can lie: count what is really written
+                        if written > max_bytes:
+                            raise UploadError(f"the zip expands beyond the app's limit of {_human(max_bytes)}",
+                                              status=413)
+                        out.write(chunk)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, OSError) as e:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise UploadError(f"the zip cannot be read ({type(e).__name__})") from None
+    except UploadError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return dest
+
+
+def _check_member(member: zipfile.ZipInfo) -> None:
+    name = member.filename
+    if name.startswith(("/", "\\")) or ".." in Path(name.replace("\\", "/")).parts or ":" in name:
+        raise UploadError("the zip names a file outside its own folder; it is refused")
+    if (member.external_attr >> 16) & 0o170000 == 0o120000:
+        raise UploadError("the zip holds a symbolic link; it is refused")
+
+
+def upload_name(client_name: str) -> str:
+    """A local file name for an upload: fixed stem, the client's image extension kept so readers know it."""
+    return "upload" + (engine_io.image_extension(client_name) or ".bin")
+
+
+def received_image(upload: Path, work: Path, max_bytes: int, what: str = "uploaded volume") -> sitk.Image:
+    """An uploaded volume as a SimpleITK image: a gated self-contained file, or the series in a DICOM zip."""
+    if is_zip(upload):
+        folder = extract_dicom_zip(upload, work / "dicom", max_bytes)
+        try:
+            return engine_io.read_image(folder, what)
+        except BackSplitError as e:
+            raise UploadError(e.message, e.hint) from None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    if not engine_io.image_extension(upload):
+        raise UploadError("the file is neither a NIfTI, NRRD or MetaImage file nor a DICOM zip", status=415)
+    checked_image(upload)
+    try:
+        return engine_io.read_image(upload, what)
+    except BackSplitError as e:
+        raise UploadError(e.message, e.hint, status=415) from None
+
+
+def _human(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
