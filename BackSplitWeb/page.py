@@ -38,7 +38,7 @@ def build(app) -> ViewerLayout:
             _sign_in_card()
             with html.Div(v_show=("bs_logged_in",), style="position: relative; width: 100%; height: 100%;"):
                 app.layout_logic.layout_manager.initialize_layout_grid(layout)
-        with v3.VNavigationDrawer(location="right", permanent=True, width=380, v_show=("bs_logged_in",)):
+        with v3.VNavigationDrawer(location="right", permanent=True, width=380, v_if=("bs_logged_in",)):
             app.panel.build_ui()
     app.segment_editor_logic.set_ui(editor_ui)
     app.layout_logic.set_ui(None)
@@ -48,7 +48,7 @@ def build(app) -> ViewerLayout:
 
 def _open_buttons(loaded: str) -> None:
     """Open a volume / an existing segmentation: streamed to the app's upload route (static/backsplit.js)."""
-    with html.Div(v_show=("bs_logged_in",), classes="d-flex align-center ga-2 mx-2"):
+    with html.Div(v_if=("bs_logged_in",), classes="d-flex align-center ga-2 mx-2"):
         for kind, label, icon, extra in (("volume", "Open volume", "mdi-file-upload", ""),
                                          ("segmentation", "Open segmentation", "mdi-shape-plus", loaded)):
             with v3.VBtn(prepend_icon=icon, variant="tonal", size="small", tag="label",

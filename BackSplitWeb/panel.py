@@ -38,6 +38,8 @@ class PanelBinding:
         )
         self.controller.observe(self._publish)
         self._ticker: asyncio.Task | None = None
+        self._watched_output: str | None = None
+        self._jump_pending = False
         self.state.bs_panel = self.controller.state().as_dict()
         self.state.bs_role_items = ROLE_ITEMS
         ctrl_trigger = app.server.trigger
@@ -52,6 +54,8 @@ class PanelBinding:
 
     # -------------------------------------------------------------------------- controller -> page
     def _publish(self, panel_state) -> None:
+        if panel_state.output_id and panel_state.output_id != self._watched_output:
+            self._watch_prediction(panel_state.output_id)
         self.state.bs_panel = panel_state.as_dict()
         self.state.bs_organ_maps = self._organ_map_items()
         self.state.flush()
@@ -60,9 +64,49 @@ class PanelBinding:
         async def ticking():
             while True:
                 self.controller.tick()
+                if self._jump_pending:
+                    self._jump_pending = False
+                    self._show_lesion()
                 await asyncio.sleep(TICK_MS / 1000)
 
         self._ticker = asyncio.get_event_loop().create_task(ticking())
+
+    def _watch_prediction(self, output_id: str) -> None:
+        """Show each new prediction: the slice views move to a lesion voxel (the first one arrives with the
+        output node; later ones modify its segments)."""
+        import slicer
+
+        self._watched_output = output_id
+        node = self.app.slicer_app.scene.GetNodeByID(output_id)
+        if node is None:
+            return
+        node.GetSegmentation().AddObserver(slicer.vtkSegmentation.SegmentModified, self._on_prediction_modified)
+        self._jump_pending = True
+
+    def _on_prediction_modified(self, *_) -> None:
+        self._jump_pending = True
+
+    def _show_lesion(self) -> None:
+        """Move every slice view to the predicted lesion voxel nearest the lesion's centre."""
+        import numpy as np
+        import vtk
+
+        node, volume = self._prediction_node(), self.app.volume_node
+        if node is None or volume is None:
+            return
+        try:
+            mask = prediction_mask(node, LESION_SEGMENT_NAME, volume)
+        except BackSplitError:
+            return
+        voxels = np.argwhere(mask)
+        if not len(voxels):
+            return
+        k, j, i = voxels[np.argmin(((voxels - voxels.mean(axis=0)) ** 2).sum(axis=1))]
+        ijk_to_ras = vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(ijk_to_ras)
+        r, a, s_, _ = ijk_to_ras.MultiplyPoint((float(i), float(j), float(k), 1.0))
+        for slice_node in self.app.slicer_app.scene.GetNodesByClass("vtkMRMLSliceNode"):
+            slice_node.JumpSliceByOffsetting(r, a, s_)
 
     # -------------------------------------------------------------------------- page -> controller
     def action(self, name: str) -> None:

@@ -1,0 +1,286 @@
+"""BackSplit in a real browser: Chromium (Playwright) against `backsplit web` and `backsplit serve` on loopback.
+
+The tests run in file order on one app process and one page, as a clinician would: a wrong token is
+refused, an oversized upload is refused, then a phantom case larger than one 4 MiB trame message is
+uploaded, segments are painted with real mouse drags on the axial slice view, roles set, the case added,
+a model fine-tuned with its progress followed to the end, and the lesion predicted. Then a second browser,
+a foreign Origin and a page without the launch secret are refused. Every wait is on the app's state (its
+JSON facts route or the page's DOM), never a fixed sleep: on two busy cores the app lags the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+PHANTOM_SHAPE = (64, 88, 96)  # stored as float64 .nii: 4.1 MiB, more than one 4 MiB trame message
+FINE_TUNE_ITERATIONS = 4
+LESION_RGB_MARGIN = 60  # yellow: red and green both this much above blue (grey CT voxels have r = g = b)
+pytestmark = pytest.mark.slow
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def wait_until(predicate, timeout: float, what: str, every: float = 0.25):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def ticket(page) -> str:
+    """The per-connection ticket the app gave this page (it is in the download links)."""
+    href = page.locator("#bs-download-segmentation").get_attribute("href") or ""
+    return parse_qs(urlparse(href).query).get("ticket", [""])[0]
+
+
+def facts(page) -> dict:
+    """The app's scene as plain data, read through its own route with this page's ticket; an error message
+    of the panel fails the test at once (with its text) instead of a later timeout."""
+    data = page.evaluate(
+        "async (t) => (await fetch('/backsplit/state', {headers: {'X-BackSplit-Ticket': t}})).json()",
+        ticket(page))
+    message = data["panel"]["message"]
+    assert not (message and message["level"] == "error"), message
+    return data
+
+
+def lesion_pixels(png: bytes) -> int:
+    """Pixels of the fixed lesion colour (yellow over grey) in a screenshot."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(BytesIO(png)).convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return int(np.count_nonzero((r - b > LESION_RGB_MARGIN) & (g - b > LESION_RGB_MARGIN)
+                                & (abs(r - g) < LESION_RGB_MARGIN)))
+
+
+def axial_view(page):
+    return page.locator(".layout-grid-item").first
+
+
+def drag(page, view, start: tuple[float, float], end: tuple[float, float], steps: int = 12) -> None:
+    """A real mouse drag across ``view`` (fractions of its box)."""
+    box = view.bounding_box()
+    x0, y0 = box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"]
+    x1, y1 = box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, steps + 1):
+        page.mouse.move(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps)
+        page.wait_for_timeout(30)  # pace of a hand, so every move event reaches the app
+    page.mouse.up()
+
+
+def choose_role(page, segment_name: str, option: str) -> None:
+    page.locator(f"#bs-role-row-{segment_name} .v-field").click()
+    page.locator(".v-overlay--active .v-list-item", has_text=option).first.click()
+
+
+def segment_item(page, index: int):
+    """The segment editor's list row ``index`` (names are in text fields, so rows go by position)."""
+    return page.locator(".v-list-item:has(.mdi-delete-outline)").nth(index)
+
+
+def select_segment(page, index: int) -> None:
+    segment_item(page, index).click(position={"x": 60, "y": 10})
+    wait_until(lambda: "v-list-item--active" in (segment_item(page, index).get_attribute("class") or ""), 30,
+               f"segment {index} to be selected")
+
+
+def segments(page) -> dict:
+    return {s["name"]: s for s in facts(page)["segments"]}
+
+
+# ----------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory) -> dict:
+    from BackSplitLib.phantom import make_phantom
+
+    folder = tmp_path_factory.mktemp("web-phantom")
+    image, _ = make_phantom(3, shape=PHANTOM_SHAPE)
+    image = sitk.Cast(image, sitk.sitkFloat64)
+    paths = {"image": folder / "phantom_case.nii", "oversized": folder / "oversized.nii"}
+    sitk.WriteImage(image, str(paths["image"]), useCompression=False)
+    with open(paths["oversized"], "wb") as f:  # 9 MiB, over the app's 8 MiB limit
+        f.truncate(9 << 20)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def page(browser, web_app):
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.goto(web_app.url)
+    page.locator("#bs-login").wait_for(timeout=60_000)
+    yield page
+    context.close()
+
+
+# ------------------------------------------------------------------------------------------- tests
+def test_the_url_secret_leaves_the_address_bar(page):
+    assert "secret" not in page.url
+
+
+def test_a_wrong_token_is_refused(page):
+    page.fill("#bs-token", "not-the-token")
+    page.click("#bs-sign-in")
+    page.locator("#bs-login-error", has_text="refused").wait_for(timeout=30_000)
+    assert page.locator("#bs-login").is_visible()
+    assert not page.locator("#bs-panel").is_visible()
+
+
+def test_the_right_token_signs_in_and_leaves_no_trace(page, backsplit_server):
+    page.fill("#bs-token", backsplit_server.token)
+    page.click("#bs-sign-in")
+    page.locator("#bs-panel").wait_for(state="visible", timeout=30_000)
+    wait_until(lambda: facts(page)["panel"]["connection"] == "connected", 30, "the panel to connect")
+    cookies = page.context.cookies()
+    storage = page.evaluate("() => JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+    assert backsplit_server.token not in json.dumps(cookies) + storage + page.url
+    assert page.evaluate("() => document.querySelector('#bs-token') === null")  # the sign-in card is gone
+
+
+def test_an_oversized_upload_is_refused(page, phantom_files):
+    page.set_input_files("#bs-file-volume", str(phantom_files["oversized"]))
+    page.locator("#bs-error", has_text="larger than the app's limit").wait_for(timeout=60_000)
+    assert facts(page)["volume"] is None
+
+
+def test_upload_paint_roles_fine_tune_and_predict(page, phantom_files):
+    started = time.monotonic()
+    assert phantom_files["image"].stat().st_size > 4 << 20
+    page.set_input_files("#bs-file-volume", str(phantom_files["image"]))
+    volume = wait_until(lambda: facts(page)["volume"], 60, "the uploaded volume")
+    reference = sitk.ReadImage(str(phantom_files["image"]))
+    assert volume["size"] == list(reference.GetSize())
+    np.testing.assert_allclose(volume["spacing"], reference.GetSpacing(), rtol=1e-6)
+    np.testing.assert_allclose(volume["origin"], reference.GetOrigin(), atol=1e-4)
+
+    # Two segments painted with real drags on the axial slice view: a lesion and an auxiliary structure.
+    page.get_by_text("Add segment").first.click()
+    wait_until(lambda: len(facts(page)["segments"]) == 1, 30, "the first segment")
+    page.locator("button:has(.mdi-plus)").last.click()
+    wait_until(lambda: len(facts(page)["segments"]) == 2, 30, "the second segment")
+    first, second = [s["name"] for s in facts(page)["segments"]]
+    page.locator("button:has(.mdi-brush)").last.click()
+    view = axial_view(page)
+    select_segment(page, 0)
+    drag(page, view, (0.45, 0.48), (0.55, 0.52))
+    wait_until(lambda: segments(page)[first]["voxels"] > 0, 30, f"paint in {first}")
+    select_segment(page, 1)
+    drag(page, view, (0.35, 0.40), (0.40, 0.60))
+    wait_until(lambda: segments(page)[second]["voxels"] > 0, 30, f"paint in {second}")
+
+    # Roles, stored in the BackSplit.Role tag by the panel controller.
+    choose_role(page, first, "Target")
+    choose_role(page, second, "Auxiliary")
+    wait_until(lambda: segments(page)[first]["role"] == "target" and segments(page)[second]["role"] == "auxiliary",
+               30, "the roles")
+
+    # No tool (its brush circle is drawn on the view); hide the painted segments so that the only yellow a screenshot can show is the prediction's.
+    page.locator("button:has(.mdi-cursor-default)").last.click()
+    for index in (0, 1):
+        segment_item(page, index).locator(".mdi-eye-outline").first.click()
+    wait_until(lambda: page.locator(".v-list-item .mdi-eye-off-outline").count() == 2, 30, "hidden segments")
+    before = axial_view(page).screenshot()
+
+    print("PAINTED", time.monotonic() - started)  # DEBUG
+    page.click("#bs-add-case")
+    wait_until(lambda: "Case added" in facts(page)["panel"]["status"], 60, "the case upload")
+
+    page.fill("#bs-iterations", str(FINE_TUNE_ITERATIONS))
+    wait_until(lambda: facts(page)["panel"]["iterations"] == FINE_TUNE_ITERATIONS, 30, "the iteration count")
+    print("ADDED", time.monotonic() - started)  # DEBUG
+    page.click("#bs-fine-tune")
+    job = wait_until(lambda: (facts(page)["panel"]["job"] or {}).get("state") in ("succeeded", "failed")
+                     and facts(page)["panel"]["job"], 180, "the fine-tune job")
+    assert job["state"] == "succeeded", job
+    assert job["iteration"] == job["total_iterations"] == FINE_TUNE_ITERATIONS
+    assert page.locator("#bs-progress").get_attribute("aria-valuenow") == "100"
+    wait_until(lambda: facts(page)["panel"]["enabled"]["predict"] and facts(page)["panel"]["models"], 60,
+               "the new model")
+
+    print("TUNED", time.monotonic() - started)  # DEBUG
+    page.click("#bs-predict")
+    prediction = wait_until(lambda: facts(page)["prediction"], 120, "the prediction")
+    assert prediction["segment"] == "BackSplit lesion"
+    assert prediction["size"] == volume["size"]
+    np.testing.assert_allclose(prediction["spacing"], volume["spacing"], rtol=1e-6)
+    np.testing.assert_allclose(prediction["origin"], volume["origin"], atol=1e-4)
+    np.testing.assert_allclose(prediction["direction"], volume["direction"], atol=1e-6)
+    assert prediction["visible"] and prediction["color"] == [255, 255, 0]
+    assert prediction["voxels"] > 0, "the fine-tuned model predicted no lesion voxel"
+
+    after = wait_until(lambda: (lambda png: png if lesion_pixels(png) > 0 else None)(axial_view(page).screenshot()),
+                       60, "lesion-coloured pixels in the axial view")
+    Path("/tmp/bsdev/before.png").write_bytes(before); Path("/tmp/bsdev/after.png").write_bytes(after)  # DEBUG
+    print("SCENARIO", time.monotonic() - started)  # DEBUG
+    assert lesion_pixels(before) == 0
+    assert lesion_pixels(after) > 0
+    assert time.monotonic() - started < 90
+
+
+def test_the_prediction_downloads_as_nifti_on_the_input_grid(page, phantom_files, tmp_path):
+    with page.expect_download() as download:
+        page.click("#bs-download-prediction")
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    mask, reference = sitk.ReadImage(str(path)), sitk.ReadImage(str(phantom_files["image"]))
+    assert path.name.endswith(".nii.gz")
+    assert mask.GetSize() == reference.GetSize()
+    np.testing.assert_allclose(mask.GetOrigin(), reference.GetOrigin(), atol=1e-4)
+    assert sitk.GetArrayViewFromImage(mask).sum() == facts(page)["prediction"]["voxels"]
+
+
+def test_the_segmentation_downloads_as_seg_nrrd_with_roles(page, tmp_path):
+    with page.expect_download() as download:
+        page.click("#bs-download-segmentation")
+    path = tmp_path / download.value.suggested_filename
+    download.value.save_as(path)
+    assert path.name.endswith(".seg.nrrd")
+    header = path.read_bytes()[:20000].decode("latin-1")
+    assert "BackSplit.Role:target" in header and "BackSplit.Role:auxiliary" in header
+
+
+def test_a_second_browser_is_refused_with_a_message(browser, web_app, page):
+    other = browser.new_context().new_page()
+    response = other.goto(web_app.url)
+    assert response.status == 409
+    assert "one user at a time" in other.locator("#backsplit-refusal").inner_text()
+    other.context.close()
+    assert facts(page)["volume"] is not None  # the first user's session goes on
+
+
+def test_a_foreign_origin_is_refused(web_app):
+    import aiohttp
+
+    async def open_socket(origin: str) -> int:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(f"ws://127.0.0.1:{web_app.port}/ws", headers={"Origin": origin}):
+                    return 101
+            except aiohttp.WSServerHandshakeError as e:
+                return e.status
+
+    assert asyncio.run(open_socket("http://evil.example")) == 403
+
+
+def test_the_page_without_the_launch_secret_is_refused(browser, web_app):
+    other = browser.new_context().new_page()
+    response = other.goto(web_app.origin + "/")
+    assert response.status == 403
+    assert "secret" in other.locator("#backsplit-refusal").inner_text()
+    other.context.close()
