@@ -191,9 +191,8 @@ class PanelBinding:
             segmentation = node.GetSegmentation()
             for segment_id in segment_ids(node):
                 segment = segmentation.GetSegment(segment_id)
-                voxels = int(prediction_mask(node, segment.GetName(), volume).sum())
                 facts["segments"].append({"id": segment_id, "name": segment.GetName(),
-                                          "role": segment_role(segment), "voxels": voxels})
+                                          "role": segment_role(segment), "voxels": _painted_voxels(segment)})
         prediction = self._prediction_node()
         if prediction is not None and prediction.GetSegmentation().GetSegmentIdBySegmentName(LESION_SEGMENT_NAME):
             mask = prediction_mask(prediction, LESION_SEGMENT_NAME, volume)
@@ -270,6 +269,18 @@ class PanelBinding:
             html.Div(f"{{{{ {p}.status }}}}", classes="text-caption mt-2", id="bs-status")
             html.Div(f"{{{{ {p}.message && {p}.message.level === 'error' ? {p}.message.text : '' }}}}",
                      classes="text-caption text-red", id="bs-message")
+
+
+def _painted_voxels(segment) -> int:
+    """Voxels of a segment, counted in its own binary labelmap (no resampling: cheap enough to poll)."""
+    import numpy as np
+    from vtk.util import numpy_support
+
+    labelmap = segment.GetRepresentation("Binary labelmap")
+    scalars = labelmap.GetPointData().GetScalars() if labelmap is not None else None
+    if scalars is None:
+        return 0
+    return int(np.count_nonzero(numpy_support.vtk_to_numpy(scalars) == segment.GetLabelValue()))
 
 
 def _button(label: str, action: str, p: str) -> None:

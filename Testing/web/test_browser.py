@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def wait_until(predicate, timeout: float, what: str, every: float = 0.25):
+def wait_until(predicate, timeout: float, what: str, every: float = 0.5):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -197,13 +197,11 @@ def test_upload_paint_roles_fine_tune_and_predict(page, phantom_files):
     wait_until(lambda: page.locator(".v-list-item .mdi-eye-off-outline").count() == 2, 30, "hidden segments")
     before = axial_view(page).screenshot()
 
-    print("PAINTED", time.monotonic() - started)  # DEBUG
     page.click("#bs-add-case")
     wait_until(lambda: "Case added" in facts(page)["panel"]["status"], 60, "the case upload")
 
     page.fill("#bs-iterations", str(FINE_TUNE_ITERATIONS))
     wait_until(lambda: facts(page)["panel"]["iterations"] == FINE_TUNE_ITERATIONS, 30, "the iteration count")
-    print("ADDED", time.monotonic() - started)  # DEBUG
     page.click("#bs-fine-tune")
     job = wait_until(lambda: (facts(page)["panel"]["job"] or {}).get("state") in ("succeeded", "failed")
                      and facts(page)["panel"]["job"], 180, "the fine-tune job")
@@ -213,7 +211,6 @@ def test_upload_paint_roles_fine_tune_and_predict(page, phantom_files):
     wait_until(lambda: facts(page)["panel"]["enabled"]["predict"] and facts(page)["panel"]["models"], 60,
                "the new model")
 
-    print("TUNED", time.monotonic() - started)  # DEBUG
     page.click("#bs-predict")
     prediction = wait_until(lambda: facts(page)["prediction"], 120, "the prediction")
     assert prediction["segment"] == "BackSplit lesion"
@@ -226,8 +223,6 @@ def test_upload_paint_roles_fine_tune_and_predict(page, phantom_files):
 
     after = wait_until(lambda: (lambda png: png if lesion_pixels(png) > 0 else None)(axial_view(page).screenshot()),
                        60, "lesion-coloured pixels in the axial view")
-    Path("/tmp/bsdev/before.png").write_bytes(before); Path("/tmp/bsdev/after.png").write_bytes(after)  # DEBUG
-    print("SCENARIO", time.monotonic() - started)  # DEBUG
     assert lesion_pixels(before) == 0
     assert lesion_pixels(after) > 0
     assert time.monotonic() - started < 90
