@@ -211,6 +211,15 @@ class BackSplitClient:
     def get_case(self, case_id: str) -> dict:
         return self._json("GET", f"/cases/{quote(case_id)}")
 
+    def download_case(self, case_id: str, folder: str | Path) -> tuple[Path, Path]:
+        """Save a stored case's image and label into ``folder``; returns (image, label)."""
+        folder = Path(folder)
+        files = []
+        for which in ("image", "label"):
+            response = self._open("GET", f"/cases/{quote(case_id)}/{which}", timeout=max(self.timeout, 600.0))
+            files.append(_save(response, folder / (_filename(response) or f"{case_id}_{which}")))
+        return files[0], files[1]
+
     def delete_case(self, case_id: str) -> None:
         self._json("DELETE", f"/cases/{quote(case_id)}")
 

@@ -6,10 +6,12 @@ import json
 import shutil
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
+from BackSplitLib.io import image_extension
 from BackSplitLib.server.uploads import IMAGE_TYPES, validate_case
 
 router = APIRouter(tags=["cases"])
@@ -68,3 +70,27 @@ def get_case(case_id: str, state: AppState = Depends(app_state)) -> dict:
 @router.delete("/cases/{case_id}", status_code=204)
 def delete_case(case_id: str, state: AppState = Depends(app_state)) -> None:
     state.store.delete_case(case_id)
+
+
+_FILE_RESPONSE = {200: {"content": {"application/octet-stream": {}},
+                        "description": "the file as stored after validation (NIfTI or NRRD)"}}
+
+
+@router.get("/cases/{case_id}/image", response_class=FileResponse, responses=_FILE_RESPONSE)
+def case_image(case_id: str, state: AppState = Depends(app_state)) -> FileResponse:
+    """The case's image, e.g. for the browser app to open a case that is already on the server."""
+    return _case_file(state, case_id, "image")
+
+
+@router.get("/cases/{case_id}/label", response_class=FileResponse, responses=_FILE_RESPONSE)
+def case_label(case_id: str, state: AppState = Depends(app_state)) -> FileResponse:
+    """The case's label map (values as in the case's schema)."""
+    return _case_file(state, case_id, "label")
+
+
+def _case_file(state: AppState, case_id: str, which: str) -> FileResponse:
+    case = state.store.get_case(case_id)  # NotFound -> 404
+    stored = state.store.case_dir(case["id"]) / case[f"{which}_file"]
+    suffix = "_0000" if which == "image" else ""
+    return FileResponse(stored, media_type="application/octet-stream",
+                        filename=f"{case['id']}{suffix}{image_extension(stored.name)}")
