@@ -68,6 +68,9 @@ class WebApp:
         self.work = Path(settings.work_dir or tempfile.mkdtemp(prefix="backsplit-web-"))
         self.work.mkdir(parents=True, exist_ok=True)
         os.chmod(self.work, 0o700)
+        # The app does seconds of VTK work on its event loop (loading, surfaces, rendering); wslink's default
+        # 30 s heartbeat then drops the only browser on a busy machine.
+        os.environ.setdefault("WSLINK_HEART_BEAT", "300")
         self.server = server or get_server(client_type="vue3")
         self.server.enable_module(trame_slicer_module)
         self.server.enable_module({"serve": {"backsplit_web": str(STATIC)}, "scripts": ["backsplit_web/backsplit.js"]})
@@ -92,6 +95,8 @@ class WebApp:
         self._reset_state()
         self.server.controller.on_server_bind.add(self._bind_routes)
         self.server.trigger("backsplit_login")(self.login)
+        self.server.trigger("bs_list_cases")(self.list_cases)
+        self.server.trigger("bs_open_case")(self.open_case)
         if settings.token:
             self._use_token(settings.token)
 
@@ -107,6 +112,7 @@ class WebApp:
             "bs_error": "",
             "bs_volume_name": "",
             "bs_uploading": False,
+            "bs_cases": [],
         })
 
     def login(self, token: str) -> None:
@@ -123,6 +129,71 @@ class WebApp:
         self.state.bs_logged_in = True
         self.state.bs_login_error = ""
         self.panel.on_login(self.settings.server_url, token)
+
+    # ------------------------------------------------------------------------ cases on the server
+    def _client(self):
+        from BackSplitLib.client import BackSplitClient
+
+        if not self._token and not self.state.bs_logged_in:
+            raise BackSplitError("sign in first")
+        return BackSplitClient(self.settings.server_url, token=self._token, timeout=60)
+
+    async def list_cases(self) -> None:
+        """The server's cases, for the case picker."""
+        import asyncio
+
+        try:
+            cases = await asyncio.get_running_loop().run_in_executor(None, self._client().list_cases)
+        except Exception as e:  # noqa: BLE001 (shown to the user)
+            self._set(bs_error=f"listing the server's cases failed: {e}")
+            return
+        self._set(bs_cases=[{"title": f"{c['name']} ({c['id'][:8]})", "value": c["id"]} for c in cases],
+                  bs_error="")
+
+    async def open_case(self, case_id: str) -> None:
+        """Open a case stored on the server: its image, and its label map as named segments with roles."""
+        import asyncio
+
+        from BackSplitLib.schema import LabelSchema
+
+        work = Path(tempfile.mkdtemp(dir=self.work))
+        self._set(bs_uploading=True, bs_error="", bs_message="downloading the case")
+        try:
+            client = self._client()
+            loop = asyncio.get_running_loop()
+            case = await loop.run_in_executor(None, client.get_case, case_id)
+            image_path, label_path = await loop.run_in_executor(None, client.download_case, case_id, work)
+            image = received_image(image_path, work, self.settings.max_upload)
+            label = received_image(label_path, work, self.settings.max_upload, what="case label")
+            self.open_volume(image, case["name"])
+            self.segments_from_label(label, LabelSchema.from_dict(case["schema"]))
+            self._set(bs_uploading=False, bs_message=f"opened case {case['name']}")
+        except Exception as e:  # noqa: BLE001 (shown to the user)
+            self._set(bs_uploading=False, bs_error=f"opening the case failed: {e}", bs_message="")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def segments_from_label(self, label, schema) -> None:
+        """One segment per class of ``schema`` found in ``label``, named and coloured as in the schema, with
+        the role the class has there (target, auxiliary, ignore)."""
+        import numpy as np
+        import SimpleITK as sitk
+
+        from BackSplitLib.schema import BACKGROUND, IGNORE
+        from BackSplitSlicer.case import set_segment_mask
+        from BackSplitSlicer.roles import AUXILIARY, IGNORE as IGNORE_ROLE, TARGET, set_segment_role
+
+        node = self.segmentation_node()
+        values = sitk.GetArrayFromImage(label)
+        for name, value in schema.labels.items():
+            if name == BACKGROUND or not np.any(values == value):
+                continue
+            set_segment_mask(node, name, values == value, self.volume_node, schema.colors.get(name, (128, 128, 128)),
+                             True)
+            role = TARGET if name == schema.target else IGNORE_ROLE if name == IGNORE else AUXILIARY
+            set_segment_role(node, name, role)
+        self.segment_editor_logic.on_volume_changed(self.volume_node)
+        self.panel.on_volume_changed(self.volume_node)
 
     def _on_browser_connected(self) -> None:
         self.state.bs_ticket = self.gate.ticket
@@ -194,6 +265,9 @@ class WebApp:
             path = self.panel.export(what, Path(tempfile.mkdtemp(dir=self.work)))
         except BackSplitError as e:
             return web.json_response({"detail": str(e)}, status=409)
+        except Exception as e:  # noqa: BLE001 (a message, not a traceback, for the page)
+            log.exception("download %s failed", what)
+            return web.json_response({"detail": f"the {what} could not be written ({type(e).__name__})"}, status=500)
         return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
 
     async def _state_json(self, request: web.Request) -> web.Response:

@@ -58,8 +58,18 @@ def _open_buttons(loaded: str) -> None:
                 html.Input(type="file", style="display: none;", id=f"bs-file-{kind}",
                            change=f"window.backsplitUpload($event.target.files[0], '{kind}', bs_ticket);"
                                   "$event.target.value = ''")
+        with v3.VMenu(close_on_content_click=False):
+            with v3.Template(v_slot_activator="{ props }"):
+                v3.VBtn("Server cases", prepend_icon="mdi-database", variant="tonal", size="small", v_bind="props",
+                        id="bs-cases", click="trigger('bs_list_cases')", disabled=("bs_uploading",))
+            with v3.VCard(min_width=320):
+                with v3.VList(density="compact"):
+                    v3.VListItem(v_for="item in bs_cases", key="item.value", title=("item.title",),
+                                 click="trigger('bs_open_case', [item.value])")
+                    v3.VListItem(v_if=("bs_cases.length === 0",), title="No cases on the server yet.")
         v3.VProgressCircular(v_if=("bs_uploading",), indeterminate=True, size=20)
         html.Span("{{ bs_volume_name }}", classes="text-caption", id="bs-volume-name")
+        html.Span("{{ bs_message }}", classes="text-caption", id="bs-message-line")
         html.Span("{{ bs_error }}", classes="text-caption text-red", id="bs-error")
 
 

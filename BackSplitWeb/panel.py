@@ -177,7 +177,8 @@ class PanelBinding:
         return self.app.slicer_app.scene.GetNodeByID(output_id) if output_id else None
 
     def describe(self) -> dict:
-        """The scene as plain data: volume geometry, segments with roles and voxel counts, the prediction."""
+        """The scene as plain data: the volume's grid, segments with roles and voxel counts, and the lesion
+        segment's own labelmap grid (cheap enough to poll: nothing is resampled)."""
         volume = self.app.volume_node
         facts: dict = {"volume": None, "segments": [], "prediction": None,
                        "panel": self.controller.state().as_dict()}
@@ -185,25 +186,25 @@ class PanelBinding:
             return facts
         geometry = volume_geometry(volume)
         facts["volume"] = {"name": volume.GetName(), "size": list(geometry.size), "spacing": list(geometry.spacing),
-                           "origin": list(geometry.origin), "direction": list(geometry.direction)}
+                           "origin": list(geometry.origin), "direction": list(geometry.direction),
+                           "ijk_to_ras": _matrix(volume.GetIJKToRASMatrix)}
         node = self.app.segmentation_node()
         if node is not None:
             segmentation = node.GetSegmentation()
             for segment_id in segment_ids(node):
                 segment = segmentation.GetSegment(segment_id)
-                facts["segments"].append({"id": segment_id, "name": segment.GetName(),
-                                          "role": segment_role(segment), "voxels": _painted_voxels(segment)})
+                facts["segments"].append({"id": segment_id, "name": segment.GetName(), "role": segment_role(segment),
+                                          "voxels": _painted_voxels(segment)})
         prediction = self._prediction_node()
-        if prediction is not None and prediction.GetSegmentation().GetSegmentIdBySegmentName(LESION_SEGMENT_NAME):
-            mask = prediction_mask(prediction, LESION_SEGMENT_NAME, volume)
-            image = image_from_array(mask.astype("uint8"), geometry)
-            segment_id = prediction.GetSegmentation().GetSegmentIdBySegmentName(LESION_SEGMENT_NAME)
+        segment_id = prediction.GetSegmentation().GetSegmentIdBySegmentName(LESION_SEGMENT_NAME) if prediction else ""
+        if segment_id:
+            segment = prediction.GetSegmentation().GetSegment(segment_id)
+            labelmap = segment.GetRepresentation("Binary labelmap")
             display = prediction.GetDisplayNode()
             facts["prediction"] = {
-                "node": prediction.GetName(), "segment": LESION_SEGMENT_NAME, "voxels": int(mask.sum()),
-                "size": list(image.GetSize()), "spacing": list(image.GetSpacing()),
-                "origin": list(image.GetOrigin()), "direction": list(image.GetDirection()),
-                "color": [round(255 * c) for c in prediction.GetSegmentation().GetSegment(segment_id).GetColor()],
+                "node": prediction.GetName(), "segment": LESION_SEGMENT_NAME, "voxels": _painted_voxels(segment),
+                "ijk_to_ras": _matrix(labelmap.GetImageToWorldMatrix), "extent": list(labelmap.GetExtent()),
+                "color": [round(255 * c) for c in segment.GetColor()],
                 "visible": bool(display and display.GetVisibility() and display.GetSegmentVisibility(segment_id)),
             }
         return facts
@@ -262,13 +263,23 @@ class PanelBinding:
             html.Div("Save", classes="text-subtitle-2 mt-2")
             with html.Div(classes="d-flex ga-2"):
                 v3.VBtn("Segmentation (.seg.nrrd)", size="small", variant="tonal", id="bs-download-segmentation",
-                        href=("'/backsplit/download/segmentation?ticket=' + bs_ticket",), disabled=(f"!{p}.segmentation_id",))
+                        href=("'/backsplit/download/segmentation?ticket=' + bs_ticket",), disabled=(f"!{p}.segmentation_id",),
+                        raw_attrs=["download"])
                 v3.VBtn("Prediction (NIfTI)", size="small", variant="tonal", id="bs-download-prediction",
-                        href=("'/backsplit/download/prediction?ticket=' + bs_ticket",), disabled=(f"!{p}.output_id",))
+                        href=("'/backsplit/download/prediction?ticket=' + bs_ticket",), disabled=(f"!{p}.output_id",),
+                        raw_attrs=["download"])
 
             html.Div(f"{{{{ {p}.status }}}}", classes="text-caption mt-2", id="bs-status")
             html.Div(f"{{{{ {p}.message && {p}.message.level === 'error' ? {p}.message.text : '' }}}}",
                      classes="text-caption text-red", id="bs-message")
+
+
+def _matrix(getter) -> list[float]:
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    getter(matrix)
+    return [matrix.GetElement(r, c) for r in range(4) for c in range(4)]
 
 
 def _painted_voxels(segment) -> int:
