@@ -37,20 +37,6 @@ from BackSplitLib.schema import LabelSchema
 
 from BackSplitSlicer.case import Case
 
-# Python modules the local server needs, and the pip requirement that provides each.
-LOCAL_REQUIREMENTS: dict[str, str] = {
-    "torch": "torch",
-    "monai": "monai>=1.4",
-    "SimpleITK": "SimpleITK>=2.3",
-    "numpy": "numpy",
-    "safetensors": "safetensors>=0.4",
-    "fastapi": "fastapi>=0.110",
-    "uvicorn": "uvicorn>=0.29",
-    "python_multipart": "python-multipart>=0.0.9",
-    "typer": "typer>=0.12",
-    "rich": "rich>=13",
-    "matplotlib": "matplotlib>=3.7",
-}
 ENGINE_MODULE = "BackSplitLib.server"
 # Tells the local engine (and its workers) to exit when our end of their stdin closes: no orphans.
 EXIT_ON_STDIN_EOF_ENV = "BACKSPLIT_EXIT_ON_STDIN_EOF"
@@ -427,36 +413,38 @@ def default_python() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
-def default_engine_path() -> Path | None:
-    """The source checkout's root when the module runs from it (it holds the full BackSplitLib), else None."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "BackSplitLib" / "server").is_dir() else None
+def default_engine_path() -> Path:
+    """The folder holding the BackSplitLib this process imported: the built extension's module folder (it
+    carries the whole engine), or the source checkout's root. The local engine gets it on PYTHONPATH."""
+    import BackSplitLib
+
+    return Path(BackSplitLib.__file__).resolve().parents[1]
 
 
 def missing_packages(python: str | None = None, engine_path: str | Path | None = None,
-                     modules: Sequence[str] = (*LOCAL_REQUIREMENTS, ENGINE_MODULE)) -> list[str]:
-    """Modules the local engine needs that ``python`` cannot import (checked in that interpreter)."""
+                     requirements: Sequence[str] | None = None) -> list[str]:
+    """What the local engine needs that ``python`` lacks: distributions of the requirements generated from
+    pyproject (checked with importlib.metadata in that interpreter), and the engine's server package."""
+    from BackSplitSlicer.install import bundled_requirements, requirement_names
+
     python = python or default_python()
-    script = ("import importlib.util, json, sys\n"
-              "def has(m):\n"
-              "    try:\n        return importlib.util.find_spec(m) is not None\n"
+    names = list(requirements) if requirements is not None else requirement_names(bundled_requirements())
+    script = ("import importlib.metadata, importlib.util, json, sys\n"
+              "def has(name):\n"
+              "    try:\n"
+              "        if '.' in name:\n            return importlib.util.find_spec(name) is not None\n"
+              "        importlib.metadata.distribution(name)\n        return True\n"
               "    except (ImportError, ValueError):\n        return False\n"
               "print(json.dumps([m for m in sys.argv[1:] if not has(m)]))\n")
     env = dict(os.environ)
     engine_path = Path(engine_path) if engine_path else default_engine_path()
-    if engine_path is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(engine_path), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([str(engine_path), *filter(None, [env.get("PYTHONPATH")])])
     try:
-        out = subprocess.run([python, "-c", script, *modules], capture_output=True, encoding="utf-8", errors="replace", timeout=60,
-                             env=env, check=True).stdout
+        out = subprocess.run([python, "-c", script, *names, ENGINE_MODULE], capture_output=True, encoding="utf-8",
+                             errors="replace", timeout=60, env=env, check=True).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise BackendError(f"cannot run {python} to check the local engine's packages ({e})") from None
     return json.loads(out.strip().splitlines()[-1])
-
-
-def pip_requirements(missing: Sequence[str], include_torch: bool = True) -> list[str]:
-    """pip requirement strings for missing modules (torch left out when the PyTorch extension installs it)."""
-    return [LOCAL_REQUIREMENTS[m] for m in missing if m in LOCAL_REQUIREMENTS and (include_torch or m != "torch")]
 
 
 def _read_prediction_zip(archive: Path, folder: Path, model: str | None) -> PredictionResult:

@@ -68,6 +68,16 @@ def bundled_requirements() -> Path:
     return write_requirements(pyproject, Path(tempfile.mkdtemp(prefix="BackSplit-install-")) / REQUIREMENTS_NAME)
 
 
+def requirement_names(requirements: Path) -> list[str]:
+    """The distribution names in a requirements file (``torch>=2.2  # why`` -> ``torch``)."""
+    names = []
+    for line in requirements.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if match and not line.lstrip().startswith("#"):
+            names.append(match.group(1))
+    return names
+
+
 def slicer_constraints() -> list[str]:
     """``name==version`` for Slicer's own packages present in this Python."""
     pins = []

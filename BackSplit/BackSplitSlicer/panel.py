@@ -437,8 +437,11 @@ class PanelController:
             elif self._state.local_mode_note:
                 raise BackSplitError(self._state.local_mode_note)
             else:
+                self.backend = self.backend_factory("Local", token=secrets.token_urlsafe(32),
+                                                    data_folder=self._state.local_data_folder)
                 self._set(connection=CHECKING, server_info="Checking the local engine's packages...")
-                self._run("Checking the local engine's packages", missing_packages, on_done=self._on_packages)
+                self._run("Checking the local engine's packages", missing_packages, self.backend.python,
+                          self.backend.engine_path, on_done=self._on_packages)
         except Exception as e:  # noqa: BLE001
             self.backend = None
             self._set(connection=DISCONNECTED, server_info="Not connected.")
@@ -448,14 +451,13 @@ class PanelController:
     def _on_packages(self, missing: list[str]) -> None:
         self._set(missing_packages=tuple(missing))
         if missing:
+            self.backend = None
             self._set(connection=DISCONNECTED, server_info=f"Missing in Slicer's Python: {', '.join(missing)}.")
             what = ("the BackSplit engine (BackSplitLib.server) is not beside the module"
                     if ENGINE_MODULE in missing else f"the local engine needs {', '.join(missing)}")
             self._error("Starting the local engine failed", BackSplitError(
                 what, "click 'Install PyTorch and MONAI', or use a Remote server"))
             return
-        self.backend = self.backend_factory("Local", token=secrets.token_urlsafe(32),
-                                            data_folder=self._state.local_data_folder)
         self.backend.start()
         self._ready_deadline = self.clock() + LOCAL_START_TIMEOUT_S
         self._next_probe = self.clock()
@@ -519,7 +521,9 @@ class PanelController:
             return
         try:
             torch_done = bool(self.install_torch and self.install_torch())
-            self._installer = PipInstall(wheel_folder=self._state.wheel_folder or None, skip_torch=torch_done)
+            python = self.backend_factory("Local", data_folder=self._state.local_data_folder).python
+            self._installer = PipInstall(python, wheel_folder=self._state.wheel_folder or None, skip_torch=torch_done)
+            self._set(install_log=self._installer.log())
             self._set(connection=INSTALLING, install_log="")
             self._run("Installing the local engine's packages", self._installer.wait,
                       on_done=self._on_installed)
@@ -534,7 +538,8 @@ class PanelController:
                 f"pip exited with code {returncode}: {self._installer.log_tail()}",
                 "read the install log below; offline, set a wheel folder; behind a proxy, set HTTPS_PROXY"))
             return
-        self._run("Checking the local engine's packages", missing_packages, on_done=self._on_checked_after_install)
+        self._run("Checking the local engine's packages", missing_packages, self._installer.python,
+                  on_done=self._on_checked_after_install)
 
     def _on_checked_after_install(self, missing: list[str]) -> None:
         self._set(missing_packages=tuple(missing))

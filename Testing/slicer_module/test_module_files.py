@@ -10,8 +10,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-MODULE = REPO / "BackSplit"
+from extension_layout import MODULE, REPO, cmake_listed_files
+
 UI_FILE = MODULE / "Resources" / "UI" / "BackSplit.ui"
 
 
@@ -74,34 +74,6 @@ def test_ui_is_a_designer_file_for_a_mrml_widget():
     receivers = {c.findtext("receiver") for c in root.iter("connection")}
     selectors = {n for n, w in ui_widgets().items() if w.get("class") == "qMRMLNodeComboBox"}
     assert selectors <= receivers
-
-
-def cmake_variables(text: str) -> dict[str, str]:
-    variables = {"MODULE_NAME": "BackSplit", "CMAKE_CURRENT_SOURCE_DIR": str(MODULE)}
-    for name, value in re.findall(r"set\((\w+)\s+([^\s)]+)\)", text):
-        variables[name] = value
-    return variables
-
-
-def cmake_listed_files() -> list[Path]:
-    """Every source file BackSplit/CMakeLists.txt bundles, resolved the way CMake would (lists and the glob)."""
-    text = re.sub(r"#.*", "", (MODULE / "CMakeLists.txt").read_text())
-    variables = cmake_variables(text)
-
-    def expand(value: str) -> str:
-        while (expanded := re.sub(r"\$\{(\w+)\}", lambda m: variables.get(m.group(1), m.group(0)), value)) != value:
-            value = expanded
-        return value
-
-    files = []
-    for list_name in ("MODULE_PYTHON_SCRIPTS", "MODULE_PYTHON_RESOURCES"):
-        body = re.search(rf"set\({list_name}\s+(.*?)\)", text, re.S).group(1)
-        files += [MODULE / expand(item) for item in body.split()]
-    glob = re.search(r"file\(GLOB_RECURSE ENGINE_PYTHON_SCRIPTS RELATIVE (\S+) CONFIGURE_DEPENDS (\S+)\)", text)
-    engine = Path(expand(glob.group(1)))
-    assert expand(glob.group(2)) == f"{engine}/*.py", glob.group(2)
-    files += sorted(engine.rglob("*.py"))
-    return files
 
 
 def test_every_file_the_cmake_lists_name_exists():

@@ -6,6 +6,10 @@ the scene, so they run in well under a second each.
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -204,3 +208,49 @@ def test_the_self_tests_qt_free_part_passes_on_real_mrml(scene):
     from BackSplitSlicer.selftest import check_roles_export_and_import
 
     assert check_roles_export_and_import(scene).startswith("Roles, export and import passed")
+
+
+def test_a_failed_install_is_reported_with_its_log_never_as_success(scene, tmp_path):
+    import venv
+
+    from BackSplitSlicer.backends import LocalBackend
+
+    # A Python without the engine's packages (pyenv's when there, else a fresh venv; both have pip).
+    bare = next(iter(sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python"))), None)
+    if bare is None:
+        venv.create(tmp_path / "bare", with_pip=True)
+        bare = tmp_path / "bare" / "bin" / "python"
+    bare = str(bare)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    panel = PanelController(scene, MemorySettings(), ask=lambda question: True,
+                            backend_factory=lambda kind, **kw: LocalBackend(tmp_path / "data", python=bare))
+    panel.set_wheel_folder(str(wheels))  # offline and empty: pip cannot find anything
+    panel.install()
+    assert panel.state().connection == "installing" and not panel.state().enabled["connect"]
+    for _ in range(1200):
+        panel.tick()
+        if panel.state().connection != "installing":
+            break
+        time.sleep(0.05)
+    state = panel.state()
+    assert state.message.level == "error" and "pip exited with code" in state.message.text
+    assert "--no-index" in state.install_log and "torch" in state.install_log
+    assert not state.status.startswith("Installed")
+
+
+def test_the_install_step_keeps_slicers_numpy_and_simpleitk(tmp_path):
+    import numpy
+    import SimpleITK
+
+    from BackSplitSlicer.install import PipInstall
+
+    requirements = tmp_path / "r.txt"
+    requirements.write_text("numpy\nSimpleITK\n")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    install = PipInstall(python=sys.executable, wheel_folder=str(wheels), requirements=requirements)
+    assert install.wait() == 0, install.log()
+    pins = install.constraints.read_text().split()
+    assert f"numpy=={numpy.__version__}" in pins and f"SimpleITK=={SimpleITK.Version_VersionString()}" in pins
+    assert "-c" in install.command and str(install.constraints) in install.command

@@ -2,19 +2,27 @@
 
 The local-engine scenario is the one a clinician lives through: start the engine, add the case, fine-tune,
 leave and re-enter the module during the job (which must keep running and being polled), predict, then the
-engine dies and the panel says so once, stops polling, and reconnects.
+engine dies and the panel says so once, stops polling, and reconnects. The engine runs as an installed
+extension runs it: the engine package from the extension's layout (BackSplit/CMakeLists.txt), in a Python
+holding only what the install step installs (the requirements generated from pyproject: ``make local-venv``,
+which ``make test`` builds once), not the pip-installed project.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from BackSplitSlicer.backends import RemoteBackend
+from extension_layout import REPO, install_layout
+
+from BackSplitSlicer.backends import LocalBackend, RemoteBackend
 from BackSplitSlicer.panel import CONNECTED, DISCONNECTED, LOST, MemorySettings, PanelController
 
 DELAY_S = 5.0
@@ -94,6 +102,8 @@ def test_no_handler_or_tick_waits_for_a_server_that_takes_5_s_per_answer(scene, 
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
 
+LOCAL_VENV = Path(os.environ.get("BACKSPLIT_LOCAL_VENV", REPO / ".venv-local"))
+LOCAL_PYTHON = LOCAL_VENV / "bin" / "python"
 FAST_TRAINING = {"batch_size": 1, "val_every": 2, "patch_size": [32, 32, 16], "val_fraction": 0.0}
 
 
@@ -109,13 +119,23 @@ def run_until(panel: PanelController, done, timeout_s: float, what: str) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not LOCAL_PYTHON.exists(), reason="no install-step venv: run `make local-venv` (make test does)")
 def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, tmp_path):
     from BackSplitSlicer.case import LESION_SEGMENT_NAME
     from BackSplitSlicer.selftest import phantom_scene
 
+    layout = install_layout(tmp_path / "qt-scripted-modules")
+    # Only the install step's packages: the project is not installed there.
+    assert subprocess.run([str(LOCAL_PYTHON), "-c", "import BackSplitLib"], cwd=tmp_path,
+                          capture_output=True).returncode != 0
+
+    def factory(kind, *, token=None, data_folder=None, **unused):
+        return LocalBackend(data_folder, python=str(LOCAL_PYTHON), engine_path=layout, token=token,
+                            extra_env={"PYTHONNOUSERSITE": "1"})
+
     volume, segmentation = phantom_scene(seed=3, scene=scene)
     settings = MemorySettings()
-    panel = PanelController(scene, settings, training_options=FAST_TRAINING)
+    panel = PanelController(scene, settings, backend_factory=factory, training_options=FAST_TRAINING)
     seen: list = []
     panel.observe(seen.append)
     panel.set_local_data_folder(str(tmp_path / "engine"))
@@ -124,8 +144,18 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
     panel.connect()
     run_until(panel, lambda s: s.connection == CONNECTED, 90, "the local engine answering")
     engine = panel.backend
+    assert f"BackSplit server on {engine.url}" in engine.log_path.read_text()
     assert engine.token and "--no-auth" not in engine.command()  # a per-launch token, not on argv
     assert engine.token not in " ".join(engine.command())
+    # Slicer 5.10's Python (3.12) reaches it with the bundled standard-library client.
+    python312 = sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python"))
+    if python312:
+        script = ("import sys; sys.path.insert(0, sys.argv[1]); from BackSplitLib.client import BackSplitClient; "
+                  "c = BackSplitClient(sys.argv[2], token=sys.argv[3]); "
+                  "print(c.health()['status'], len(c.list_models()))")
+        done = subprocess.run([str(python312[-1]), "-I", "-c", script, str(layout), engine.url, engine.token],
+                              capture_output=True, text=True, timeout=60)
+        assert done.stdout.split() == ["ok", "0"], done.stderr[-2000:]
 
     panel.add_case()
     run_until(panel, lambda s: not s.busy, 60, "the upload")
