@@ -8,6 +8,7 @@ generated at configure time), so tests can run the module from exactly what an i
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -60,3 +61,15 @@ def install_layout(dest: Path) -> Path:
                     str(REPO / "pyproject.toml"), str(dest / "BackSplitSlicer" / "requirements-local.txt")],
                    check=True)
     return dest
+
+
+def widget_module_names() -> set[str]:
+    """Widget names Widget.py uses: ``ui.name`` and the string values of its module-level tables."""
+    text = (MODULE / "BackSplitSlicer" / "Widget.py").read_text()
+    used = set(re.findall(r"\bui\.(\w+)", text))
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Dict, ast.Tuple)):
+            parts = [*node.value.keys, *node.value.values] if isinstance(node.value, ast.Dict) else node.value.elts
+            used |= {p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str)
+                     and re.search(r"(Selector|Button|Label|LineEdit|TextEdit)$", p.value)}
+    return used - {"setMRMLScene"}

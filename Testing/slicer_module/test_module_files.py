@@ -10,25 +10,13 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from extension_layout import MODULE, REPO, cmake_listed_files
+from extension_layout import MODULE, REPO, cmake_listed_files, widget_module_names
 
 UI_FILE = MODULE / "Resources" / "UI" / "BackSplit.ui"
 
 
 def ui_widgets() -> dict[str, ET.Element]:
     return {w.get("name"): w for w in ET.parse(UI_FILE).getroot().iter("widget")}
-
-
-def widget_module_names() -> set[str]:
-    """Widget names Widget.py uses: ``ui.name`` and the string values of its module-level tables."""
-    text = (MODULE / "BackSplitSlicer" / "Widget.py").read_text()
-    used = set(re.findall(r"\bui\.(\w+)", text))
-    for node in ast.parse(text).body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Dict, ast.Tuple)):
-            parts = [*node.value.keys, *node.value.values] if isinstance(node.value, ast.Dict) else node.value.elts
-            used |= {p.value for p in parts if isinstance(p, ast.Constant) and isinstance(p.value, str)
-                     and re.search(r"(Selector|Button|Label|LineEdit|TextEdit)$", p.value)}
-    return used - {"setMRMLScene"}
 
 
 def test_every_widget_the_code_uses_exists_in_the_ui():
