@@ -140,3 +140,24 @@ def test_module_file_has_metadata_citation_and_self_test():
     assert "class BackSplitTest(ScriptedLoadableModuleTest)" in text
     assert 'categories = ["Segmentation"]' in text
     assert len(text.splitlines()) < 150  # the shell stays thin
+
+
+def test_the_extension_metadata_urls_name_files_that_exist():
+    text = (REPO / "CMakeLists.txt").read_text()
+    for key in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        urls = re.search(rf'set\({key} "([^"]+)"\)', text).group(1).split()
+        assert urls, key
+        for url in urls:
+            path = REPO / url.split("/main/", 1)[1]
+            assert path.is_file(), f"{key} names {url}, but {path.relative_to(REPO)} does not exist"
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_example_schemas_load():
+    from BackSplitLib.schema import LabelSchema
+
+    schemas = sorted((REPO / "Resources" / "Schemas").glob("*.json"))
+    assert len(schemas) >= 2
+    for path in schemas:
+        schema = LabelSchema.load(path)
+        assert schema.target and schema.auxiliary_names, path.name
