@@ -3,8 +3,8 @@
 User signals call controller handlers; the controller's state is drawn into the widgets whenever its
 observer fires; a QTimer calls ``tick()`` (which also lets worker threads run under PythonQt's GIL, see
 ``panel.py``). No behaviour lives here: what is enabled, what a click does, polling and errors are the
-controller's. Only user-initiated signals are connected (``activated``, ``clicked``, ``editingFinished``,
-``textEdited``), and drawing blocks signals, so redrawing never feeds back into the controller.
+controller's. Drawing blocks the widgets' signals, so redrawing never feeds back into the controller;
+overloaded Qt signals are connected by signature (``"activated(int)"``), as PythonQt needs.
 """
 
 from __future__ import annotations
@@ -96,16 +96,18 @@ class Widget(qt.QWidget):
         ui.organMapSelector.currentNodeIDChanged.connect(lambda node_id: c.set_organ_map(node_id))
         ui.organStructuresLineEdit.editingFinished.connect(
             lambda: c.set_organ_map(ui.organMapSelector.currentNodeID, ui.organStructuresLineEdit.text))
-        ui.backendComboBox.activated.connect(lambda index: c.set_backend_kind(ui.backendComboBox.itemText(index)))
+        ui.backendComboBox.connect("activated(int)",
+                                   lambda index: c.set_backend_kind(ui.backendComboBox.itemText(index)))
         ui.serverUrlLineEdit.editingFinished.connect(lambda: c.set_server_url(ui.serverUrlLineEdit.text))
         ui.tokenLineEdit.textEdited.connect(c.set_token)
         ui.caBundlePathLineEdit.currentPathChanged.connect(c.set_ca_bundle)
         ui.localDataPathLineEdit.currentPathChanged.connect(c.set_local_data_folder)
         ui.wheelFolderPathLineEdit.currentPathChanged.connect(c.set_wheel_folder)
-        ui.iterationsSpinBox.valueChanged.connect(lambda value: c.set_training(iterations=value))
+        ui.iterationsSpinBox.connect("valueChanged(int)", lambda value: c.set_training(iterations=value))
         ui.trainNewRadioButton.toggled.connect(lambda checked: c.set_training(train_new=checked))
         ui.predictAuxiliaryCheckBox.toggled.connect(lambda checked: c.set_training(predict_auxiliary=checked))
-        ui.modelComboBox.activated.connect(lambda index: c.select_model(ui.modelComboBox.itemData(index)))
+        ui.modelComboBox.connect("activated(int)",
+                                 lambda index: c.select_model(ui.modelComboBox.itemData(index)))
         handlers = {"open_segment_editor": self.openSegmentEditor}
         for action, button in BUTTONS.items():
             getattr(ui, button).clicked.connect(handlers.get(action, getattr(c, action)))
@@ -191,7 +193,7 @@ class Widget(qt.QWidget):
             for role in ROLES:
                 combo.addItem(role.capitalize(), role)
             combo.setCurrentIndex(ROLES.index(row.role))
-            combo.activated.connect(lambda i, segment_id=row.segment_id: self.controller.set_role(segment_id,
+            combo.connect("activated(int)", lambda i, segment_id=row.segment_id: self.controller.set_role(segment_id,
                                                                                                   ROLES[i]))
             table.setCellWidget(index, 2, combo)
         table.resizeColumnToContents(0)

@@ -655,9 +655,13 @@ class PanelController:
 
     # ------------------------------------------------------------------ background work and the clock
     def _run(self, what: str, fn: Callable, *args: Any, on_done: Callable[[Any], None],
-             on_error: Callable[[BaseException], None] | None = None, **kwargs: Any) -> None:
+             on_error: Callable[[BaseException], None] | None = None, quiet: bool = False, **kwargs: Any) -> None:
+        """Run ``fn`` in a thread; ``on_done(result)`` (or ``on_error``) runs in a later ``tick``. A quiet task
+        (polls, probes) leaves the status line alone."""
         self._tasks.append(_Task(what, BackgroundCall(fn, *args, **kwargs), on_done, on_error))
-        self._set(busy=tuple(t.what for t in self._tasks), status=f"{what}...")
+        self._set(busy=tuple(t.what for t in self._tasks))
+        if not quiet:
+            self._say(f"{what}...")
 
     def tick(self) -> None:
         """Collect finished background calls, poll the job and the local engine's readiness. Never waits."""
@@ -678,7 +682,7 @@ class PanelController:
         if (self._state.connection == CONNECTED and self._job is not None and not self._job.finished
                 and now >= self._next_poll and not self._pending("Reading progress")):
             self._run("Reading progress", self.backend.status, self._job.job_id, on_done=self._on_job,
-                      on_error=self._on_poll_failed)
+                      on_error=self._on_poll_failed, quiet=True)
         if self._installer is not None and self._state.connection == INSTALLING:
             self._set(install_log=self._installer.log())
         self._set(busy=tuple(t.what for t in self._tasks))
@@ -702,7 +706,7 @@ class PanelController:
                 self._set(connection=DISCONNECTED, server_info="Not connected.")
                 self._error("The local engine did not start", error)
 
-            self._run("Starting the local engine", backend.is_ready, on_done=ready, on_error=failed)
+            self._run("Starting the local engine", backend.is_ready, on_done=ready, on_error=failed, quiet=True)
 
     def _pending(self, what: str) -> bool:
         return any(t.what == what for t in self._tasks)

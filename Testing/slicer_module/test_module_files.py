@@ -39,7 +39,7 @@ def test_the_widget_is_a_thin_binding_of_every_controller_action():
                       "BackgroundCall", "initializeParameterNode", "connectGui"):
         assert forbidden not in text, forbidden
     # Only user-initiated signals reach the controller, and drawing blocks signals: no feedback loops.
-    for signal in re.findall(r"\.(\w+)\.connect\(", text):
+    for signal in re.findall(r'\.(\w+)\.connect\((?!")', text) + re.findall(r'\.connect\("(\w+)\(', text):
         assert signal in ("currentNodeIDChanged", "editingFinished", "activated", "textEdited",
                           "currentPathChanged", "valueChanged", "toggled", "clicked", "timeout"), signal
     assert "blockSignals(True)" in text
