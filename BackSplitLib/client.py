@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-DEFAULT_SERVER = "http://127.0.0.1:8765"
-TOKEN_ENV = "BACKSPLIT_TOKEN"
-SERVER_ENV = "BACKSPLIT_SERVER"
+from BackSplitLib.vocabulary import DEFAULT_SERVER_URL as DEFAULT_SERVER
+from BackSplitLib.vocabulary import SERVER_ENV, TERMINAL_STATES, TOKEN_ENV
+
 CHUNK = 1 << 20
-TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 class BackSplitClientError(Exception):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.vocabulary import DEFAULT_HOST, DEFAULT_PORT
 
 TOKEN_FILE = "token"
 TOKEN_BYTES = 32
@@ -62,7 +63,7 @@ def _lock_data_folder(data: Path):
     return handle
 
 
-def serve(data: Path, host: str = "127.0.0.1", port: int = 8765, token_file: Path | None = None,
+def serve(data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token_file: Path | None = None,
           no_auth: bool = False, max_upload: int = 1 << 30, workers: int | None = None,
           echo=print) -> None:
     """Create the data folder (database, token) on first start and run the API with uvicorn until stopped."""
