@@ -58,7 +58,7 @@ def test_cli_refuses_a_value_outside_the_vocabulary(capsys):
 
 
 def test_server_schema_and_defaults_come_from_the_vocabulary():
-    from BackSplitLib.server.app import Job, JobRequest
+    from BackSplitLib.server.routes.jobs import Job, JobRequest
 
     fields = JobRequest.model_fields
     assert fields["mode"].default == v.DEFAULT_TRAINING_MODE
