@@ -14,14 +14,13 @@ Weights are stored with safetensors, never pickled modules, so loading a run can
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model, save_model
 
+from BackSplitLib.atomic import atomic_file
 from BackSplitLib.errors import RunError
 from BackSplitLib.schema import LabelSchema
 
@@ -108,14 +107,8 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        write(str(tmp))
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:

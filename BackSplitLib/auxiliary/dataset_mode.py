@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Callable, Sequence
@@ -12,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from BackSplitLib.atomic import write_json_atomic
 from BackSplitLib.auxiliary.labels import AuxiliaryLabels
 from BackSplitLib.errors import DatasetError
-from BackSplitLib.io import check_same_geometry, image_extension, image_from_array, read_image, write_image
+from BackSplitLib.io import check_same_geometry, image_extension, read_image, write_label
 from BackSplitLib.schema import BACKGROUND, IGNORE, LabelSchema
 
 
@@ -99,13 +99,11 @@ def add_classes_to_dataset(root: str | Path, make_classes: Callable[[sitk.Image]
 
 
 def _stage(array: np.ndarray, like: sitk.Image, final: Path, schema: LabelSchema) -> Path:
-    """Write a label array beside ``final`` under a hidden temporary name; returns that name."""
-    dtype = np.uint8 if max(schema.labels.values()) < 256 else np.uint16
-    ext = image_extension(final) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=final.parent)
+    """Write a label array beside ``final`` under a hidden temporary name (renamed once every case is
+    written); returns that name."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=image_extension(final) or ".nii.gz", dir=final.parent)
     os.close(fd)
-    write_image(image_from_array(array.astype(dtype), like), tmp)
-    return Path(tmp)
+    return write_label(array, like, tmp, schema)
 
 
 def _write_dataset_json(dataset, schema: LabelSchema, new_classes: Sequence[str]) -> None:
@@ -128,8 +126,4 @@ def _write_dataset_json(dataset, schema: LabelSchema, new_classes: Sequence[str]
     if raw.get("cases_without_auxiliary"):
         # those cases now hold the new classes: case_labels (which takes priority) says which
         raw["cases_without_auxiliary"] = [c for c in raw["cases_without_auxiliary"] if c not in case_labels]
-    path = dataset.root / "dataset.json"
-    fd, tmp = tempfile.mkstemp(prefix=".dataset.json.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(raw, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(dataset.root / "dataset.json", raw)

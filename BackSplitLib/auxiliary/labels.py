@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from BackSplitLib.errors import BackSplitError, LabelError
 from BackSplitLib.io import image_from_array
-from BackSplitLib.schema import LabelSchema
+from BackSplitLib.schema import LabelSchema, label_dtype
 
 Color = tuple[int, int, int]
 
@@ -54,8 +54,7 @@ class AuxiliaryLabels:
 def label_from_masks(masks: Sequence[tuple[str, np.ndarray]], reference: sitk.Image,
                       colors: Mapping[str, Color] | None = None) -> AuxiliaryLabels:
     """Paint boolean (z, y, x) masks in order (a later mask wins where they overlap) as values 1..K."""
-    dtype = np.uint8 if len(masks) < 256 else np.uint16
-    array = np.zeros(sitk.GetArrayViewFromImage(reference).shape, dtype=dtype)
+    array = np.zeros(sitk.GetArrayViewFromImage(reference).shape, dtype=label_dtype(len(masks)))
     classes: dict[str, int] = {}
     for value, (name, mask) in enumerate(masks, start=1):
         array[mask] = value

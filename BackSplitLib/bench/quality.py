@@ -20,12 +20,12 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from BackSplitLib.atomic import write_json_atomic
 from BackSplitLib.bench import stats, variants
 from BackSplitLib.dataset import Dataset
 from BackSplitLib.errors import BackSplitError
@@ -411,10 +411,7 @@ def _jsonable(value):
 
 
 def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(_jsonable(data), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, _jsonable(data))
 
 
 def prepare_dataset(dataset: Path | None, out: Path, profile: Profile, seed: int = 0) -> Path:

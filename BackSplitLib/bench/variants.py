@@ -20,7 +20,8 @@ from scipy import ndimage
 
 from BackSplitLib.dataset import Dataset
 from BackSplitLib.errors import DatasetError
-from BackSplitLib.io import image_from_array, read_image, staged_folder, write_image
+from BackSplitLib.atomic import staged_folder
+from BackSplitLib.io import read_image, write_label
 from BackSplitLib.schema import LabelSchema
 
 NOISE_KINDS = ("erode", "dilate", "shift")
@@ -39,8 +40,7 @@ def _write_variant(source: Dataset, out: Path, schema: LabelSchema,
         for case in source.training:
             label = read_image(case.label, "label", require_finite=False)
             array = relabel(case.name, sitk.GetArrayFromImage(label).astype(np.int64))
-            dtype = np.uint8 if max(schema.labels.values()) < 256 else np.uint16
-            write_image(image_from_array(array.astype(dtype), label), work / "labelsTr" / case.label.name)
+            write_label(array, label, work / "labelsTr" / case.label.name, schema)
         raw = {k: v for k, v in source.raw.items() if k not in _KEYS_DROPPED}
         raw.update(labels=dict(schema.labels), target=schema.target,
                    colors={k: list(v) for k, v in schema.colors.items()})

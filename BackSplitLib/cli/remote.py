@@ -186,9 +186,9 @@ def _upload_dataset(client: BackSplitClient, root: Path, allow_empty_target: boo
 
 def _case_label(ds, case, tmp: Path):
     """The case's label and schema; a partially labelled case gets a schema of only its classes."""
-    import numpy as np
     import SimpleITK as sitk
 
+    from BackSplitLib.io import write_label
     from BackSplitLib.schema import IGNORE, LabelSchema
 
     schema = ds.schema
@@ -196,14 +196,10 @@ def _case_label(ds, case, tmp: Path):
         return case.label, schema.to_dict()
     sub = LabelSchema.from_names(schema.target, [n for n in schema.auxiliary_names if n in case.labelled],
                                  ignore=IGNORE in schema.labels, colors=schema.colors)
-    table = np.zeros(max(schema.labels.values()) + 1, dtype=np.uint16)
-    for name, value in schema.labels.items():
-        table[value] = sub.labels.get(name, 0)  # a class the case does not label holds no voxels of it
     image = sitk.ReadImage(str(case.label))
-    remapped = sitk.GetImageFromArray(table[sitk.GetArrayFromImage(image).astype(np.int64)].astype(np.uint8))
-    remapped.CopyInformation(image)
-    path = tmp / f"{case.name}.nii.gz"
-    sitk.WriteImage(remapped, str(path), True)
+    # a class the case does not label holds no voxels of it
+    path = write_label(sub.relabel(sitk.GetArrayFromImage(image), schema, drop_missing=True), image,
+                       tmp / f"{case.name}.nii.gz", sub)
     return path, sub.to_dict()
 
 

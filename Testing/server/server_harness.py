@@ -106,10 +106,7 @@ class CaseFiles:
 def _subset_schema_label(label: np.ndarray, full: LabelSchema, keep: list[str]) -> tuple[np.ndarray, LabelSchema]:
     """The label as a partially labelled case would have it: only ``keep`` auxiliary classes."""
     sub = LabelSchema.from_names(full.target, keep)
-    table = np.zeros(max(full.labels.values()) + 1, dtype=np.uint8)
-    for name, value in full.labels.items():
-        table[value] = sub.labels.get(name, 0)
-    return table[label], sub
+    return sub.relabel(label, full, drop_missing=True), sub
 
 
 def write_case(folder: Path, seed: int, keep: list[str] | None = None, ext: str = ".nii.gz") -> CaseFiles:
