@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from BackSplitLib.dataset import CaseFiles
 from BackSplitLib.errors import BackSplitError, TrainingCancelled
 from BackSplitLib.atomic import staged_folder
 from BackSplitLib.io import image_extension, write_label
-from BackSplitLib.schema import IGNORE, LabelSchema
+from BackSplitLib.schema import LabelSchema
 from BackSplitLib.server.store import Store
 
 FILE_ENDING = ".nii.gz"
@@ -62,32 +63,36 @@ def build_dataset(store: Store, case_ids: list[str], out: Path, base: LabelSchem
     """
     from BackSplitLib.dataset import write_dataset_json
 
-    cases = [store.get_case(c) for c in case_ids]
-    schemas = [LabelSchema.from_dict(c["schema"], f"case {c['id']}") for c in cases]
-    schema = union_schema(schemas, base)
+    rows = [store.get_case(c) for c in case_ids]
+    cases = [stored_case(store, row) for row in rows]
+    schema = union_schema([case.schema for case in cases], base)
     ending = _file_ending(cases)
     with staged_folder(out) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         case_labels: dict[str, list[str]] = {}
-        all_classes = set(schema.class_names)
-        for case, case_schema in zip(cases, schemas):
-            folder = store.case_dir(case["id"])
-            _link_or_convert(folder / case["image_file"], tmp / "imagesTr" / f"{case['id']}_0000{ending}")
-            _remap_label(folder / case["label_file"], case_schema, schema, tmp / "labelsTr" / f"{case['id']}{ending}")
-            labelled = [n for n in case_schema.labels if n != IGNORE]
-            if set(labelled) != all_classes:
-                case_labels[case["id"]] = labelled
-        modality = cases[0].get("modality") or "CT"
+        for case in cases:
+            _link_or_convert(case.image, tmp / "imagesTr" / f"{case.name}_0000{ending}")
+            _remap_label(case.label, case.schema, schema, tmp / "labelsTr" / f"{case.name}{ending}")
+            if set(case.labelled) != set(schema.class_names):
+                case_labels[case.name] = case.schema.class_names
+        modality = rows[0].get("modality") or "CT"
         extra = {"case_labels": case_labels} if case_labels else {}
         write_dataset_json(tmp, schema, len(cases), ending, {"0": modality}, name="server-job", **extra)
     return out
 
 
-def _file_ending(cases: list[dict]) -> str:
+def stored_case(store: Store, row: dict) -> CaseFiles:
+    """A stored case (its database row) as the engine's case record, named by its id."""
+    folder = store.case_dir(row["id"])
+    schema = LabelSchema.from_dict(row["schema"], f"case {row['id']}")
+    return CaseFiles.with_schema(row["id"], folder / row["image_file"], folder / row["label_file"], schema)
+
+
+def _file_ending(cases: list[CaseFiles]) -> str:
     """The stored images' own format when they all share one, so nothing is converted (a case from Slicer
     stays NRRD, with its geometry in full precision); NIfTI for a job that mixes formats."""
-    endings = {image_extension(Path(case["image_file"])) for case in cases}
+    endings = {image_extension(case.image) for case in cases}
     return endings.pop() if len(endings) == 1 and endings <= SELF_CONTAINED_ENDINGS else FILE_ENDING
 
 
