@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -149,10 +148,7 @@ def tissue_variant(source: Dataset, out: Path) -> Path:
 
     if source.normalization != "CT":
         raise DatasetError(f"{source.root} is not CT (channel_names), so CT tissue classes do not apply")
-    staging = out.with_name(f".{out.name}.staging")
-    subset_variant(source, staging, ())  # organs removed: target (and ignore) only
-    add_classes_to_dataset(staging, ct_tissue_classes)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
+    with staged_folder(out) as work:
+        subset_variant(source, work, ())  # organs removed: target (and ignore) only
+        add_classes_to_dataset(work, ct_tissue_classes)
     return out

@@ -13,10 +13,6 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "BackSplitLib"
 MAX_LINES = 600
 SOURCE_FOLDERS = ("BackSplitLib", "BackSplit", "BackSplitWeb", "Testing")
-# Cycles known today, each with the change that removes it. The test fails on any other cycle *and* when a
-# listed one is gone, so this list can only shrink. inference <-> training: training.resolve_device moves
-# out of training.py (issue 10, section 2, the server room).
-KNOWN_CYCLES = [["BackSplitLib.inference", "BackSplitLib.training"]]
 
 
 def _module_name(path: Path) -> str:
@@ -117,12 +113,9 @@ def test_the_import_graph_sees_imports_inside_functions():
     assert "BackSplitLib.errors" in graph["BackSplitLib.losses"]  # relative import
 
 
-def test_backsplitlib_has_no_import_cycles_but_the_known_ones():
+def test_backsplitlib_has_no_import_cycles():
     cycles = find_cycles(import_graph())
-    new = [c for c in cycles if c not in KNOWN_CYCLES]
-    assert not new, "import cycles: " + "; ".join(" <-> ".join(c) for c in new)
-    gone = [c for c in KNOWN_CYCLES if c not in cycles]
-    assert not gone, f"remove {gone} from KNOWN_CYCLES: the cycle is gone"
+    assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
 def test_no_source_file_is_over_600_lines():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import threading
-import zipfile
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
@@ -12,9 +10,10 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from BackSplitLib.run_folder import ArchiveTooLarge, RunInfo, load_run, pack_run, run_metrics, unpack_run
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
 from BackSplitLib.server.store import Store
-from BackSplitLib.server.uploads import UploadError, format_bytes
+from BackSplitLib.server.uploads import FilePart, UploadError, format_bytes
 
 router = APIRouter(tags=["models"])
 
@@ -62,12 +61,9 @@ async def upload_model(request: Request, state: AppState = Depends(app_state)) -
     staged = store.staging_dir()
     try:
         form = await receive(request, staged, {"file": (".zip",)}, {"promote"})
-        run_dir = await run_in_threadpool(_unpack_run, form.file("file"), staged / "run", state.max_upload)
-        from BackSplitLib.server.worker import run_metrics
-
-        info = await run_in_threadpool(_load_run_checked, run_dir)
+        info = await run_in_threadpool(_unpack_run, form.file("file"), staged / "run", state.max_upload)
         return await run_in_threadpool(
-            store.register_model, run_dir, schema=info.schema.to_dict(), metrics=run_metrics(run_dir),
+            store.register_model, info.path, schema=info.schema.to_dict(), metrics=run_metrics(info.meta),
             parent=None, case_ids=[], source="upload", promote=form.flag("promote"))
     finally:
         shutil.rmtree(staged, ignore_errors=True)
@@ -86,45 +82,17 @@ def delete_model(model_id: str, state: AppState = Depends(app_state)) -> None:
 
 
 def _export_zip(store: Store, model_id: str) -> Path:
-    """The model folder as a zip, built once (models never change) through a temporary name."""
+    """The model folder as a zip, built once (models never change)."""
     path = store.root / "exports" / f"{model_id}.zip"
-    if path.is_file():
-        return path
-    folder = store.model_dir(model_id)
-    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for file in sorted(folder.rglob("*")):
-            if file.is_file() and not file.name.startswith("."):
-                zf.write(file, file.relative_to(folder).as_posix())
-    tmp.replace(path)
-    return path
+    return path if path.is_file() else pack_run(store.model_dir(model_id), path)
 
 
-def _unpack_run(part, dest: Path, max_upload: int) -> Path:
-    """Extract an uploaded run-folder zip safely (no paths outside, bounded size) and find model.json."""
-    if not zipfile.is_zipfile(part.path):
-        raise UploadError(400, f"'{part.filename}' is not a zip file")
-    with zipfile.ZipFile(part.path) as zf:
-        members = [m for m in zf.infolist() if not m.is_dir()]
-        if sum(m.file_size for m in members) > 4 * max_upload:
-            raise UploadError(413, f"'{part.filename}' unpacks to more than {format_bytes(4 * max_upload)}")
-        for m in members:
-            name = Path(m.filename.replace("\\", "/"))
-            if name.is_absolute() or ".." in name.parts:
-                raise UploadError(400, f"'{part.filename}' holds an unsafe path '{m.filename}'")
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(m) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
-    found = sorted(dest.rglob("model.json"), key=lambda p: len(p.parts))
-    if not found:
-        raise UploadError(400, f"'{part.filename}' holds no model.json; zip a run folder written by backsplit train")
-    return found[0].parent
-
-
-def _load_run_checked(run_dir: Path):
-    from BackSplitLib.runs import load_run
-
+def _unpack_run(part: FilePart, dest: Path, max_upload: int) -> RunInfo:
+    """The uploaded zip unpacked safely (bounded, no paths outside ``dest``) and its model.json read."""
+    try:
+        run_dir = unpack_run(part.path, dest, 4 * max_upload, archive_name=part.filename)
+    except ArchiveTooLarge:
+        raise UploadError(413, f"'{part.filename}' unpacks to more than {format_bytes(4 * max_upload)}") from None
     info = load_run(run_dir)
     info.weights_path("best")  # RunError when there are no weights
     return info

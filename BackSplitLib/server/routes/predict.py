@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-import zipfile
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -12,6 +10,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from BackSplitLib.run_folder import prediction_names, write_prediction_bundle
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
 from BackSplitLib.server.uploads import IMAGE_TYPES, FilePart, read_upload_image
 
@@ -50,16 +49,14 @@ def _predict(state: AppState, model_id: str, part: FilePart, staged: Path, class
         schema = predictor.schema
     base = _stem(part.filename)
     ext = output_extension(part.filename)
-    mask_path = write_image(prediction.mask, staged / "out" / f"{base}_lesion{ext}")
+    mask_name, classes_name = prediction_names(base, ext)
+    mask_path = write_image(prediction.mask, staged / "out" / mask_name)
     if not classes:
         return mask_path, "application/gzip" if ext.endswith(".gz") else "application/octet-stream"
-    classes_path = write_image(prediction.classes, staged / "out" / f"{base}_classes{ext}")
-    zip_path = staged / "out" / f"{base}_prediction.zip"
-    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.write(mask_path, mask_path.name)
-        zf.write(classes_path, classes_path.name)
-        zf.writestr("schema.json", json.dumps(schema.to_dict(), indent=2) + "\n")
-    return zip_path, "application/zip"
+    classes_path = write_image(prediction.classes, staged / "out" / classes_name)
+    bundle = write_prediction_bundle(staged / "out" / f"{base}_prediction.zip", mask_path, classes_path,
+                                     schema.to_dict())
+    return bundle, "application/zip"
 
 
 def _stem(filename: str) -> str:
