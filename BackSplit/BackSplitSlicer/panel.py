@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from BackSplitLib.client import DEFAULT_SERVER
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.vocabulary import DEFAULT_SERVER_URL
 
 from BackSplitSlicer.backends import (ENGINE_MODULE, Backend, BackgroundCall, JobStatus, LocalBackend, ModelInfo,
                                       RemoteBackend, missing_packages)
@@ -116,7 +116,7 @@ class PanelState:
     organ_structures: str = ""
     roles: tuple = ()
     backend_kind: str = "Local"
-    server_url: str = DEFAULT_SERVER
+    server_url: str = DEFAULT_SERVER_URL
     recent_servers: tuple = ()
     ca_bundle: str = ""
     local_data_folder: str = ""
@@ -146,7 +146,7 @@ def local_mode_supported(version: tuple = tuple(sys.version_info[:2])) -> bool:
     return tuple(version) >= LOCAL_MIN_PYTHON
 
 
-def default_backend_factory(kind: str, *, url: str = DEFAULT_SERVER, token: str | None = None,
+def default_backend_factory(kind: str, *, url: str = DEFAULT_SERVER_URL, token: str | None = None,
                             ca_bundle: str | None = None, data_folder: str | None = None) -> Backend:
     """Remote: a server at ``url``. Local: a server process on loopback with a per-launch ``token``."""
     if kind == "Remote":
@@ -195,7 +195,7 @@ class PanelController:
         get = settings.get
         self._state = PanelState(
             backend_kind=str(get(SETTINGS["backend"], "Local" if not note else "Remote")),
-            server_url=str(get(SETTINGS["server_url"], DEFAULT_SERVER)),
+            server_url=str(get(SETTINGS["server_url"], DEFAULT_SERVER_URL)),
             recent_servers=tuple(_as_list(get(SETTINGS["recent_servers"], []))),
             ca_bundle=str(get(SETTINGS["ca_bundle"], "")),
             local_data_folder=str(get(SETTINGS["local_data_folder"], str(Path.home() / "BackSplit"))),

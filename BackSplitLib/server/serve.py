@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 import stat
 import sys
 from pathlib import Path
 
+from BackSplitLib.atomic import write_text_atomic
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.server.lifetime import exit_with_parent_if_asked, lock_data_folder
+from BackSplitLib.vocabulary import DEFAULT_HOST, DEFAULT_PORT
 
 TOKEN_FILE = "token"
 TOKEN_BYTES = 32
@@ -39,17 +40,12 @@ def load_or_create_token(path: Path) -> tuple[str, bool]:
                                  "delete the file to have a new token generated")
         return token, False
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Created with 0600 from the start (not chmod after writing): the token is never world-readable.
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.replace(tmp, path)
+    # atomic_file creates its temporary file with mode 0600 (mkstemp): the token is never world-readable.
+    write_text_atomic(path, token + "\n")
     return token, True
 
 
-def serve(data: Path, host: str = "127.0.0.1", port: int = 8765, token_file: Path | None = None,
+def serve(data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token_file: Path | None = None,
           no_auth: bool = False, max_upload: int = 1 << 30, workers: int | None = None,
           echo=print) -> None:
     """Create the data folder (database, token) on first start and run the API with uvicorn until stopped."""

@@ -148,11 +148,11 @@ def test_local_mode_on_python_3_9_says_so_in_one_line_and_defaults_to_remote(sce
 
 
 def test_server_url_and_recent_servers_live_in_the_settings_and_the_token_nowhere(scene, tmp_path):
-    from BackSplitLib.client import DEFAULT_SERVER
+    from BackSplitLib.vocabulary import DEFAULT_PORT, DEFAULT_SERVER_URL as DEFAULT_SERVER
 
     settings = MemorySettings()
     panel = PanelController(scene, settings)
-    assert panel.state().server_url == DEFAULT_SERVER and DEFAULT_SERVER.endswith(":8765")
+    assert panel.state().server_url == DEFAULT_SERVER and DEFAULT_SERVER.endswith(f":{DEFAULT_PORT}")
     panel.set_backend_kind("Remote")
     panel.set_token("secret-token-123456")
     for url in ("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:1"):
