@@ -237,7 +237,7 @@ class WebApp:
                 target.write(chunk)
             path = target.close()
             if kind == "volume":
-                self.open_volume(received_image(path, work, self.settings.max_upload), client_name)
+                self.open_volume(received_image(path, work, self.settings.max_upload, client_name), client_name)
             else:
                 self.open_segmentation(path, work, client_name)
         except UploadError as e:
@@ -300,10 +300,10 @@ class WebApp:
         from BackSplitWeb.uploads import checked_image
 
         if not client_name.lower().endswith(".seg.nrrd"):
-            image = received_image(path, work, self.settings.max_upload, what="uploaded segmentation")
+            image = received_image(path, work, self.settings.max_upload, what=client_name)
             path = write_image(image, work / "labels.nrrd")
         else:
-            checked_image(path)
+            checked_image(path, client_name)
         node = self.slicer_app.segmentation_editor.load_segmentation_from_file(str(path))
         if node is None:
             raise UploadError("the segmentation could not be loaded")

@@ -68,10 +68,10 @@ def is_zip(path: Path) -> bool:
         return f.read(4) == ZIP_MAGIC
 
 
-def checked_image(path: Path) -> Path:
+def checked_image(path: Path, what: str = "the file") -> Path:
     """``path`` when the engine's gate finds a self-contained NIfTI / NRRD / MetaImage, else UploadError."""
     try:
-        engine_io.check_self_contained(path)
+        engine_io.check_self_contained(path, what)
     except BackSplitError as e:
         raise UploadError(e.message, e.hint, status=415) from None
     return path
@@ -120,7 +120,8 @@ def upload_name(client_name: str) -> str:
 
 
 def received_image(upload: Path, work: Path, max_bytes: int, what: str = "uploaded volume") -> sitk.Image:
-    """An uploaded volume as a SimpleITK image: a gated self-contained file, or the series in a DICOM zip."""
+    """An uploaded volume as a SimpleITK image: a file through the engine's upload gate (the same reader the
+    server uses for what crosses the network), or the series in a DICOM zip."""
     if is_zip(upload):
         folder = extract_dicom_zip(upload, work / "dicom", max_bytes)
         try:
@@ -129,11 +130,10 @@ def received_image(upload: Path, work: Path, max_bytes: int, what: str = "upload
             raise UploadError(e.message, e.hint) from None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    if not engine_io.image_extension(upload):
-        raise UploadError("the file is neither a NIfTI, NRRD or MetaImage file nor a DICOM zip", status=415)
-    checked_image(upload)
-    try:
-        return engine_io.read_image(upload, what)
+    try:  # the server's own gate: self-contained, size declared within the limit, complete, read by content
+        return engine_io.read_received_image(upload, what, max_bytes).image
+    except engine_io.ImageTooLarge as e:
+        raise UploadError(e.message, e.hint, status=413) from None
     except BackSplitError as e:
         raise UploadError(e.message, e.hint, status=415) from None
 
