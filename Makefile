@@ -14,7 +14,7 @@ LOCAL_VENV ?= .venv-local
 LOCAL_STAMP := $(LOCAL_VENV)/.backsplit-local-installed
 LOCAL_REQUIREMENTS := build/requirements-local.txt
 
-.PHONY: install local-venv demo test bench serve clean
+.PHONY: install local-venv demo test bench serve screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/backsplit serve --data $(SERVE_DATA)
+
+screenshot: $(STAMP)
+	$(BIN)/python -m BackSplitWeb.screenshot --out Resources/backsplit-web.png
 
 clean:
 	rm -rf $(VENV) $(LOCAL_VENV) $(DEMO_OUT) $(BENCH_OUT) build *.egg-info
