@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from server_harness import wait_for
+
 PHANTOM_SHAPE = (64, 88, 96)  # stored as float64 .nii: 4.1 MiB, more than one 4 MiB trame message
 FINE_TUNE_ITERATIONS = 3
 LESION_RGB_MARGIN = 60  # yellow: red and green both this much above blue (grey CT voxels have r = g = b)
@@ -26,15 +28,8 @@ pytestmark = pytest.mark.slow
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def wait_until(predicate, timeout: float, what: str, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+def wait_until(predicate, timeout: float, what: str):
+    return wait_for(predicate, timeout=timeout, every=0.5, what=what)
 
 
 def ticket(page) -> str:
