@@ -227,7 +227,7 @@ class WebApp:
             return refused
         kind = request.query.get("kind", "volume")
         client_name = request.query.get("name", "volume")
-        if kind not in ("volume", "segmentation"):
+        if kind not in ("volume", "segmentation", "organ_map"):
             return web.json_response({"detail": f"unknown upload kind {kind!r}"}, status=400)
         work = Path(tempfile.mkdtemp(dir=self.work))
         target = StreamedFile(work / upload_name(client_name), self.settings.max_upload)
@@ -238,8 +238,10 @@ class WebApp:
             path = target.close()
             if kind == "volume":
                 self.open_volume(received_image(path, work, self.settings.max_upload, client_name), client_name)
-            else:
+            elif kind == "segmentation":
                 self.open_segmentation(path, work, client_name)
+            else:
+                self.open_organ_map(path, work, client_name)
         except UploadError as e:
             target.abort()
             self._set(bs_uploading=False, bs_error=str(e), bs_message="")
@@ -313,6 +315,24 @@ class WebApp:
         node.SetName(case_name(client_name) or "segmentation")
         self.segment_editor_logic.on_volume_changed(self.volume_node)
         self.panel.on_volume_changed(self.volume_node)
+
+    def open_organ_map(self, path: Path, work: Path, client_name: str) -> None:
+        """An organ map for "Import organ map": a label map (names from its colour table) or a .seg.nrrd."""
+        if self.volume_node is None:
+            raise UploadError("open a volume first, then an organ map for it")
+        from BackSplitWeb.uploads import checked_image
+
+        name = case_name(client_name) or "organ map"
+        if client_name.lower().endswith(".seg.nrrd"):
+            checked_image(path, client_name)
+            node = self.slicer_app.segmentations_logic.LoadSegmentationFromFile(str(path), False, name)
+        else:
+            image = received_image(path, work, self.settings.max_upload, what=client_name)
+            node = self.slicer_app.volumes_logic.AddArchetypeVolume(str(write_image(image, work / "organs.nrrd")),
+                                                                    name, 1)
+        if node is None:
+            raise UploadError("the organ map could not be loaded")
+        self.panel.controller.set_organ_map(node.GetID())
 
     def segmentation_node(self):
         editor = self.slicer_app.segmentation_editor

@@ -50,7 +50,8 @@ def _open_buttons(loaded: str) -> None:
     """Open a volume / an existing segmentation: streamed to the app's upload route (static/backsplit.js)."""
     with html.Div(v_if=("bs_logged_in",), classes="d-flex align-center ga-2 mx-2"):
         for kind, label, icon, extra in (("volume", "Open volume", "mdi-file-upload", ""),
-                                         ("segmentation", "Open segmentation", "mdi-shape-plus", loaded)):
+                                         ("segmentation", "Open segmentation", "mdi-shape-plus", loaded),
+                                         ("organ_map", "Open organ map", "mdi-map-outline", loaded)):
             with v3.VBtn(prepend_icon=icon, variant="tonal", size="small", tag="label",
                          disabled=(f"bs_uploading || !{extra}",) if extra else ("bs_uploading",),
                          id=f"bs-open-{kind}"):

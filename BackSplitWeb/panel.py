@@ -239,6 +239,9 @@ class PanelBinding:
                            density="compact", hide_details=True,
                            update_modelValue="trigger('bs_set_organ_map', [$event])")
                 _button("Import organ map", "import_organ_map", p)
+            v3.VTextField(label="Structures (names, groups or globs; empty: all)", density="compact",
+                          hide_details=True, model_value=(f"{p}.organ_structures",),
+                          update_modelValue=f"trigger('bs_set_organ_map', [{p}.organ_map_id, $event])")
 
             html.Div("Training", classes="text-subtitle-2 mt-2")
             v3.VTextField(label="Iterations", type="number", model_value=(f"{p}.iterations",), density="compact",

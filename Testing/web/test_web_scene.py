@@ -1,0 +1,52 @@
+"""The web app's scene work in-process (no browser): an organ map and CT tissue classes become auxiliary
+segments through the panel controller, as in the Slicer module."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import SimpleITK as sitk
+
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from BackSplitWeb.app import WebApp, WebSettings
+
+    return WebApp(WebSettings(port=0, work_dir=tmp_path_factory.mktemp("web-scene")))
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    from BackSplitLib.phantom import make_phantom
+
+    folder = tmp_path_factory.mktemp("scene-phantom")
+    image, label = make_phantom(5, shape=(32, 40, 48))
+    sitk.WriteImage(label, str(folder / "organs.nii.gz"))
+    return image, folder / "organs.nii.gz"
+
+
+def _segment_roles(app) -> dict:
+    return {s["name"]: s["role"] for s in app.panel.describe()["segments"]}
+
+
+def test_an_organ_map_imports_as_auxiliary_segments(app, phantom, tmp_path):
+    image, organs = phantom
+    app.open_volume(image, "phantom.nii.gz")
+    app.open_organ_map(organs, tmp_path, "organs.nii.gz")
+    state = app.panel.controller.state()
+    assert state.organ_map_id and state.enabled["import_organ_map"]
+    app.panel.controller.set_organ_map(state.organ_map_id, "label_2")
+    app.panel.controller.import_organ_map()
+    assert app.panel.controller.state().message is None, app.panel.controller.state().message
+    roles = _segment_roles(app)
+    assert roles.get("label_2") == "auxiliary"
+
+
+def test_ct_tissue_classes_are_added_as_auxiliary_segments(app, phantom):
+    before = set(_segment_roles(app))
+    app.panel.controller.add_tissue_classes()
+    added = {name: role for name, role in _segment_roles(app).items() if name not in before}
+    assert added and set(added.values()) == {"auxiliary"}
