@@ -134,7 +134,7 @@ class WebApp:
     def _client(self):
         from BackSplitLib.client import BackSplitClient
 
-        if not self._token and not self.state.bs_logged_in:
+        if not self.state.bs_logged_in:
             raise BackSplitError("sign in first")
         return BackSplitClient(self.settings.server_url, token=self._token, timeout=60)
 
