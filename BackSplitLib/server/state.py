@@ -4,24 +4,39 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 
+from BackSplitLib.image_files import format_bytes
+from BackSplitLib.server.connections import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
 from BackSplitLib.server.store import Store
-from BackSplitLib.server.uploads import Form, UploadError, format_bytes, receive_form
+from BackSplitLib.server.uploads import DEFAULT_MAX_IMAGE_SIZE, Form, UploadError, receive_form
 
 PREDICTOR_CACHE = 2  # loaded models kept in memory for /predict
+
+
+@dataclass
+class Limits:
+    """What the operator bounds (``backsplit serve`` options); the defaults fit a float32 512x512x1000 CT."""
+
+    max_upload: int = 1 << 30  # request body bytes (--max-upload)
+    max_image_size: int = DEFAULT_MAX_IMAGE_SIZE  # voxel bytes an image header may declare (--max-image-size)
+    max_iterations: int = 1_000_000  # iterations a job may ask for (--max-iterations)
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # seconds to send a complete request head (--header-timeout)
+    body_timeout: float = DEFAULT_BODY_TIMEOUT  # seconds a request body may stall (--body-timeout)
 
 
 class AppState:
     """One per app (``app.state.backsplit``); handlers get it through the ``app_state`` dependency."""
 
-    def __init__(self, store: Store, token: str | None, max_upload: int, workers: int | None):
+    def __init__(self, store: Store, token: str | None, limits: Limits, workers: int | None):
         self.store = store
         self.token = token
-        self.max_upload = max_upload
+        self.limits = limits
+        self.max_upload = limits.max_upload
         self.workers = workers
         self.supervisor = None
         self.device = "unknown"

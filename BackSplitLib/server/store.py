@@ -103,6 +103,14 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA_SQL)
 
+    def without_paths(self, text: str) -> str:
+        """``text`` with the data folder's absolute path removed, for messages clients see: they name ids
+        and names relative to the data folder, never where the server keeps its files."""
+        for prefix in sorted({str(self.root.resolve()), str(self.root.absolute()), str(self.root)}, key=len,
+                             reverse=True):
+            text = text.replace(prefix + "/", "").replace(prefix, "the data folder")
+        return text
+
     # ------------------------------------------------------------------ plumbing
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)

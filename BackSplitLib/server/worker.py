@@ -27,6 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from BackSplitLib.errors import BackSplitError, TrainingCancelled
+from BackSplitLib.image_files import check_data_complete, check_self_contained
 from BackSplitLib.io import image_extension
 from BackSplitLib.run_folder import load_run, read_model_json, run_metrics
 from BackSplitLib.schema import IGNORE, LabelSchema
@@ -61,6 +62,11 @@ def build_dataset(store: Store, case_ids: list[str], out: Path, base: LabelSchem
     from BackSplitLib.dataset import write_dataset_json
 
     cases = [store.get_case(c) for c in case_ids]
+    for case in cases:  # cases stored before the upload gate existed pass it too before any reader opens them
+        for key in ("image_file", "label_file"):
+            path = store.case_dir(case["id"]) / case[key]
+            check_data_complete(path, check_self_contained(path, f"case {case['id']} ({key[:-5]})"),
+                                f"case {case['id']} ({key[:-5]})")
     schemas = [LabelSchema.from_dict(c["schema"], f"case {c['id']}") for c in cases]
     schema = union_schema(schemas, base)
     tmp = out.with_name(out.name + ".tmp")
@@ -138,6 +144,14 @@ def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
     return Path(run_dir), run_metrics(read_model_json(run_dir))
 
 
+def should_promote(params: dict, metrics: dict) -> bool:
+    """Auto-promotion, unless the job turned it off or its validation never found the lesion (best
+    validation Dice 0 or below: a model that predicts nothing must not replace the current one). A job
+    without validation is promoted as before."""
+    best = metrics.get("best_val_dice")
+    return bool(params.get("auto_promote", True)) and (best is None or best > 0)
+
+
 class Worker:
     """Claims and runs jobs until told to stop. ``run_job`` is the engine call (replaceable in tests)."""
 
@@ -196,19 +210,19 @@ class Worker:
             shutil.rmtree(self.store.job_dir(job_id) / "run", ignore_errors=True)
         except BackSplitError as e:
             _log(log_path, f"failed: {e}")
-            self.store.finish_job(job_id, "failed", str(e))
+            self.store.finish_job(job_id, "failed", self.store.without_paths(str(e)))
         except Exception as e:  # an engine bug must fail the job with its reason, not kill the worker
             _log(log_path, traceback.format_exc())
-            self.store.finish_job(job_id, "failed", f"training stopped with an internal error: "
-                                                    f"{type(e).__name__}: {str(e)[:300]} (see {log_path})")
+            self.store.finish_job(job_id, "failed", self.store.without_paths(
+                f"training stopped with an internal error: {type(e).__name__}: {str(e)[:300]} (see {log_path} "
+                "in the server's data folder)"))
         else:
-            params = job["params"]
             meta = read_model_json(run_dir)
+            promote = should_promote(job["params"], metrics)
             model = self.store.register_model(
                 run_dir, schema=meta.get("schema", {}), metrics=metrics, parent=job.get("base_model"),
-                case_ids=job["cases"], source=job["kind"], job_id=job_id,
-                promote=bool(params.get("auto_promote", True)))
-            _log(log_path, f"succeeded: model {model['id']}")
+                case_ids=job["cases"], source=job["kind"], job_id=job_id, promote=promote)
+            _log(log_path, f"succeeded: model {model['id']}" + ("" if promote else " (not promoted)"))
         shutil.rmtree(self.store.job_dir(job_id) / "dataset", ignore_errors=True)
 
 

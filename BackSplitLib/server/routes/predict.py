@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib.run_folder import prediction_names, write_prediction_bundle
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
-from BackSplitLib.server.uploads import IMAGE_TYPES, FilePart, read_upload_image
+from BackSplitLib.server.uploads import IMAGE_TYPES, FilePart, check_client_name, read_upload_image
 
 router = APIRouter(tags=["predict"])
 
@@ -28,7 +28,7 @@ async def predict(request: Request, classes: bool = Query(False, description="a 
     staged = state.store.staging_dir()
     try:
         form = await receive(request, staged, {"image": IMAGE_TYPES}, {"model"})
-        model = state.store.get_model((form.fields.get("model") or "current").strip())
+        model = state.store.get_model(check_client_name((form.fields.get("model") or "current").strip(), "'model'"))
         path, media = await run_in_threadpool(_predict, state, model["id"], form.file("image"), staged, classes)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
@@ -42,7 +42,7 @@ def _predict(state: AppState, model_id: str, part: FilePart, staged: Path, class
     """Run the model on an uploaded image; the mask is written in the input's format next to it."""
     from BackSplitLib.io import output_extension, write_image
 
-    image = read_upload_image(part)
+    image = read_upload_image(part, state.limits.max_image_size)
     with state.predict_lock:  # one prediction at a time: GPU memory, and the cached model is not re-entrant
         predictor = state.predictor(model_id)
         prediction = predictor.predict(image, classes=classes)
