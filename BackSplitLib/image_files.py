@@ -6,7 +6,8 @@ NIfTI is read zero-filled. So a received file is first *inspected* (standard lib
 
 - its format comes from its content (the single-file NIfTI magic ``n+1``/``n+2``, plain or gzipped;
   ``NRRD000x``; a MetaImage text header), never from its name;
-- it must be self-contained: no NRRD ``data file``, MetaImage only with ``ElementDataFile = LOCAL``;
+- it must be self-contained: no NRRD ``data file``, MetaImage only with ``ElementDataFile = LOCAL`` (or
+  ``Local``/``local``, the spellings MetaIO compares with; ``lOcAl`` it would open as a file name);
 - the bytes its header declares (voxels x bytes per voxel) are compared with a limit before anything is
   allocated;
 - its data is streamed once with bounded memory (compressed data decompressed a chunk at a time) to check
@@ -289,7 +290,7 @@ def _meta_header(head: bytes, what: str) -> ImageFileHeader:
     last = head[:offset].rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
     fields = {k.strip().lower(): v.strip() for k, _, v in (ln.decode("latin-1").partition("=") for ln in lines)}
     data_file = last.split(b"=", 1)[1].strip().decode("latin-1") if b"=" in last else ""
-    if data_file.lower() != "local":
+    if data_file not in ("LOCAL", "Local", "local"):  # MetaIO's own spellings; anything else it opens as a file
         raise UnsupportedImageFile(f"{what} is a MetaImage header whose voxels are in another file "
                                    "(ElementDataFile is not LOCAL)", "send a single-file .mha (ElementDataFile = LOCAL)")
     type_name, nbytes = _META_TYPES.get(fields.get("elementtype", "").upper(), (None, 0))
