@@ -78,5 +78,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, RecursionError):  # JSON nested thousands deep: the parser gives up, the client erred
+            return reply(400, "the request body is nested too deeply to parse; send plain JSON objects")
         log.exception("internal error on %s %s", request.method, request.url.path)
         return reply(500, f"internal server error ({type(exc).__name__}); the server log has the details")

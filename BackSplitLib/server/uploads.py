@@ -8,6 +8,7 @@ every chunk.
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -217,22 +218,31 @@ def read_part(part: FilePart, what: str, max_image_size: int) -> sitk.Image:
 
 
 def parse_schema(schema_text: str | None) -> LabelSchema:
-    """The case's label schema from the form field; 4xx for anything that is not a valid schema."""
+    """The case's label schema from the form field; 4xx for anything that is not a valid schema. Class
+    names are checked before anything else, so no message echoes a refused name."""
     if not schema_text:
         raise UploadError(422, "the request has no 'schema' field (the label schema as JSON)")
     try:
-        schema = LabelSchema.loads(schema_text, "schema")
-    except LabelError as e:
-        raise UploadError(400, str(e)) from None
+        data = json.loads(schema_text)
     except RecursionError:
         raise UploadError(400, "the schema JSON is nested too deeply; a label schema is two levels deep") from None
+    except ValueError as e:
+        raise UploadError(400, f"the schema is not valid JSON ({str(e)[:120]})") from None
+    if isinstance(data, dict):
+        for key in ("labels", "colors"):
+            if isinstance(data.get(key), dict):
+                for name in data[key]:
+                    check_client_name(name, f"a class name in the schema's '{key}'")
+        if isinstance(data.get("target"), str):
+            check_client_name(data["target"], "the schema's target")
+    try:
+        return LabelSchema.from_dict(data, "schema")
+    except LabelError as e:
+        raise UploadError(400, str(e)) from None
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise UploadError(400, f"the schema is not a valid label schema ({type(e).__name__}: {str(e)[:120]}); "
                                'expected {"labels": {"name": value, ...}, "target": "name", "colors": '
                                '{"name": [r, g, b]}}') from None
-    for name in schema.labels:
-        check_client_name(name, "a class name in the schema")
-    return schema
 
 
 def validate_case(image_part: FilePart, label_part: FilePart, schema_text: str | None,
