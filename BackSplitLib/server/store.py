@@ -309,10 +309,11 @@ class Store:
     # ------------------------------------------------------------------ models
     def register_model(self, run_dir: Path, *, schema: dict, metrics: dict, parent: str | None,
                        case_ids: list[str], source: str, job_id: str | None = None,
-                       promote: bool = False) -> dict:
+                       promote: bool = False, first_becomes_current: bool = True) -> dict:
         """Publish a finished run folder as a model version, in one transaction with the job's success.
 
-        The first model ever, and any model registered with ``promote``, becomes current.
+        Any model registered with ``promote`` becomes current; so does the first model ever, unless
+        ``first_becomes_current`` is False (a model whose validation never found the lesion).
         """
         model_id = new_id()
         target = self.model_dir(model_id)
@@ -326,7 +327,7 @@ class Store:
                      json.dumps(case_ids)),
                 )
                 current = db.execute("SELECT value FROM settings WHERE key = 'current_model'").fetchone()
-                if promote or current is None or current["value"] is None:
+                if promote or (first_becomes_current and (current is None or current["value"] is None)):
                     db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('current_model', ?)", (model_id,))
                 if job_id is not None:
                     db.execute("UPDATE jobs SET state = 'succeeded', model_id = ?, finished = ?, worker_pid = NULL,"

@@ -144,12 +144,16 @@ def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
     return Path(run_dir), run_metrics(read_model_json(run_dir))
 
 
-def should_promote(params: dict, metrics: dict) -> bool:
-    """Auto-promotion, unless the job turned it off or its validation never found the lesion (best
-    validation Dice 0 or below: a model that predicts nothing must not replace the current one). A job
-    without validation is promoted as before."""
+def validation_found_lesion(metrics: dict) -> bool:
+    """False when the run's best validation Dice is 0 or below: a model that never found the lesion must
+    not become current. A run without validation counts as found (as before)."""
     best = metrics.get("best_val_dice")
-    return bool(params.get("auto_promote", True)) and (best is None or best > 0)
+    return best is None or best > 0
+
+
+def should_promote(params: dict, metrics: dict) -> bool:
+    """Auto-promotion, unless the job turned it off or its validation never found the lesion."""
+    return bool(params.get("auto_promote", True)) and validation_found_lesion(metrics)
 
 
 class Worker:
@@ -221,7 +225,8 @@ class Worker:
             promote = should_promote(job["params"], metrics)
             model = self.store.register_model(
                 run_dir, schema=meta.get("schema", {}), metrics=metrics, parent=job.get("base_model"),
-                case_ids=job["cases"], source=job["kind"], job_id=job_id, promote=promote)
+                case_ids=job["cases"], source=job["kind"], job_id=job_id, promote=promote,
+                first_becomes_current=validation_found_lesion(metrics))
             _log(log_path, f"succeeded: model {model['id']}" + ("" if promote else " (not promoted)"))
         shutil.rmtree(self.store.job_dir(job_id) / "dataset", ignore_errors=True)
 

@@ -6,13 +6,14 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from BackSplitLib.errors import BackSplitError
 from BackSplitLib.schema import LabelSchema
 from BackSplitLib.server.state import AppState, app_state
 from BackSplitLib.server.store import PROGRESS_KEYS, TERMINAL_STATES, NotFound, Store
@@ -38,8 +39,10 @@ class JobRequest(BaseModel):
     auto_promote: bool = True
     batch_size: int | None = Field(None, ge=1, le=1024)
     val_every: int | None = Field(None, ge=1)
-    patch_size: list[int] | None = Field(None, min_length=3, max_length=3)
-    seed: int | None = None
+    patch_size: list[Annotated[int, Field(ge=1, le=512)]] | None = Field(
+        None, min_length=3, max_length=3, description="voxels (x, y, z); each side a multiple of the network's "
+                                                      "divisor (checked by the engine's configuration)")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
     learning_rate: float | None = Field(None, gt=0, lt=10)
     val_fraction: float | None = Field(None, ge=0, lt=1, description="share of the cases held out for validation")
     partial: Literal["marginal", "naive"] | None = None
@@ -74,6 +77,9 @@ def job_json(job: dict) -> dict:
 def create_job(body: JobRequest, state: AppState = Depends(app_state)) -> dict:
     """Queue a train or fine-tune job; follow it with GET /jobs/{id}/events."""
     store = state.store
+    if body.iterations > state.limits.max_iterations:
+        raise UploadError(422, f"'iterations': at most {state.limits.max_iterations} on this server (--max-iterations)")
+    _check_engine_config(body)
     base = _job_base_model(store, body.kind, body.base_model)
     case_ids = _job_cases(store, body.cases)
     _check_job_compatible(store, case_ids, base, body.arch if body.kind == "train" else None)
@@ -157,6 +163,21 @@ def _check_job_compatible(store: Store, case_ids: list[str], base: str | None, a
             return
         if arch not in ARCHITECTURES:
             raise UploadError(422, f"unknown architecture '{arch}' (known: {', '.join(ARCHITECTURES)})")
+
+
+def _check_engine_config(body: JobRequest) -> None:
+    """The engine's own validation of the configuration the worker will build (patch size against the
+    network, ...), now rather than minutes later in the worker: the rule lives once, in TrainConfig."""
+    from BackSplitLib.server.worker import train_config
+
+    try:
+        config = train_config(body.model_dump(exclude={"cases", "base_model", "kind"}, exclude_none=True))
+    except ImportError:  # no training engine here: the job will fail in the worker with its reason
+        return
+    try:
+        config.validate()
+    except BackSplitError as e:
+        raise UploadError(422, str(e)) from None
 
 
 def _sse(event: str, data: dict) -> bytes:
