@@ -4,12 +4,12 @@ not, whatever its name; what it must refuse, it refuses from the content."""
 from __future__ import annotations
 
 import gzip
-import struct
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from BackSplitLib.bench.hostile import nifti_header
 from BackSplitLib.errors import ImageError
 from BackSplitLib.image_files import (
     ImageTooLarge, TruncatedImage, UnsupportedImageFile, check_self_contained, inspect_received_image,
@@ -41,20 +41,9 @@ def test_the_content_decides_not_the_name(tmp_path):
     assert received.header.format == "nrrd" and received.path.name == "b.nrrd"
 
 
-def _nifti_header(dims, datatype=16, bitpix=32) -> bytearray:
-    header = bytearray(352)
-    struct.pack_into("<i", header, 0, 348)
-    struct.pack_into("<8h", header, 40, len(dims), *dims, *([1] * (7 - len(dims))))
-    struct.pack_into("<hh", header, 70, datatype, bitpix)
-    struct.pack_into("<f", header, 108, 352.0)
-    struct.pack_into("<8f", header, 76, 1, 1, 1, 1, 1, 1, 1, 1)
-    header[344:348] = b"n+1\0"
-    return header
-
-
 def test_a_header_declaring_more_than_the_limit_is_too_large_before_any_read(tmp_path):
     path = tmp_path / "bomb.nii.gz"
-    path.write_bytes(gzip.compress(bytes(_nifti_header((1024, 1024, 1024)))))
+    path.write_bytes(gzip.compress(bytes(nifti_header((1024, 1024, 1024)))))
     assert len(path.read_bytes()) < 100
     with pytest.raises(ImageTooLarge, match="1024x1024x1024 float32"):
         inspect_received_image(path, 2 << 30)
@@ -62,7 +51,7 @@ def test_a_header_declaring_more_than_the_limit_is_too_large_before_any_read(tmp
 
 def test_a_gzip_stream_that_ends_early_is_truncated(tmp_path):
     path = tmp_path / "short.nii.gz"
-    path.write_bytes(gzip.compress(bytes(_nifti_header((64, 64, 64))) + bytes(1000)))
+    path.write_bytes(gzip.compress(bytes(nifti_header((64, 64, 64))) + bytes(1000)))
     with pytest.raises(TruncatedImage, match=r"truncated \(1000 of 1048576 bytes\)"):
         inspect_received_image(path, 1 << 30)
 
@@ -85,6 +74,6 @@ def test_junk_is_refused_without_a_traceback(tmp_path, content):
 
 def test_damaged_dimensions_are_refused(tmp_path):
     path = tmp_path / "neg.nii"
-    path.write_bytes(bytes(_nifti_header((10, -3, 10))) + bytes(100))
+    path.write_bytes(bytes(nifti_header((10, -3, 10))) + bytes(100))
     with pytest.raises(UnsupportedImageFile, match="damaged NIfTI header"):
         check_self_contained(path)

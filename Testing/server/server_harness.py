@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import SimpleITK as sitk
 
+from BackSplitLib.bench.hostile import multipart  # noqa: F401 (the tests' raw multipart builder)
 from BackSplitLib.client import BackSplitClient
 from BackSplitLib.schema import LabelSchema
 
@@ -164,19 +165,6 @@ def case_form(case: CaseFiles, image: Path | None = None, label: Path | None = N
     image, label = image or case.image, label or case.label
     files = {"image": (image.name, image.read_bytes()), "label": (label.name, label.read_bytes())}
     return files, {"schema": schema if schema is not None else json.dumps(case.schema.to_dict())}
-
-
-def multipart(parts: list[tuple[bytes, bytes | None, bytes]]) -> tuple[bytes, dict]:
-    """A multipart/form-data body built byte by byte (name, filename or None, content): file names go on
-    the wire exactly as given (httpx would percent-encode a NUL). Returns (body, headers)."""
-    boundary = b"backsplit-test-boundary-7d1f"
-    body = b""
-    for name, filename, content in parts:
-        disposition = b'form-data; name="' + name + b'"' + (b'; filename="' + filename + b'"' if filename is not None
-                                                            else b"")
-        body += b"--" + boundary + b"\r\nContent-Disposition: " + disposition + b"\r\n\r\n" + content + b"\r\n"
-    body += b"--" + boundary + b"--\r\n"
-    return body, {"Content-Type": "multipart/form-data; boundary=" + boundary.decode()}
 
 
 def wait_for(predicate, timeout: float = 60.0, every: float = 0.1, what: str = "condition"):

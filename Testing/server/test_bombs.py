@@ -5,57 +5,32 @@ process's peak resident memory (the kernel's VmHWM) stays under 1 GiB above idle
 from __future__ import annotations
 
 import gzip
-import io
 import json
-import struct
-import zipfile
-import zlib
 
 import pytest
 
+from BackSplitLib.bench.hostile import (
+    compressed_metaimage, expanding_nifti, nifti_header, nrrd, zeros_member, zip_of,
+)
 from server_harness import STRICT_MAX_IMAGE, stored
 
 SCHEMA = json.dumps({"labels": {"background": 0, "lesion": 1}, "target": "lesion"})
-ZEROS = gzip.compress(bytes(64 << 20), 9)  # one gzip member of 64 MiB of zeros (~64 KiB)
-
-
-def _nifti_header(dims, datatype=16, bitpix=32) -> bytes:
-    header = bytearray(352)
-    struct.pack_into("<i", header, 0, 348)
-    struct.pack_into("<8h", header, 40, len(dims), *dims, *([1] * (7 - len(dims))))
-    struct.pack_into("<hh", header, 70, datatype, bitpix)
-    struct.pack_into("<8f", header, 76, 1, 1, 1, 1, 1, 1, 1, 1)
-    struct.pack_into("<f", header, 108, 352.0)
-    header[344:348] = b"n+1\0"
-    return bytes(header)
-
-
-def _expanding(dims, members: int) -> bytes:
-    """A .nii.gz whose header declares ``dims`` float32 and whose data is ``members`` x 64 MiB of zeros
-    (concatenated gzip members, as zlib reads them): megabytes that expand to gigabytes."""
-    return gzip.compress(_nifti_header(dims), 1) + ZEROS * members
-
-
-def _compressed_mha(sizes: str) -> bytes:
-    data = zlib.compress(bytes(1 << 20))
-    return (f"ObjectType = Image\nNDims = 3\nDimSize = {sizes}\nElementType = MET_FLOAT\nCompressedData = True\n"
-            f"CompressedDataSize = {len(data)}\nElementDataFile = LOCAL\n").encode() + data
 
 
 def _nrrd_gzip(sizes: str) -> bytes:
-    return (f"NRRD0004\ntype: uint8\ndimension: 3\nsizes: {sizes}\nencoding: gzip\n\n").encode() + ZEROS
+    return nrrd(f"type: uint8\ndimension: 3\nsizes: {sizes}\nencoding: gzip", zeros_member())
 
 
 BOMBS = {
     # the report's 54-byte upload: 1024^3 float32 declared, nothing behind it
-    "header-only 4 GiB nii.gz": (413, "b.nii.gz", gzip.compress(_nifti_header((1024, 1024, 1024)))),
-    "2 MB gzip expanding to 2 GiB": (413, "b.nii.gz", _expanding((1024, 1024, 512), 32)),
-    "data far beyond a header under the limit": (400, "b.nii.gz", _expanding((256, 256, 240), 4)),
-    "under the limit with the data missing": (400, "b.nii.gz", gzip.compress(_nifti_header((256, 256, 240)) + bytes(4096))),
-    "uncompressed nii declaring 4 GiB": (413, "b.nii", _nifti_header((1024, 1024, 1024)) + bytes(1024)),
+    "header-only 4 GiB nii.gz": (413, "b.nii.gz", gzip.compress(nifti_header((1024, 1024, 1024)))),
+    "2 MB gzip expanding to 2 GiB": (413, "b.nii.gz", expanding_nifti((1024, 1024, 512), 32)),
+    "data far beyond a header under the limit": (400, "b.nii.gz", expanding_nifti((256, 256, 240), 4)),
+    "under the limit with the data missing": (400, "b.nii.gz", gzip.compress(nifti_header((256, 256, 240)) + bytes(4096))),
+    "uncompressed nii declaring 4 GiB": (413, "b.nii", nifti_header((1024, 1024, 1024)) + bytes(1024)),
     "nrrd gzip declaring 8 GiB": (413, "b.nrrd", _nrrd_gzip("2048 2048 2048")),
     "nrrd gzip under the limit, short": (400, "b.nrrd", _nrrd_gzip("4096 4096 4")),
-    "compressed mha declaring 4 GiB": (413, "b.mha", _compressed_mha("1024 1024 1024")),
+    "compressed mha declaring 4 GiB": (413, "b.mha", compressed_metaimage("1024 1024 1024")),
 }
 
 
@@ -88,14 +63,11 @@ def test_a_bomb_sent_for_prediction_is_refused_before_the_model_is_looked_up(str
 
 
 def test_a_zip_bomb_model_upload_is_refused(strict_server):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("model.json", "{}")
-        zf.writestr("model.safetensors", bytes(200 << 20))
-    assert len(buffer.getvalue()) < 1 << 20
+    archive = zip_of([("model.json", b"{}"), ("model.safetensors", bytes(200 << 20))])
+    assert len(archive) < 1 << 20
     with strict_server.http() as http:
         before = len(http.get("/models").json())
-        response = http.post("/models", files={"file": ("bomb.zip", buffer.getvalue())})
+        response = http.post("/models", files={"file": ("bomb.zip", archive)})
         assert response.status_code == 413, response.text
         assert len(http.get("/models").json()) == before
 

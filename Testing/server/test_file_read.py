@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from BackSplitLib.bench.hostile import metaimage
 from BackSplitLib.image_files import UnsupportedImageFile, check_self_contained
 from BackSplitLib.io import read_received_image
 from server_harness import case_form, stored, wait_for
@@ -18,8 +19,7 @@ SECRET = "/etc/passwd"
 
 
 def _mha(element_type: str, data_file: str) -> bytes:
-    return (f"ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementType = {element_type}\n"
-            f"ElementDataFile = {data_file}\n").encode()
+    return metaimage(element_type, data_file)
 
 
 def _nrrd(key: str) -> bytes:
