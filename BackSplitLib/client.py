@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from BackSplitLib.atomic import atomic_file
 from BackSplitLib.run_folder import pack_run, unpack_run
+from BackSplitLib.vocabulary import DEFAULT_SERVER_URL as DEFAULT_SERVER
+from BackSplitLib.vocabulary import SERVER_ENV, TERMINAL_STATES, TOKEN_ENV
 
-DEFAULT_SERVER = "http://127.0.0.1:8765"
-TOKEN_ENV = "BACKSPLIT_TOKEN"
-SERVER_ENV = "BACKSPLIT_SERVER"
 CHUNK = 1 << 20
-TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 class BackSplitClientError(Exception):
@@ -348,16 +347,10 @@ def _error_from(response: http.client.HTTPResponse, conn: http.client.HTTPConnec
 
 def _save(response: http.client.HTTPResponse, dest: Path) -> Path:
     """Stream a response body into ``dest`` through a temporary file (no half-written downloads)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(dest) as tmp, open(tmp, "wb") as f:
             while chunk := response.read(CHUNK):
                 f.write(chunk)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         _close(response)
     return dest

@@ -29,6 +29,7 @@ import vtk
 from vtk.util import numpy_support
 
 import slicer
+from BackSplitLib.dataset import CaseFiles
 from BackSplitLib.errors import GeometryError, ImageError, LabelError
 from BackSplitLib.io import Geometry, image_from_array, read_image, resample_like, write_image
 from BackSplitLib.schema import BACKGROUND, IGNORE, LabelSchema
@@ -128,7 +129,7 @@ class Case:
         label_path = write_image(self.label_sitk(), folder / f"{self.name}.nrrd")
         schema_path = folder / f"{self.name}.schema.json"
         self.schema.save(schema_path)
-        return CaseFiles(image_path, label_path, schema_path)
+        return CaseFiles.with_schema(self.name, image_path, label_path, self.schema)
 
     @classmethod
     def read(cls, files: CaseFiles, name: str | None = None) -> Case:
@@ -139,18 +140,9 @@ class Case:
             image=sitk.GetArrayFromImage(image).astype(np.float32, copy=False),
             label=sitk.GetArrayFromImage(label),
             geometry=Geometry.of(image),
-            schema=LabelSchema.load(files.schema),
-            name=name or Path(files.label).name.split(".")[0],
+            schema=files.schema,
+            name=name or files.name,
         )
-
-
-@dataclass(frozen=True)
-class CaseFiles:
-    """Paths of a written case: image, label map and schema JSON."""
-
-    image: Path
-    label: Path
-    schema: Path
 
 
 # ------------------------------------------------------------------------------------------ export

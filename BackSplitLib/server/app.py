@@ -25,10 +25,10 @@ from BackSplitLib import __version__
 from BackSplitLib.server.http_errors import install_error_handlers
 from BackSplitLib.server.routes import cases, jobs, models, predict
 from BackSplitLib.server.connections import LoopbackHostOnly
-from BackSplitLib.server.state import AppState, Limits, app_state
+from BackSplitLib.server.limits import Limits
+from BackSplitLib.server.state import AppState, app_state
 from BackSplitLib.server.store import Store
 
-DEFAULT_MAX_UPLOAD = 1 << 30
 
 
 class Health(BaseModel):
@@ -81,7 +81,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(state.supervisor.stop)
 
 
-def create_app(data_dir: str | Path, token: str | None, max_upload: int = DEFAULT_MAX_UPLOAD,
+def create_app(data_dir: str | Path, token: str | None, max_upload: int = Limits.max_upload,
                workers: int | None = None, limits: Limits | None = None, loopback_only: bool = False) -> FastAPI:
     """The service over ``data_dir``. ``token=None`` disables auth (the CLI allows that on loopback only).
 

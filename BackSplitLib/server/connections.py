@@ -19,15 +19,15 @@ import json
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-DEFAULT_HEADER_TIMEOUT = 10.0
-DEFAULT_BODY_TIMEOUT = 60.0
+from BackSplitLib.server.limits import Limits
+
 
 
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline for the request head and a stall timeout for the body."""
 
-    header_timeout = DEFAULT_HEADER_TIMEOUT
-    body_timeout = DEFAULT_BODY_TIMEOUT
+    header_timeout = Limits.header_timeout
+    body_timeout = Limits.body_timeout
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._head_timer: asyncio.TimerHandle | None = None

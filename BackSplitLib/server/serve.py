@@ -9,14 +9,15 @@ import stat
 from dataclasses import replace
 from pathlib import Path
 
+from BackSplitLib.atomic import write_text_atomic
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.server.connections import is_loopback
-from BackSplitLib.server.state import Limits
+from BackSplitLib.server.limits import Limits
+from BackSplitLib.vocabulary import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV
 
 TOKEN_FILE = "token"
 TOKEN_BYTES = 32
 MIN_TOKEN_LENGTH = 16
-TOKEN_ENV = "BACKSPLIT_TOKEN"  # the agreed way to hand a token to a server (never argv: other users see it)
 
 
 def load_or_create_token(path: Path) -> tuple[str, bool]:
@@ -32,13 +33,8 @@ def load_or_create_token(path: Path) -> tuple[str, bool]:
                                  "delete the file to have a new token generated")
         return token, False
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Created with 0600 from the start (not chmod after writing): the token is never world-readable.
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.replace(tmp, path)
+    # atomic_file creates its temporary file with mode 0600 (mkstemp): the token is never world-readable.
+    write_text_atomic(path, token + "\n")
     return token, True
 
 
@@ -77,8 +73,8 @@ def prepare_data_folder(data: Path) -> Path:
     return data
 
 
-def serve(data: Path, host: str = "127.0.0.1", port: int = 8765, token_file: Path | None = None,
-          no_auth: bool = False, max_upload: int = 1 << 30, workers: int | None = None,
+def serve(data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token_file: Path | None = None,
+          no_auth: bool = False, max_upload: int = Limits.max_upload, workers: int | None = None,
           echo=print, limits: Limits | None = None) -> None:
     """Create the data folder (database, token) on first start and run the API with uvicorn until stopped."""
     import uvicorn

@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 
 from BackSplitLib.image_files import format_bytes
-from BackSplitLib.server.connections import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
+from BackSplitLib.server.limits import Limits
 from BackSplitLib.server.store import Store
-from BackSplitLib.server.uploads import DEFAULT_MAX_IMAGE_SIZE, Form, UploadError, receive_form
+from BackSplitLib.server.uploads import Form, UploadError, receive_form
 
 PREDICTOR_CACHE = 2  # loaded models kept in memory for /predict
-
-
-@dataclass
-class Limits:
-    """What the operator bounds (``backsplit serve`` options); the defaults fit a float32 512x512x1000 CT."""
-
-    max_upload: int = 1 << 30  # request body bytes (--max-upload)
-    max_image_size: int = DEFAULT_MAX_IMAGE_SIZE  # voxel bytes an image header may declare (--max-image-size)
-    max_iterations: int = 1_000_000  # iterations a job may ask for (--max-iterations)
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT  # seconds to send a complete request head (--header-timeout)
-    body_timeout: float = DEFAULT_BODY_TIMEOUT  # seconds a request body may stall (--body-timeout)
 
 
 class AppState:

@@ -23,6 +23,7 @@ from BackSplitLib.errors import BackSplitError, LabelError
 from BackSplitLib.image_files import ImageTooLarge, UnsupportedImageFile, format_bytes
 from BackSplitLib.io import IMAGE_EXTENSIONS, check_same_geometry, image_extension, read_received_image
 from BackSplitLib.schema import LabelSchema
+from BackSplitLib.server.limits import Limits, parse_size  # noqa: F401 (parse_size: re-exported)
 
 # Text fields (schema JSON, flags) are small; a larger one is a client bug, not data.
 MAX_TEXT_FIELD = 1 << 20
@@ -164,22 +165,6 @@ async def receive_form(
     return form
 
 
-def parse_size(text: str | int) -> int:
-    """Bytes from '1G', '500M', '64k', '1048576' (binary units)."""
-    if isinstance(text, int):
-        return text
-    s = str(text).strip().upper().removesuffix("B").removesuffix("I")
-    factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(s[-1:], 1)
-    number = s[:-1] if s[-1:] in "KMGT" else s
-    try:
-        value = int(float(number) * factor)
-    except ValueError:
-        raise BackSplitError(f"cannot read the size {text!r}", "use bytes or a unit: 64K, 500M, 1G") from None
-    if value <= 0:
-        raise BackSplitError(f"the size {text!r} must be positive")
-    return value
-
-
 # ---------------------------------------------------------------------- names the client sends
 # Bidirectional overrides and isolates make "gpj.exe" display as "exe.jpg"; controls (NUL, newlines)
 # break logs and file names.
@@ -198,7 +183,7 @@ def check_client_name(name: str, what: str) -> str:
 
 # ---------------------------------------------------------------------- case validation
 IMAGE_TYPES = tuple(e for e in IMAGE_EXTENSIONS if e not in (".nhdr", ".mhd"))  # single-file formats only
-DEFAULT_MAX_IMAGE_SIZE = 2 << 30  # a float32 512 x 512 x 1000 CT fits
+DEFAULT_MAX_IMAGE_SIZE = Limits.max_image_size
 
 
 def read_part(part: FilePart, what: str, max_image_size: int) -> sitk.Image:

@@ -91,7 +91,9 @@ def test_every_module_python_file_is_listed_in_cmake():
 
 
 def test_the_engine_files_the_module_imports_are_bundled():
-    engine = {f.name for f in cmake_listed_files() if f.parent.name == "BackSplitLib"}
+    # engine modules by name: a file BackSplitLib/x.py or a package BackSplitLib/x/ (listed with its files)
+    engine_files = [f for f in cmake_listed_files() if "BackSplitLib" in f.parts]
+    engine = {f"{f.parent.name if f.parent.name != 'BackSplitLib' else f.stem}.py" for f in engine_files}
     imported = set()
     for source in [MODULE / "BackSplit.py", *(MODULE / "BackSplitSlicer").glob("*.py")]:
         if source.name == "selftest.py":
@@ -99,8 +101,8 @@ def test_the_engine_files_the_module_imports_are_bundled():
         imported |= set(re.findall(r"from BackSplitLib\.(\w+) import", source.read_text()))
     assert {f"{m}.py" for m in imported} <= engine
     # ...and those engine files import only each other (no torch, no server), so the bundle is complete.
-    for name in engine:
-        text = (REPO / "BackSplitLib" / name).read_text()
+    for path in engine_files:
+        name, text = path.name, path.read_text()
         deps = set(re.findall(r"^from BackSplitLib\.(\w+) import|^import BackSplitLib\.(\w+)", text, re.M))
         for dep in {d for pair in deps for d in pair if d}:
             assert f"{dep}.py" in engine, f"BackSplitLib/{name} imports {dep}, which is not bundled"

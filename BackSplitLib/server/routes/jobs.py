@@ -18,6 +18,10 @@ from BackSplitLib.schema import LabelSchema
 from BackSplitLib.server.state import AppState, app_state
 from BackSplitLib.server.store import PROGRESS_KEYS, TERMINAL_STATES, NotFound, Store
 from BackSplitLib.server.uploads import UploadError
+from BackSplitLib.vocabulary import (
+    DEFAULT_ARCHITECTURE, DEFAULT_ITERATIONS, DEFAULT_TRAINING_MODE, Architecture, JobKind, JobState,
+    PartialLabelMode, TrainingMode,
+)
 
 router = APIRouter(tags=["jobs"])
 
@@ -29,13 +33,13 @@ class JobRequest(BaseModel):
     """A training job. ``cases`` is a list of case ids or "all"; ``base_model`` (finetune only) is a
     model id, "current" or null for the current model."""
 
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["train", "finetune"]
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+    kind: JobKind
     cases: list[str] | Literal["all"] = "all"
     base_model: str | None = None
-    mode: Literal["backsplit", "binary"] = "backsplit"
-    iterations: int = Field(500, ge=1, le=10_000_000)
-    arch: str = "unet"
+    mode: TrainingMode = DEFAULT_TRAINING_MODE
+    iterations: int = Field(DEFAULT_ITERATIONS, ge=1, le=10_000_000)
+    arch: Architecture = DEFAULT_ARCHITECTURE
     auto_promote: bool = True
     batch_size: int | None = Field(None, ge=1, le=1024)
     val_every: int | None = Field(None, ge=1)
@@ -45,13 +49,14 @@ class JobRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     learning_rate: float | None = Field(None, gt=0, lt=10)
     val_fraction: float | None = Field(None, ge=0, lt=1, description="share of the cases held out for validation")
-    partial: Literal["marginal", "naive"] | None = None
+    partial: PartialLabelMode | None = None
 
 
 class Job(BaseModel):
+    model_config = ConfigDict(use_enum_values=True)
     id: str
     kind: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: JobState
     iteration: int
     total_iterations: int
     loss: float | None
@@ -82,7 +87,7 @@ def create_job(body: JobRequest, state: AppState = Depends(app_state)) -> dict:
     _check_engine_config(body)
     base = _job_base_model(store, body.kind, body.base_model)
     case_ids = _job_cases(store, body.cases)
-    _check_job_compatible(store, case_ids, base, body.arch if body.kind == "train" else None)
+    _check_job_compatible(store, case_ids, base)
     params = body.model_dump(exclude={"cases", "base_model", "kind"}, exclude_none=True)
     return job_json(store.add_job(body.kind, case_ids, base, params))
 
@@ -143,8 +148,8 @@ def _job_base_model(store: Store, kind: str, base_model: str | None) -> str | No
         raise UploadError(status, str(e)) from None
 
 
-def _check_job_compatible(store: Store, case_ids: list[str], base: str | None, arch: str | None) -> None:
-    """Refuse now what would only fail minutes later in the worker: mixed targets or modalities, unknown arch."""
+def _check_job_compatible(store: Store, case_ids: list[str], base: str | None) -> None:
+    """Refuse now what would only fail minutes later in the worker: mixed targets or modalities."""
     cases = [store.get_case(c) for c in case_ids]
     targets = {LabelSchema.from_dict(c["schema"]).target for c in cases}
     if base is not None:
@@ -156,13 +161,6 @@ def _check_job_compatible(store: Store, case_ids: list[str], base: str | None, a
     modalities = {c["modality"] for c in cases}
     if len(modalities) > 1:
         raise UploadError(422, f"the cases mix modalities ({', '.join(sorted(modalities))}); train one modality per job")
-    if arch is not None:
-        try:
-            from BackSplitLib.networks import ARCHITECTURES
-        except ImportError:
-            return
-        if arch not in ARCHITECTURES:
-            raise UploadError(422, f"unknown architecture '{arch}' (known: {', '.join(ARCHITECTURES)})")
 
 
 def _check_engine_config(body: JobRequest) -> None:
