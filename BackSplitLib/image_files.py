@@ -319,23 +319,18 @@ def _gunzip_chunks(path: Path, what: str, wbits: int = 16 + zlib.MAX_WBITS, star
     gzip members included, as zlib's gzread reads them)."""
     decoder = zlib.decompressobj(wbits)
     try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            while True:
-                data = f.read(CHUNK)
-                if not data:
-                    return
-                while data:
-                    out = decoder.decompress(data, CHUNK)
-                    if out:
-                        yield out
-                    if decoder.eof:
-                        data = decoder.unused_data
-                        decoder = zlib.decompressobj(wbits)
-                        if data.strip(b"\0") == b"":
-                            data = b""
-                    else:
-                        data = decoder.unconsumed_tail
+        for data in _file_chunks(path, start):
+            while data:
+                out = decoder.decompress(data, CHUNK)
+                if out:
+                    yield out
+                if decoder.eof:  # the next gzip member, unless only padding follows
+                    data = decoder.unused_data
+                    decoder = zlib.decompressobj(wbits)
+                    if data.strip(b"\0") == b"":
+                        data = b""
+                else:
+                    data = decoder.unconsumed_tail
     except zlib.error:
         raise ImageError(f"{what} could not be read: its compressed data is damaged") from None
 
@@ -375,13 +370,15 @@ def _data_chunks(path: Path, header: ImageFileHeader, what: str) -> Iterator[byt
         except (OSError, ValueError, EOFError):
             raise ImageError(f"{what} could not be read: its compressed data is damaged") from None
     else:
-        with open(path, "rb") as f:
-            f.seek(start)
-            while True:
-                data = f.read(CHUNK)
-                if not data:
-                    return
-                yield data
+        yield from _file_chunks(path, start)
+
+
+def _file_chunks(path: Path, start: int) -> Iterator[bytes]:
+    """The file's bytes from ``start`` on, CHUNK bytes at a time."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        while data := f.read(CHUNK):
+            yield data
 
 
 def _count_text_values(path: Path, start: int, needed: int) -> int:

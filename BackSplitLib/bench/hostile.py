@@ -182,7 +182,7 @@ def hold_idle_sockets(url: str, count: int, timeout: float = 60.0) -> dict:
         open_ = list(sockets)
         while open_ and time.monotonic() - start < timeout:
             time.sleep(0.25)
-            open_ = [s for s in open_ if not _closed(s)]
+            open_ = [s for s in open_ if not closed_by_server(s)]
         return {"held": len(sockets), "health_ok_while_held": healthy, "health_s_while_held": health_s,
                 "all_closed_by_server": not open_, "closed_after_s": time.monotonic() - start}
     finally:
@@ -190,7 +190,8 @@ def hold_idle_sockets(url: str, count: int, timeout: float = 60.0) -> dict:
             sock.close()
 
 
-def _closed(sock: socket.socket) -> bool:
+def closed_by_server(sock: socket.socket) -> bool:
+    """True once the server has closed this client socket (a read returns end of file)."""
     sock.setblocking(False)
     try:
         return sock.recv(1024) == b""

@@ -13,19 +13,10 @@ import time
 import httpx
 import pytest
 
+from BackSplitLib.bench.hostile import closed_by_server
 from server_harness import case_form, wait_for
 
 IDLE_SOCKETS = 300
-
-
-def _closed_by_server(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        return sock.recv(1024) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
 
 
 def test_300_idle_sockets_are_closed_and_the_server_keeps_serving(strict_server, phantom_cases):
@@ -37,7 +28,7 @@ def test_300_idle_sockets_are_closed_and_the_server_keeps_serving(strict_server,
                 sock.sendall(b"POST /cases HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # a head that never ends
             sockets.append(sock)
         # Header timeout 1 s; the server accepts the backlog as descriptors free up.
-        wait_for(lambda: all(_closed_by_server(s) for s in sockets), timeout=60, every=0.5,
+        wait_for(lambda: all(closed_by_server(s) for s in sockets), timeout=60, every=0.5,
                  what="the server to close every idle socket")
         assert httpx.get(f"{strict_server.url}/health", timeout=10).status_code == 200
         with strict_server.http() as http:
@@ -61,7 +52,7 @@ def test_a_head_trickled_a_byte_at_a_time_is_cut_at_the_deadline(strict_server):
                 sock.sendall(b"X")
             except OSError:
                 break
-            if _closed_by_server(sock):
+            if closed_by_server(sock):
                 break
             sock.setblocking(True)
         elapsed = time.monotonic() - start
