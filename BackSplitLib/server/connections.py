@@ -94,8 +94,12 @@ def guarded_protocol(header_timeout: float, body_timeout: float) -> type[Guarded
 
 
 def raise_open_file_limit() -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (many clients, each a socket); returns (soft, hard)."""
-    import resource
+    """Raise the soft RLIMIT_NOFILE to the hard limit (many clients, each a socket); returns (soft, hard),
+    or (-1, -1) where there are no such limits (Windows: Slicer's Local mode)."""
+    try:
+        import resource
+    except ImportError:
+        return -1, -1
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:

@@ -12,6 +12,7 @@ from pathlib import Path
 from BackSplitLib.atomic import write_text_atomic
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.server.connections import is_loopback
+from BackSplitLib.server.lifetime import exit_with_parent_if_asked, lock_data_folder
 from BackSplitLib.server.limits import Limits
 from BackSplitLib.vocabulary import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV
 
@@ -36,20 +37,6 @@ def load_or_create_token(path: Path) -> tuple[str, bool]:
     # atomic_file creates its temporary file with mode 0600 (mkstemp): the token is never world-readable.
     write_text_atomic(path, token + "\n")
     return token, True
-
-
-def _lock_data_folder(data: Path):
-    """One server per data folder: two would run the same queued job twice."""
-    import fcntl
-
-    handle = open(data / "server.lock", "a")  # noqa: SIM115 (kept open: the lock lives as long as the server)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise BackSplitError(f"another backsplit server is already using {data}",
-                             "stop it first, or give this one another --data folder") from None
-    return handle
 
 
 def token_from_environment() -> str | None:
@@ -87,7 +74,7 @@ def serve(data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token_
         raise BackSplitError(f"--no-auth is only allowed on a loopback host (127.0.0.1, ::1, localhost), not {host}",
                              "drop --no-auth and give clients the token")
     data = prepare_data_folder(Path(data))
-    lock = _lock_data_folder(data)  # held until the process exits  # noqa: F841
+    lock = lock_data_folder(data)  # held until the process exits  # noqa: F841
     token = None
     if no_auth:
         echo("warning: authentication is off (--no-auth); only this machine can connect")
@@ -104,6 +91,8 @@ def serve(data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token_
     app = create_app(data, token, max_upload=max_upload, workers=workers, limits=limits,
                      loopback_only=is_loopback(host))
     echo(f"BackSplit server on http://{host}:{port} (docs at /docs), data in {data}")
+    if exit_with_parent_if_asked():
+        echo("exits when its parent's stdin pipe closes (BACKSPLIT_EXIT_ON_STDIN_EOF=1)")
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30,
                             http=guarded_protocol(limits.header_timeout, limits.body_timeout))
     uvicorn.Server(config).run()
