@@ -172,9 +172,14 @@ _BIDI_CONTROLS = set("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u20
 MAX_NAME_BYTES = 200  # file names get suffixes such as "_classes.nii.gz" and must stay under 255 bytes
 
 
+def has_unsafe_characters(name: str) -> bool:
+    """True when ``name`` holds a control (NUL, newline, escape ...) or bidirectional-override character."""
+    return any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in name)
+
+
 def check_client_name(name: str, what: str) -> str:
     """``name`` unchanged when it has no control or bidi-override characters and fits; else UploadError(422)."""
-    if any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in name):
+    if has_unsafe_characters(name):
         raise UploadError(422, f"{what} contains control or bidirectional-override characters; rename it")
     if len(name.encode("utf-8", "replace")) > MAX_NAME_BYTES:
         raise UploadError(422, f"{what} is longer than {MAX_NAME_BYTES} bytes; use a shorter name")

@@ -36,6 +36,8 @@ BAD_JOBS = {
     "unknown arch": {"arch": "transformer9000"},
     "iterations over --max-iterations": {"iterations": 1001},
     "zero iterations": {"iterations": 0},
+    "NUL in a case id": {"cases": ["abc\x00def"]},
+    "bidi override in the base model": {"kind": "finetune", "base_model": "m\u202eodel"},
 }
 
 
@@ -44,6 +46,7 @@ def test_out_of_range_job_fields_get_422_and_no_job(strict_server, strict_case, 
     with strict_server.http() as http:
         before = len(http.get("/jobs").json())
         response = http.post("/jobs", json={"kind": "train", "cases": [strict_case], **BAD_JOBS[problem]})
+        assert "\x00" not in response.text and "\u202e" not in response.json()["detail"]
         assert response.status_code == 422, response.text
         assert isinstance(response.json()["detail"], str)
         assert len(http.get("/jobs").json()) == before

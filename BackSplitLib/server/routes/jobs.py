@@ -10,14 +10,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.schema import LabelSchema
 from BackSplitLib.server.state import AppState, app_state
 from BackSplitLib.server.store import PROGRESS_KEYS, TERMINAL_STATES, NotFound, Store
-from BackSplitLib.server.uploads import UploadError
+from BackSplitLib.server.uploads import UploadError, has_unsafe_characters
 from BackSplitLib.vocabulary import (
     DEFAULT_ARCHITECTURE, DEFAULT_ITERATIONS, DEFAULT_TRAINING_MODE, Architecture, JobKind, JobState,
     PartialLabelMode, TrainingMode,
@@ -42,7 +42,7 @@ class JobRequest(BaseModel):
     arch: Architecture = DEFAULT_ARCHITECTURE
     auto_promote: bool = True
     batch_size: int | None = Field(None, ge=1, le=1024)
-    val_every: int | None = Field(None, ge=1)
+    val_every: int | None = Field(None, ge=1, le=10_000_000)
     patch_size: list[Annotated[int, Field(ge=1, le=512)]] | None = Field(
         None, min_length=3, max_length=3, description="voxels (x, y, z); each side a multiple of the network's "
                                                       "divisor (checked by the engine's configuration)")
@@ -50,6 +50,14 @@ class JobRequest(BaseModel):
     learning_rate: float | None = Field(None, gt=0, lt=10)
     val_fraction: float | None = Field(None, ge=0, lt=1, description="share of the cases held out for validation")
     partial: PartialLabelMode | None = None
+
+    @field_validator("cases", "base_model")
+    @classmethod
+    def _plain_names(cls, value):
+        names = [value] if isinstance(value, str) else value or []
+        if any(has_unsafe_characters(name) for name in names):
+            raise ValueError("contains control or bidirectional-override characters")
+        return value
 
 
 class Job(BaseModel):
