@@ -113,7 +113,7 @@ async def receive_form(
         filename = disp.get(b"filename")
         if filename is not None:
             if name not in file_types:
-                raise UploadError(422, f"unexpected file field '{name}' (expected {', '.join(sorted(file_types))})")
+                raise UploadError(422, f"unexpected file field {name[:40]!r} (expected {', '.join(sorted(file_types))})")
             if name in form.files:
                 raise UploadError(422, f"file field '{name}' was sent twice")
             fname = Path(filename.decode("utf-8", "replace").replace("\\", "/")).name or name
@@ -123,7 +123,7 @@ async def receive_form(
             state["part"], state["handle"] = name, open(path, "wb")  # noqa: SIM115 (closed in on_part_end)
         else:
             if name not in text_fields:
-                raise UploadError(422, f"unexpected field '{name}' (expected {', '.join(sorted(text_fields | set(file_types)))})")
+                raise UploadError(422, f"unexpected field {name[:40]!r} (expected {', '.join(sorted(text_fields | set(file_types)))})")
             state["part"], state["text"] = name, bytearray()
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
