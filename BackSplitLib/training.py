@@ -88,6 +88,19 @@ class TrainConfig:
         return self.val_every or max(10, self.iterations // 10)
 
 
+# The one fine-tune recipe, used by the CLI's ``finetune``, the server's fine-tune jobs and the panel: the
+# model is already good, so a lower peak learning rate and no warm-up (a warm-up would first move the
+# adapted head away from the base model's predictions); everything else as when training from scratch.
+FINETUNE_RECIPE = {"learning_rate": 1e-3, "warmup_iterations": 0, "iterations": 200}
+
+
+def finetune_config(**settings) -> TrainConfig:
+    """The TrainConfig of a fine-tune: :data:`FINETUNE_RECIPE` over TrainConfig's defaults, then
+    ``settings`` (any TrainConfig field; None means "the recipe's value")."""
+    given = {name: value for name, value in settings.items() if value is not None}
+    return TrainConfig(**{**FINETUNE_RECIPE, **given})
+
+
 @dataclass
 class Progress:
     """What a progress callback receives after every iteration."""
