@@ -346,8 +346,9 @@ class LocalBackend(RemoteBackend):
         """Ask the server to stop and return at once (closing its stdin is the signal on every OS)."""
         if self.process is not None and self.process.poll() is None:
             if self.process.stdin is not None:
-                self.process.stdin.close()
-            self.process.terminate()
+                self.process.stdin.close()  # with BACKSPLIT_EXIT_ON_STDIN_EOF the engine shuts down cleanly
+            if sys.platform != "win32":  # on Windows terminate() kills at once, before the checkpoint
+                self.process.terminate()
 
     def close(self) -> None:
         """Stop the server: SIGTERM (it finishes the current checkpoint), then kill after a grace period.
@@ -455,6 +456,8 @@ def _read_prediction_zip(archive: Path, folder: Path, model: str | None) -> Pred
 
 
 def _hint_for(error: BackSplitClientError, url: str) -> str | None:
+    if error.status is None and "CERTIFICATE" in error.detail.upper():
+        return "the server's certificate is not trusted here: give its CA bundle (a .pem file) in Remote mode"
     if error.status is None:
         return f"check that the server runs at {url} and that this computer can reach it"
     if error.status == 401:

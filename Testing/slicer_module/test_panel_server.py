@@ -30,10 +30,12 @@ HANDLER_BUDGET_S = 0.050
 
 
 class SlowHandler(BaseHTTPRequestHandler):
-    """Every answer comes after DELAY_S: /health ok, no models, a running job."""
+    """Every answer comes after ``delay_s``: /health ok, no models, a running job."""
+
+    delay_s = DELAY_S
 
     def _answer(self) -> None:
-        time.sleep(DELAY_S)
+        time.sleep(self.delay_s)
         if self.path.endswith("/health"):
             body = {"status": "ok", "device": "cpu", "queue_length": 0}
         elif self.path.endswith("/models"):
@@ -96,6 +98,44 @@ def test_no_handler_or_tick_waits_for_a_server_that_takes_5_s_per_answer(scene, 
     assert len(over) <= len(durations) // 100, over
     names = {d[0] for d in durations}
     assert {"connect", "refresh_models", "tick", "fine_tune", "enter", "leave", "stop"} <= names
+
+
+class QuickHandler(SlowHandler):
+    delay_s = 0.0
+
+
+def test_remote_mode_trusts_a_custom_ca_bundle(scene, tmp_path):
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make the test's certificate: apt-get install openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), QuickHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        panel = PanelController(scene, MemorySettings())
+        panel.set_backend_kind("Remote")
+        panel.set_server_url(f"https://127.0.0.1:{server.server_address[1]}")
+        for ca_bundle, expected in (("", DISCONNECTED), (str(cert), CONNECTED)):
+            panel.set_ca_bundle(ca_bundle)
+            panel.connect()
+            deadline = time.monotonic() + 60
+            while panel.state().connection == "connecting" and time.monotonic() < deadline:
+                panel.tick()
+                time.sleep(0.02)
+            assert panel.state().connection == expected, panel.state().message
+            if expected == DISCONNECTED:
+                assert "CA bundle" in panel.state().message.hint
+        assert panel.settings.get("BackSplit/CABundle") == str(cert)
+    finally:
+        server.shutdown()
 
 
 # ------------------------------------------------------------------------------------- a real local engine
