@@ -21,6 +21,7 @@ slow server never freezes the UI. Training itself runs in the server's own proce
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sys
 import time
@@ -230,6 +231,7 @@ class PanelController:
             text, hint = f"{what}: {error.message}", error.hint
         else:
             text, hint = f"{what}: {type(error).__name__}: {error}", None
+            logging.getLogger(__name__).error(what, exc_info=error)  # the traceback is for developers
         self._message_serial += 1
         self._set(status=text, message=Message(self._message_serial, "error", text, hint))
 

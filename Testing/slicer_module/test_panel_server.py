@@ -79,12 +79,18 @@ def test_no_handler_or_tick_waits_for_a_server_that_takes_5_s_per_answer(scene, 
     timed(durations, panel.connect)
     timed(durations, panel.refresh_models)
     assert panel.state().connection == "connecting"
+    enabled = panel.state().enabled  # while connecting: only Stop
+    assert [a for a, on in enabled.items() if on] == ["stop"], enabled
     deadline = time.monotonic() + 3 * DELAY_S + 10
     while panel.state().connection != CONNECTED and time.monotonic() < deadline:
         timed(durations, panel.tick)
         time.sleep(0.02)
     assert panel.state().connection == CONNECTED  # the slow answers did arrive, through tick
+    enabled = panel.state().enabled  # connected, no inputs in this scene, no job
+    assert enabled["fine_tune"] and enabled["refresh_models"] and enabled["stop"] and enabled["connect"]
+    assert not enabled["add_case"] and not enabled["predict"] and not enabled["cancel"] and not enabled["reconnect"]
     timed(durations, panel.fine_tune)
+    assert not panel.state().enabled["fine_tune"]  # while the request is on its way
     timed(durations, panel.tick)
     timed(durations, panel.enter)
     timed(durations, panel.leave)
