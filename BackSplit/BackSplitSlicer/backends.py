@@ -34,6 +34,7 @@ from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import read_image, write_image
 from BackSplitLib.run_folder import read_prediction_bundle
 from BackSplitLib.schema import LabelSchema
+from BackSplitLib.vocabulary import DEFAULT_SERVER_URL
 
 from BackSplitSlicer.case import Case
 
@@ -368,6 +369,14 @@ class LocalBackend(RemoteBackend):
 
 
 # ------------------------------------------------------------------------------------------- helpers
+def make_backend(kind: str, *, url: str = DEFAULT_SERVER_URL, token: str | None = None,
+              ca_bundle: str | None = None, data_folder: str | None = None) -> Backend:
+    """Remote: a server at ``url``. Local: a server process on loopback with a per-launch ``token``."""
+    if kind == "Remote":
+        return RemoteBackend(url, token or None, ca_bundle=ca_bundle or None)
+    return LocalBackend(data_folder or Path.home() / "BackSplit", token=token)
+
+
 class BackgroundCall:
     """Run one function in a daemon thread; the UI polls ``done`` from a timer and then reads ``result()``.
 

@@ -8,7 +8,6 @@ import struct
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from extension_layout import MODULE, REPO, cmake_listed_files, widget_module_names
 
