@@ -335,7 +335,7 @@ class LocalBackend(RemoteBackend):
 
     def log_tail(self, lines: int = 5) -> str:
         try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
+            text = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
         except OSError:
             return ""
         return " | ".join(line.strip() for line in text[-lines:])

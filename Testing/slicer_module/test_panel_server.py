@@ -148,7 +148,7 @@ def test_remote_mode_trusts_a_custom_ca_bundle(scene, tmp_path):
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
 
-LOCAL_VENV = Path(os.environ.get("BACKSPLIT_LOCAL_VENV", REPO / ".venv-local"))
+LOCAL_VENV = Path(os.environ.get("BACKSPLIT_LOCAL_VENV", REPO / ".venv-local")).absolute()
 LOCAL_PYTHON = LOCAL_VENV / "bin" / "python"
 FAST_TRAINING = {"batch_size": 1, "val_every": 2, "patch_size": [32, 32, 16], "val_fraction": 0.0}
 
@@ -190,7 +190,7 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
     panel.connect()
     run_until(panel, lambda s: s.connection == CONNECTED, 90, "the local engine answering")
     engine = panel.backend
-    assert f"BackSplit server on {engine.url}" in engine.log_path.read_text()
+    assert f"BackSplit server on {engine.url}" in engine.log_path.read_text(encoding="utf-8", errors="replace")
     assert engine.token and "--no-auth" not in engine.command()  # a per-launch token, not on argv
     assert engine.token not in " ".join(engine.command())
     # Slicer 5.10's Python (3.12) reaches it with the bundled standard-library client.
