@@ -2,7 +2,8 @@
 
 The local-engine scenario is the one a clinician lives through: start the engine, add the case, fine-tune,
 leave and re-enter the module during the job (which must keep running and being polled), predict, then the
-engine dies and the panel says so once, stops polling, and reconnects. The engine runs as an installed
+engine dies and the panel says so once, stops polling, and reconnects; on the new engine the self-test's
+end-to-end flow (``selftest.run_end_to_end``, what BackSplitTest runs in Slicer) passes. The engine runs as an installed
 extension runs it: the engine package from the extension's layout (BackSplit/CMakeLists.txt), in a Python
 holding only what the install step installs (the requirements generated from pyproject: ``make local-venv``,
 which ``make test`` builds once), not the pip-installed project.
@@ -229,6 +230,7 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
     panel.set_training(iterations=400)
     panel.fine_tune()
     run_until(panel, lambda s: s.job is not None and s.job["state"] in ("queued", "running"), 30, "job 2")
+    job_2 = panel.state().job["job_id"]
     engine.process.kill()
     run_until(panel, lambda s: s.connection == LOST, 30, "the lost connection noticed")
     errors = {s.message.serial for s in seen if s.message is not None and s.message.level == "error"}
@@ -241,5 +243,31 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
     panel.reconnect()
     run_until(panel, lambda s: s.connection == CONNECTED, 90, "reconnecting")
     assert panel.backend is not engine and panel.backend.running
+    check_the_self_tests_flow(panel.backend, job_2, volume, segmentation)
     panel.stop()
     assert panel.state().connection == DISCONNECTED and panel.state().enabled["connect"]
+
+
+def check_the_self_tests_flow(backend, old_job: str, volume, segmentation) -> None:
+    """BackSplitTest's end-to-end part (selftest.run_end_to_end) on a running engine: add the case, train
+    two iterations, predict, and the scene holds exactly the server's lesion voxels on the volume's grid."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from BackSplitLib.io import Geometry
+    from BackSplitSlicer.case import LESION_SEGMENT_NAME, prediction_mask, volume_geometry
+    from BackSplitSlicer.selftest import run_end_to_end
+
+    backend.cancel(old_job)  # the killed engine's job came back queued on this one
+    result = run_end_to_end(volume, segmentation, backend, iterations=2, training=FAST_TRAINING)
+    assert result.job.state == "succeeded" and result.job.iteration == 2
+    assert [m.model_id for m in backend.list_models() if m.current] == [result.job.model_id]
+    assert result.prediction.schema.target == "lesion"  # classes by name, and the schema travels back
+    assert set(result.prediction.schema.auxiliary_names) >= {"liver", "kidney_left"}
+    assert volume_geometry(volume).mismatch(Geometry.of(result.prediction.mask)) is None
+    server_lesion = sitk.GetArrayFromImage(result.prediction.classes) == result.prediction.schema.target_value
+    assert np.array_equal(prediction_mask(result.output_node, LESION_SEGMENT_NAME, volume), server_lesion)
+    assert np.array_equal(server_lesion, sitk.GetArrayFromImage(result.prediction.mask) > 0)
+    display = result.output_node.GetDisplayNode()
+    assert display.GetSegmentVisibility(result.segments[LESION_SEGMENT_NAME])
+    assert not display.GetSegmentVisibility(result.segments["liver"])
