@@ -119,15 +119,16 @@ class JobStopped(Exception):
     """The worker is shutting down: the job goes back to the queue and resumes later."""
 
 
-def train_config(params: dict):
-    """The engine's TrainConfig from a job's parameters (unknown keys are left to the engine's defaults)."""
-    from BackSplitLib.training import TrainConfig
+def train_config(params: dict, finetune: bool = False):
+    """The engine's TrainConfig from a job's parameters (unknown keys are left to the engine's defaults;
+    a fine-tune job gets the engine's one fine-tune recipe, as the CLI's ``finetune`` does)."""
+    from BackSplitLib.training import TrainConfig, finetune_config
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in params.items() if k in known and v is not None}
     if "patch_size" in values:
         values["patch_size"] = tuple(int(n) for n in values["patch_size"])
-    return TrainConfig(**values)
+    return finetune_config(**values) if finetune else TrainConfig(**values)
 
 
 def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
@@ -139,7 +140,8 @@ def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
     base_run = store.model_dir(job["base_model"]) if job.get("base_model") else None
     base_schema = load_run(base_run).schema if base_run is not None else None
     dataset = build_dataset(store, job["cases"], job_dir / "dataset", base_schema)
-    config = train_config({**job["params"], "device": os.environ.get("BACKSPLIT_DEVICE", "auto")})
+    config = train_config({**job["params"], "device": os.environ.get("BACKSPLIT_DEVICE", "auto")},
+                          finetune=job["kind"] == "finetune")
     if not job["resume"]:
         shutil.rmtree(job_dir / "run", ignore_errors=True)  # a first attempt starts clean
     run_dir = train(dataset, job_dir / "run", config, base_run=base_run, resume=job["resume"],
