@@ -231,6 +231,10 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
     panel.fine_tune()
     run_until(panel, lambda s: s.job is not None and s.job["state"] in ("queued", "running"), 30, "job 2")
     job_2 = panel.state().job["job_id"]
+    # With a model selected the panel asks for a fine-tune of it: the server trains it with the engine's one
+    # fine-tune recipe (training.finetune_config; test_finetune_recipe.py checks the settings it writes).
+    record = engine.client.get_job(job_2)
+    assert record["kind"] == "finetune" and record["base_model"] == panel.state().model_id, record
     engine.process.kill()
     run_until(panel, lambda s: s.connection == LOST, 30, "the lost connection noticed")
     errors = {s.message.serial for s in seen if s.message is not None and s.message.level == "error"}
