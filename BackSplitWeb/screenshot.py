@@ -108,8 +108,11 @@ def _shoot(page_url: str, out: Path, chromium: str) -> None:
         page.locator("#bs-panel").wait_for(timeout=120_000)
         page.locator("#bs-server-info", has_text="Connected").wait_for(timeout=120_000)
         page.click("#bs-cases")
-        page.locator(".v-overlay--active .v-list-item").first.click()
-        page.locator("#bs-message-line", has_text="opened case").wait_for(timeout=180_000)
+        page.locator(".v-overlay--active .v-list-item", has_text="(").first.click()  # a case, once listed
+        try:
+            page.locator("#bs-message-line", has_text="opened case").wait_for(timeout=180_000)
+        except Exception:
+            raise SystemExit(f"the case did not open: {page.locator('#bs-error').inner_text()}") from None
         page.locator("#bs-predict:not([disabled])").wait_for(timeout=120_000)
         page.click("#bs-predict")
         page.locator("#bs-status", has_text="Prediction done").wait_for(timeout=300_000)

@@ -11,6 +11,7 @@ JSON facts route or the page's DOM), never a fixed sleep: on two busy cores the 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -23,6 +24,7 @@ from server_harness import wait_for
 
 PHANTOM_SHAPE = (64, 88, 96)  # stored as float64 .nii: 4.1 MiB, more than one 4 MiB trame message
 FINE_TUNE_ITERATIONS = 3
+SCENARIO_BUDGET_S = 90  # on an otherwise idle machine; scaled by the load average when it is shared
 LESION_RGB_MARGIN = 60  # yellow: red and green both this much above blue (grey CT voxels have r = g = b)
 pytestmark = pytest.mark.slow
 
@@ -154,6 +156,8 @@ def test_an_oversized_upload_is_refused(page, phantom_files):
 
 
 def test_upload_paint_roles_fine_tune_and_predict(page, phantom_files):
+    # Colleagues' test runs share these two cores: the budget grows with the load measured at the start.
+    budget = SCENARIO_BUDGET_S * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
     started = time.monotonic()
     assert phantom_files["image"].stat().st_size > 4 << 20
     page.set_input_files("#bs-file-volume", str(phantom_files["image"]))
@@ -219,7 +223,8 @@ def test_upload_paint_roles_fine_tune_and_predict(page, phantom_files):
                        60, "lesion-coloured pixels in the axial view")
     assert lesion_pixels(before) == 0
     assert lesion_pixels(after) > 0
-    assert time.monotonic() - started < 90
+    elapsed = time.monotonic() - started
+    assert elapsed <= budget, f"the scenario took {elapsed:.0f} s (budget {budget:.0f} s)"
 
 
 def test_the_prediction_downloads_as_nifti_on_the_input_grid(page, phantom_files, tmp_path):
@@ -250,7 +255,7 @@ def test_a_case_on_the_server_opens_with_named_segments_and_roles(page):
     """The case added above, picked from the server's list: its image and its classes come back."""
     size = facts(page)["volume"]["size"]
     page.click("#bs-cases")
-    page.locator(".v-overlay--active .v-list-item").first.click()
+    page.locator(".v-overlay--active .v-list-item", has_text="(").first.click()  # a case, once listed
     page.locator("#bs-message-line", has_text="opened case").wait_for(timeout=60_000)
     opened = facts(page)
     assert opened["volume"]["size"] == size
