@@ -21,6 +21,7 @@ from aiohttp import web
 
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import case_name, write_image
+from BackSplitLib.vocabulary import DEFAULT_SERVER_URL
 
 from BackSplitWeb import module_path
 from BackSplitWeb.security import APP_ROUTE_PREFIX, Gate, new_secret
@@ -53,7 +54,7 @@ class WebSettings:
 
     host: str = "127.0.0.1"
     port: int = 0
-    server_url: str = "http://127.0.0.1:8765"
+    server_url: str = DEFAULT_SERVER_URL
     token: str | None = None  # from the environment, loopback only (login.startup_token)
     max_upload: int = 2 << 30
     work_dir: Path | None = None

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from BackSplitLib.client import TOKEN_ENV, BackSplitClient, BackSplitClientError
+from BackSplitLib.client import BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.vocabulary import TOKEN_ENV
 
 from BackSplitWeb.security import is_loopback
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 
 from BackSplitLib.cli.app import app, console
-from BackSplitLib.client import DEFAULT_SERVER, SERVER_ENV
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.vocabulary import DEFAULT_SERVER_URL, SERVER_ENV, TOKEN_ENV
 
 
 @app.command()
@@ -17,7 +17,7 @@ def web(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (a non-loopback address makes "
                                                          "every browser type the server token)."),
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port of the page (0: any free port)."),
-    server: str = typer.Option(DEFAULT_SERVER, "--server", envvar=SERVER_ENV, show_envvar=True,
+    server: str = typer.Option(DEFAULT_SERVER_URL, "--server", envvar=SERVER_ENV, show_envvar=True,
                                help="URL of the BackSplit server that trains and predicts."),
     max_upload: str = typer.Option("2G", "--max-upload", help="Largest volume a browser may upload (bytes or "
                                                               "500M / 2G)."),
@@ -40,7 +40,7 @@ def web(
 
     settings = WebSettings(host=host, port=port, server_url=server, token=startup_token(host, os.environ),
                            max_upload=parse_size(max_upload), work_dir=work_dir)
-    if os.environ.get("BACKSPLIT_TOKEN") and settings.token is None:
+    if os.environ.get(TOKEN_ENV) and settings.token is None:
         console.print("BACKSPLIT_TOKEN is ignored: the app listens on a non-loopback address, so every browser "
                       "types the token.")
     WebApp(settings).start()
