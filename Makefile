@@ -51,7 +51,7 @@ serve: $(STAMP)
 	$(BIN)/backsplit serve --data $(SERVE_DATA)
 
 screenshot: $(STAMP)
-	$(BIN)/python -m BackSplitWeb.screenshot --out Resources/backsplit-web.png
+	$(BIN)/python -m BackSplitWeb.screenshot --out Resources/Figures/backsplit-web.png
 
 clean:
 	rm -rf $(VENV) $(LOCAL_VENV) $(DEMO_OUT) $(BENCH_OUT) build *.egg-info

@@ -1,6 +1,6 @@
 """Make the README's screenshot of the browser app: a real run, not a drawing.
 
-``python -m BackSplitWeb.screenshot --out Resources/backsplit-web.png`` (or ``make screenshot``) starts a
+``python -m BackSplitWeb.screenshot --out Resources/Figures/backsplit-web.png`` (or ``make screenshot``) starts a
 `backsplit serve` on loopback, uploads a few phantom cases and trains a model there, starts `backsplit web`
 against it, opens a stored case in Debian's Chromium (Playwright), predicts, and saves the page. It needs
 the test extra (Playwright) and ``apt-get install -y chromium``; it takes a few minutes on two CPU cores.
@@ -124,7 +124,7 @@ def _shoot(page_url: str, out: Path, chromium: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("Resources/backsplit-web.png"))
+    parser.add_argument("--out", type=Path, default=Path("Resources/Figures/backsplit-web.png"))
     parser.add_argument("--cases", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
