@@ -82,6 +82,10 @@ class TrainConfig:
             raise DatasetError("iterations and batch size must be at least 1")
         if not 0 <= self.lesion_fraction <= 1:
             raise DatasetError("lesion_fraction must be between 0 and 1")
+        if self.patch_size is not None:
+            from BackSplitLib.networks import check_patch_size
+
+            check_patch_size(self.patch_size, self.arch, self.arch_params)
 
     @property
     def effective_val_every(self) -> int:
