@@ -194,6 +194,7 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
     assert f"BackSplit server on {engine.url}" in engine.log_path.read_text(encoding="utf-8", errors="replace")
     assert engine.token and "--no-auth" not in engine.command()  # a per-launch token, not on argv
     assert engine.token not in " ".join(engine.command())
+    assert not (engine.data_dir / "token").exists()  # the token lives in the engine's environment only
     # Slicer 5.10's Python (3.12) reaches it with the bundled standard-library client.
     python312 = sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python"))
     if python312:
