@@ -248,6 +248,8 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
     panel.reconnect()
     run_until(panel, lambda s: s.connection == CONNECTED, 90, "reconnecting")
     assert panel.backend is not engine and panel.backend.running
+    # The new engine requeued the killed job; the panel follows it again and can cancel it.
+    assert panel.state().job["job_id"] == job_2 and panel.state().enabled["cancel"]
     check_the_self_tests_flow(panel.backend, job_2, volume, segmentation)
     panel.stop()
     assert panel.state().connection == DISCONNECTED and panel.state().enabled["connect"]
