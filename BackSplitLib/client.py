@@ -24,11 +24,12 @@ import ssl
 import tempfile
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+from BackSplitLib.run_folder import pack_run, unpack_run
 
 DEFAULT_SERVER = "http://127.0.0.1:8765"
 TOKEN_ENV = "BACKSPLIT_TOKEN"
@@ -287,9 +288,7 @@ class BackSplitClient:
         if dest.suffix.lower() == ".zip":
             return _save(response, dest)
         with tempfile.TemporaryDirectory() as tmp:
-            archive = _save(response, Path(tmp) / "model.zip")
-            with zipfile.ZipFile(archive) as zf:
-                zf.extractall(dest)  # our own server's archive: flat, relative names
+            unpack_run(_save(response, Path(tmp) / "model.zip"), dest)
         return dest
 
     def upload_model(self, run: str | Path, promote: bool = False) -> dict:
@@ -297,12 +296,7 @@ class BackSplitClient:
         run = Path(run)
         with tempfile.TemporaryDirectory() as tmp:
             if run.is_dir():
-                archive = Path(tmp) / f"{run.name}.zip"
-                with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-                    for file in sorted(run.rglob("*")):
-                        if file.is_file():
-                            zf.write(file, file.relative_to(run).as_posix())
-                run = archive
+                run = pack_run(run, Path(tmp) / f"{run.name}.zip")
             response = self._upload("/models", {"promote": "true" if promote else "false"}, {"file": run})
             return _read_json(response)
 

@@ -17,9 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from rich.table import Table
-
-from BackSplitLib.cli.app import console
 from BackSplitLib.dataset import Dataset
 
 FULL = {"cases": 16, "test_cases": 6, "iterations": 500}
@@ -27,13 +24,21 @@ QUICK = {"cases": 6, "test_cases": 2, "iterations": 20, "shape": (32, 48, 56)}
 
 
 def run_demo(out: Path, quick: bool = False, iterations: int | None = None, seed: int = 0,
-             device: str = "auto") -> dict:
-    from BackSplitLib.cli.engine import run_training
+             device: str = "auto", run_training=None, echo=lambda message: None) -> dict:
+    """Train both arms, predict and evaluate the test cases; returns the summary (the caller shows it).
+
+    ``run_training(dataset, out, config, label=...)`` trains one arm (the CLI passes one with a progress
+    bar; default: ``training.train``); ``echo`` receives progress messages.
+    """
     from BackSplitLib.inference import Predictor
     from BackSplitLib.metrics import evaluate_folder, write_evaluation
     from BackSplitLib.phantom import write_phantom_dataset
     from BackSplitLib.runs import load_run
-    from BackSplitLib.training import TrainConfig
+    from BackSplitLib.training import TrainConfig, train
+
+    if run_training is None:
+        def run_training(dataset, run_out, config, label):  # noqa: ARG001 (label names the progress bar)
+            return train(dataset, run_out, config)
 
     settings = dict(QUICK if quick else FULL)
     if iterations:
@@ -42,7 +47,7 @@ def run_demo(out: Path, quick: bool = False, iterations: int | None = None, seed
     out.mkdir(parents=True, exist_ok=True)
     data_dir = out / "dataset"
     if not (data_dir / "dataset.json").exists():
-        console.print(f"writing the phantom dataset ({settings['cases']} training, {settings['test_cases']} test cases)")
+        echo(f"writing the phantom dataset ({settings['cases']} training, {settings['test_cases']} test cases)")
         write_phantom_dataset(data_dir, cases=settings["cases"], test_cases=settings["test_cases"], seed=seed,
                               shape=settings.get("shape"))
     dataset = Dataset.load(data_dir)
@@ -70,13 +75,11 @@ def run_demo(out: Path, quick: bool = False, iterations: int | None = None, seed
         }
     summary["settings"] = {**settings, "schema": dataset.schema.to_dict(),
                            "auxiliary_classes": dataset.schema.auxiliary_names}
-    _print_table(summary)
     tmp = out / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     tmp.replace(out / "summary.json")
 
     draw_demo_figure(out, dataset, summary)
-    console.print(f"wrote {out / 'summary.json'} and {out / 'demo.png'}")
     return summary
 
 
@@ -102,13 +105,3 @@ def draw_demo_figure(out: Path, dataset: Dataset, summary: dict) -> Path:
              for m in ("binary", "backsplit")}
     return demo_figure(out / "demo.png", image, truth, masks, summary, case.name)
 
-
-def _print_table(summary: dict) -> None:
-    table = Table(title="BackSplit demo: binary vs BackSplit (same network, budget and seed)")
-    for column in ("mode", "lesion Dice", "FP comp./case", "lesion sens.", "train s/it", "infer s/volume"):
-        table.add_column(column)
-    for mode in ("binary", "backsplit"):
-        s = summary[mode]
-        table.add_row(mode, f"{s['dice']:.3f}", f"{s['fp_per_case']:.2f}", f"{s['lesion_sensitivity']:.2f}",
-                      f"{s['train_s_per_iteration']:.3f}", f"{s['infer_s_per_volume']:.2f}")
-    console.print(table)

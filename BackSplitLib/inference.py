@@ -18,11 +18,11 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from BackSplitLib import runs as runfiles
+from BackSplitLib.devices import resolve_device
 from BackSplitLib.io import (
     case_name, check_3d, check_finite, image_from_array, output_extension, read_image, write_image,
 )
 from BackSplitLib.schema import LabelSchema
-from BackSplitLib.training import resolve_device
 from BackSplitLib.transforms import inference_transforms, metatensor_from_sitk, sitk_from_array
 
 # MONAI's default overlap: with Gaussian blending it costs far fewer windows than nnU-Net's 0.5 for

@@ -1,89 +1,22 @@
-"""Run folders: everything prediction and fine-tuning need, with no side information.
+"""A run folder's weights and training state (torch, safetensors); the layout itself is ``run_folder.py``.
 
-::
-
-    RUN/model.json          format_version, schema, arch + params, preprocessing, training settings, history
-    RUN/model.safetensors   best-validation weights (used by predict)
-    RUN/last.safetensors    latest weights   } resume after a kill
-    RUN/last_state.pt       optimizer, scheduler, RNG states, iteration (loads with weights_only=True)
-    RUN/log.jsonl           one JSON line per logged iteration
-
-Weights are stored with safetensors, never pickled modules, so loading a run cannot execute code.
+Weights are stored with safetensors, never pickled modules, so loading a run cannot execute code. The
+layout names (``MODEL_JSON``, ``load_run``, ``RunInfo``, ...) are re-exported here so the engine imports one
+module for a run.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model, save_model
 
 from BackSplitLib.errors import RunError
-from BackSplitLib.schema import LabelSchema
-
-FORMAT_VERSION = 1
-MODEL_JSON = "model.json"
-BEST_WEIGHTS = "model.safetensors"
-LAST_WEIGHTS = "last.safetensors"
-LAST_STATE = "last_state.pt"
-LOG = "log.jsonl"
-
-
-@dataclass
-class RunInfo:
-    """A loaded run folder's metadata."""
-
-    path: Path
-    meta: dict
-    schema: LabelSchema
-
-    @property
-    def arch(self) -> str:
-        return self.meta["arch"]["name"]
-
-    @property
-    def arch_params(self) -> dict:
-        return dict(self.meta["arch"].get("params", {}))
-
-    @property
-    def preprocessing(self) -> dict:
-        return self.meta["preprocessing"]
-
-    def weights_path(self, which: str = "best") -> Path:
-        path = self.path / (BEST_WEIGHTS if which == "best" else LAST_WEIGHTS)
-        if not path.is_file():
-            other = self.path / (LAST_WEIGHTS if which == "best" else BEST_WEIGHTS)
-            if other.is_file():
-                return other
-            raise RunError(f"run {self.path} has no weights ({BEST_WEIGHTS})",
-                           "the training did not finish a validation; resume it with --resume")
-        return path
-
-
-def load_run(run_dir: str | Path) -> RunInfo:
-    """Read RUN/model.json; RunError when the folder is not a BackSplit run."""
-    run_dir = Path(run_dir)
-    meta_path = run_dir / MODEL_JSON
-    if not run_dir.is_dir():
-        raise RunError(f"run folder {run_dir} does not exist")
-    if not meta_path.is_file():
-        raise RunError(f"{run_dir} is not a BackSplit run folder (no {MODEL_JSON})",
-                       "pass the folder written by 'backsplit train' or 'backsplit import-model'")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunError(f"{meta_path} is damaged: {e.msg}") from None
-    for key in ("format_version", "schema", "arch", "preprocessing"):
-        if key not in meta:
-            raise RunError(f"{meta_path} lacks '{key}'; it was not written by BackSplit")
-    if meta["format_version"] > FORMAT_VERSION:
-        raise RunError(f"{run_dir} was written by a newer BackSplit (format {meta['format_version']})",
-                       "upgrade backsplit")
-    return RunInfo(run_dir, meta, LabelSchema.from_dict(meta["schema"], str(meta_path)))
+from BackSplitLib.run_folder import (  # noqa: F401 (re-exported: the engine's one import for a run)
+    BEST_WEIGHTS, FORMAT_VERSION, LAST_STATE, LAST_WEIGHTS, LOG, MODEL_JSON, RunInfo, append_log, atomic_write,
+    load_run, write_model_json,
+)
 
 
 def build_model(info: RunInfo, weights: str | None = "best", device: str | torch.device = "cpu") -> torch.nn.Module:
@@ -107,23 +40,12 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
                        f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)")
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(model: torch.nn.Module, path: Path) -> None:
-    _atomic(path, lambda tmp: save_model(model, tmp))
+    atomic_write(path, lambda tmp: save_model(model, tmp))
 
 
 def save_state(state: dict, path: Path) -> None:
-    _atomic(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_state(path: Path) -> dict:
@@ -131,13 +53,3 @@ def load_state(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise RunError(f"training state {path} could not be read ({e}); start again without --resume") from None
-
-
-def write_model_json(run_dir: Path, meta: dict) -> None:
-    meta = {"format_version": FORMAT_VERSION, **meta}
-    _atomic(run_dir / MODEL_JSON, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
-
-
-def append_log(run_dir: Path, record: dict) -> None:
-    with open(run_dir / LOG, "a") as f:
-        f.write(json.dumps(record) + "\n")

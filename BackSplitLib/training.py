@@ -27,6 +27,7 @@ import torch.distributed as dist
 from BackSplitLib import __version__
 from BackSplitLib import runs as runfiles
 from BackSplitLib.dataset import Dataset
+from BackSplitLib.devices import resolve_device
 from BackSplitLib.errors import DatasetError, RunError, TrainingCancelled
 from BackSplitLib.planning import plan
 from BackSplitLib.schema import LabelSchema
@@ -122,16 +123,6 @@ class Progress:
 
 
 # ------------------------------------------------------------------ devices and DDP
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU. A clear error when CUDA is asked for but absent."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DatasetError("CUDA was requested but this PyTorch has no usable GPU",
-                           "use --device cpu or install a CUDA build of torch (TORCH_INDEX_URL)")
-    return torch.device(device)
-
-
 def _distributed() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) from torchrun's environment; (0, 0, 1) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -21,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import SimpleITK as sitk
 from BackSplitLib.client import TERMINAL_STATES, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import read_image, write_image
+from BackSplitLib.run_folder import read_prediction_bundle
 from BackSplitLib.schema import LabelSchema
 
 from BackSplitSlicer.case import Case
@@ -429,16 +429,10 @@ def pip_requirements(missing: Sequence[str], include_torch: bool = True) -> list
 
 
 def _read_prediction_zip(archive: Path, folder: Path, model: str | None) -> PredictionResult:
-    with zipfile.ZipFile(archive) as zf:
-        names = zf.namelist()
-        zf.extractall(folder)  # our own server's archive: three flat files
-    mask_name = next((n for n in names if "_lesion" in n), None)
-    classes_name = next((n for n in names if "_classes" in n), None)
-    if mask_name is None or classes_name is None or "schema.json" not in names:
-        raise BackendError(f"the server's prediction archive is incomplete (has {', '.join(names)})")
-    return PredictionResult(mask=read_image(folder / mask_name, "predicted mask"),
-                            classes=read_image(folder / classes_name, "predicted classes"),
-                            schema=LabelSchema.load(folder / "schema.json"), model_id=model)
+    bundle = read_prediction_bundle(archive, folder)
+    return PredictionResult(mask=read_image(bundle.mask, "predicted mask"),
+                            classes=read_image(bundle.classes, "predicted classes"),
+                            schema=LabelSchema.from_dict(bundle.schema), model_id=model)
 
 
 def _hint_for(error: BackSplitClientError, url: str) -> str | None:

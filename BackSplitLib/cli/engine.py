@@ -231,4 +231,20 @@ def demo(
     if out.exists() and any(out.iterdir()) and not (out / "summary.json").exists() and not (out / "dataset").exists():
         raise RunError(f"{out} exists and is not a demo folder", "choose another --out")
     shutil.rmtree(out / "runs", ignore_errors=True)
-    run_demo(out, quick=quick, iterations=iterations, seed=seed, device=device)
+    summary = run_demo(out, quick=quick, iterations=iterations, seed=seed, device=device, run_training=run_training,
+                       echo=console.print)
+    _print_demo_table(summary)
+    console.print(f"wrote {out / 'summary.json'} and {out / 'demo.png'}")
+
+
+def _print_demo_table(summary: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="BackSplit demo: binary vs BackSplit (same network, budget and seed)")
+    for column in ("mode", "lesion Dice", "FP comp./case", "lesion sens.", "train s/it", "infer s/volume"):
+        table.add_column(column)
+    for mode in ("binary", "backsplit"):
+        s = summary[mode]
+        table.add_row(mode, f"{s['dice']:.3f}", f"{s['fp_per_case']:.2f}", f"{s['lesion_sensitivity']:.2f}",
+                      f"{s['train_s_per_iteration']:.3f}", f"{s['infer_s_per_volume']:.2f}")
+    console.print(table)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -29,6 +28,7 @@ import SimpleITK as sitk
 
 from BackSplitLib.errors import BackSplitError, TrainingCancelled
 from BackSplitLib.io import image_extension
+from BackSplitLib.run_folder import load_run, read_model_json, run_metrics
 from BackSplitLib.schema import IGNORE, LabelSchema
 from BackSplitLib.server.store import Store
 
@@ -125,7 +125,6 @@ def train_config(params: dict, finetune: bool = False):
 def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
                  progress: Callable[[object], None]) -> tuple[Path, dict]:
     """Train one job with the real engine; returns the run folder and the model's metrics."""
-    from BackSplitLib.runs import load_run
     from BackSplitLib.training import train
 
     job_dir = store.job_dir(job["id"])
@@ -138,19 +137,7 @@ def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
         shutil.rmtree(job_dir / "run", ignore_errors=True)  # a first attempt starts clean
     run_dir = train(dataset, job_dir / "run", config, base_run=base_run, resume=job["resume"],
                     progress=progress, should_stop=should_stop)
-    return Path(run_dir), run_metrics(Path(run_dir))
-
-
-def run_metrics(run_dir: Path) -> dict:
-    """Summary numbers of a run folder for the model listing (best validation Dice, last loss, ...)."""
-    meta = json.loads((run_dir / "model.json").read_text())
-    history = meta.get("history") or []
-    last = history[-1] if history and isinstance(history[-1], dict) else {}
-    metrics = {"best_val_dice": meta.get("best_val_dice")}
-    for key in ("iteration", "loss", "val_dice"):
-        if key in last:
-            metrics[f"last_{key}"] = last[key]
-    return metrics
+    return Path(run_dir), run_metrics(read_model_json(run_dir))
 
 
 class Worker:
@@ -218,7 +205,7 @@ class Worker:
                                                     f"{type(e).__name__}: {str(e)[:300]} (see {log_path})")
         else:
             params = job["params"]
-            meta = json.loads((run_dir / "model.json").read_text())
+            meta = read_model_json(run_dir)
             model = self.store.register_model(
                 run_dir, schema=meta.get("schema", {}), metrics=metrics, parent=job.get("base_model"),
                 case_ids=job["cases"], source=job["kind"], job_id=job_id,

@@ -1,0 +1,70 @@
+"""``/cases``: upload (validated completely before anything is stored), list, get, delete."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
+from BackSplitLib.server.uploads import IMAGE_TYPES, validate_case
+
+router = APIRouter(tags=["cases"])
+
+
+class Case(BaseModel):
+    id: str
+    name: str = Field(description="the uploaded image's file name without extension")
+    created: float
+    schema_: dict = Field(alias="schema", description="the case's label schema (engine format)")
+    modality: str
+    size: list[int]
+    spacing: list[float]
+    classes: list[str] = Field(description="class names present in the label")
+    target_voxels: int
+    bytes: int
+    model_config = ConfigDict(populate_by_name=True)
+
+
+@router.post("/cases", status_code=201, response_model=Case, openapi_extra=multipart_doc({
+    "image": {**FILE_FIELD, "description": "NIfTI or NRRD volume"},
+    "label": {**FILE_FIELD, "description": "label map on the image's grid"},
+    "schema": {"type": "string", "description": 'label schema JSON: {"labels": {...}, "target": "..."}'},
+    "allow_empty_target": {"type": "boolean", "default": False},
+    "modality": {"type": "string", "default": "CT", "description": "CT (HU windowing) or e.g. MR (z-score)"},
+}, ["image", "label", "schema"]))
+async def upload_case(request: Request, state: AppState = Depends(app_state)) -> dict:
+    """Upload one case. Validated completely before anything is stored."""
+    store = state.store
+    staged = store.staging_dir()
+    try:
+        form = await receive(request, staged, {"image": IMAGE_TYPES, "label": IMAGE_TYPES},
+                             {"schema", "allow_empty_target", "modality"})
+        image, label = form.file("image"), form.file("label")
+        record = await run_in_threadpool(validate_case, image, label, form.fields.get("schema"),
+                                         form.flag("allow_empty_target"))
+        modality = (form.fields.get("modality") or "CT").strip()[:32] or "CT"
+        (staged / "schema.json").write_text(json.dumps(record["schema"], indent=2) + "\n")
+        case = store.add_case(staged, {**record, "modality": modality, "image_file": image.path.name,
+                                       "label_file": label.path.name})
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)  # gone already when the case was published
+    return case
+
+
+@router.get("/cases", response_model=list[Case])
+def list_cases(state: AppState = Depends(app_state)) -> list[dict]:
+    return state.store.list_cases()
+
+
+@router.get("/cases/{case_id}", response_model=Case)
+def get_case(case_id: str, state: AppState = Depends(app_state)) -> dict:
+    return state.store.get_case(case_id)
+
+
+@router.delete("/cases/{case_id}", status_code=204)
+def delete_case(case_id: str, state: AppState = Depends(app_state)) -> None:
+    state.store.delete_case(case_id)

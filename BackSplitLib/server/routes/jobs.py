@@ -1,0 +1,187 @@
+"""``/jobs``: queue train and fine-tune jobs, list, get, cancel, and follow them as server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from BackSplitLib.schema import LabelSchema
+from BackSplitLib.server.state import AppState, app_state
+from BackSplitLib.server.store import PROGRESS_KEYS, TERMINAL_STATES, NotFound, Store
+from BackSplitLib.server.uploads import UploadError
+
+router = APIRouter(tags=["jobs"])
+
+EVENT_POLL_S = 0.2  # how often an event stream looks at its job row
+HEARTBEAT_S = 15.0  # a comment line keeps idle event streams open through proxies
+
+
+class JobRequest(BaseModel):
+    """A training job. ``cases`` is a list of case ids or "all"; ``base_model`` (finetune only) is a
+    model id, "current" or null for the current model."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["train", "finetune"]
+    cases: list[str] | Literal["all"] = "all"
+    base_model: str | None = None
+    mode: Literal["backsplit", "binary"] = "backsplit"
+    iterations: int = Field(500, ge=1, le=10_000_000)
+    arch: str = "unet"
+    auto_promote: bool = True
+    batch_size: int | None = Field(None, ge=1, le=1024)
+    val_every: int | None = Field(None, ge=1)
+    patch_size: list[int] | None = Field(None, min_length=3, max_length=3)
+    seed: int | None = None
+    learning_rate: float | None = Field(None, gt=0, lt=10)
+    val_fraction: float | None = Field(None, ge=0, lt=1, description="share of the cases held out for validation")
+    partial: Literal["marginal", "naive"] | None = None
+
+
+class Job(BaseModel):
+    id: str
+    kind: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    iteration: int
+    total_iterations: int
+    loss: float | None
+    val_dice: float | None
+    eta_s: float | None
+    error: str | None
+    model_id: str | None
+    created: float
+    started: float | None
+    finished: float | None
+    cases: list[str]
+    base_model: str | None
+    attempts: int
+    cancel_requested: bool
+    params: dict
+
+
+def job_json(job: dict) -> dict:
+    return Job.model_validate(job).model_dump()
+
+
+@router.post("/jobs", status_code=202, response_model=Job)
+def create_job(body: JobRequest, state: AppState = Depends(app_state)) -> dict:
+    """Queue a train or fine-tune job; follow it with GET /jobs/{id}/events."""
+    store = state.store
+    base = _job_base_model(store, body.kind, body.base_model)
+    case_ids = _job_cases(store, body.cases)
+    _check_job_compatible(store, case_ids, base, body.arch if body.kind == "train" else None)
+    params = body.model_dump(exclude={"cases", "base_model", "kind"}, exclude_none=True)
+    return job_json(store.add_job(body.kind, case_ids, base, params))
+
+
+@router.get("/jobs", response_model=list[Job])
+def list_jobs(state: AppState = Depends(app_state)) -> list[dict]:
+    return [job_json(j) for j in state.store.list_jobs()]
+
+
+@router.get("/jobs/{job_id}", response_model=Job)
+def get_job(job_id: str, state: AppState = Depends(app_state)) -> dict:
+    return job_json(state.store.get_job(job_id))
+
+
+@router.delete("/jobs/{job_id}", response_model=Job)
+def cancel_job(job_id: str, state: AppState = Depends(app_state)) -> dict:
+    """Cancel: a queued job ends now, a running one at its next iteration (it creates no model)."""
+    return job_json(state.store.request_cancel(job_id))
+
+
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses={200: {
+    "content": {"text/event-stream": {}},
+    "description": "`event: state` on each state change and `event: progress` on new progress, both with "
+                   "the job's JSON; the stream ends when the job has ended."}})
+async def job_events(job_id: str, request: Request, state: AppState = Depends(app_state)) -> StreamingResponse:
+    first = job_json(await run_in_threadpool(state.store.get_job, job_id))  # 404 before the stream starts
+    return StreamingResponse(_event_stream(state.store, first, request), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _job_cases(store: Store, cases: list[str] | str) -> list[str]:
+    if cases == "all":
+        ids = store.case_ids()
+        if not ids:
+            raise UploadError(409, "the server holds no cases yet; upload some with POST /cases first")
+        return ids
+    if not cases:
+        raise UploadError(422, "'cases' is empty; give case ids or \"all\"")
+    if len(set(cases)) != len(cases):
+        raise UploadError(422, "'cases' lists a case more than once")
+    for case_id in cases:
+        try:
+            store.get_case(case_id)
+        except NotFound as e:
+            raise UploadError(422, f"{e}; list the stored cases with GET /cases") from None
+    return list(cases)
+
+
+def _job_base_model(store: Store, kind: str, base_model: str | None) -> str | None:
+    if kind == "train":
+        if base_model is not None:
+            raise UploadError(422, "a 'train' job starts from scratch; use kind 'finetune' to start from a model")
+        return None
+    try:
+        return store.get_model(base_model or "current")["id"]
+    except NotFound as e:
+        status = 409 if base_model in (None, "current") else 422
+        raise UploadError(status, str(e)) from None
+
+
+def _check_job_compatible(store: Store, case_ids: list[str], base: str | None, arch: str | None) -> None:
+    """Refuse now what would only fail minutes later in the worker: mixed targets or modalities, unknown arch."""
+    cases = [store.get_case(c) for c in case_ids]
+    targets = {LabelSchema.from_dict(c["schema"]).target for c in cases}
+    if base is not None:
+        targets.add(store.get_model(base)["schema"]["target"])
+    if len(targets) > 1:
+        raise UploadError(422, f"the cases{' and the base model' if base else ''} name different target classes "
+                               f"({', '.join(sorted(targets))}); classes are matched by name, so rename the lesion "
+                               "class to one name")
+    modalities = {c["modality"] for c in cases}
+    if len(modalities) > 1:
+        raise UploadError(422, f"the cases mix modalities ({', '.join(sorted(modalities))}); train one modality per job")
+    if arch is not None:
+        try:
+            from BackSplitLib.networks import ARCHITECTURES
+        except ImportError:
+            return
+        if arch not in ARCHITECTURES:
+            raise UploadError(422, f"unknown architecture '{arch}' (known: {', '.join(ARCHITECTURES)})")
+
+
+def _sse(event: str, data: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def _event_stream(store: Store, job: dict, request: Request) -> AsyncIterator[bytes]:
+    """Progress and state events from the job's row until the job ends (or the client goes away)."""
+    last_state, last_progress = job["state"], tuple(job[k] for k in PROGRESS_KEYS)
+    yield _sse("state", job)
+    if job["iteration"]:
+        yield _sse("progress", job)
+    beat = time.monotonic()
+    while job["state"] not in TERMINAL_STATES:
+        await asyncio.sleep(EVENT_POLL_S)
+        if await request.is_disconnected():
+            return
+        job = job_json(await run_in_threadpool(store.get_job, job["id"]))
+        progress = tuple(job[k] for k in PROGRESS_KEYS)
+        if progress != last_progress:
+            last_progress, beat = progress, time.monotonic()
+            yield _sse("progress", job)
+        if job["state"] != last_state:
+            last_state, beat = job["state"], time.monotonic()
+            yield _sse("state", job)
+        elif time.monotonic() - beat > HEARTBEAT_S:
+            beat = time.monotonic()
+            yield b": keep-alive\n\n"
