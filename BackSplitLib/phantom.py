@@ -27,7 +27,7 @@ blur and distance maps.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -412,26 +412,33 @@ def _cyst_mimics(b: _Builder) -> None:
 
 
 def _lesions(b: _Builder, first_host: str | None = None) -> tuple[list[str], list[float]]:
-    """1-4 cyst-like lesions in the liver and kidneys; at least one is always placed. ``first_host``
-    puts the first one in that host when it fits (a test set can then hold every host)."""
+    """1-4 cyst-like lesions in the liver and kidneys; at least one is always placed."""
+    return place_lesions(b, LESION_HOSTS, (0.5, 0.25, 0.25), LESION_RADIUS_VOXELS, b.fluid_hu, first_host)
+
+
+def place_lesions(b: _Builder, hosts: Sequence[str], weights: Sequence[float], radius_voxels: tuple[float, float],
+                  value: Callable[[], float], first_host: str | None = None) -> tuple[list[str], list[float]]:
+    """1-4 blobs of the schema's target in ``hosts`` (drawn with ``weights``), each with intensity
+    ``value()``; returns their hosts and intensities. ``first_host`` puts the first one there when it fits
+    (a test set can then hold every host); when hosts stay full, the liver (every family's largest host)
+    takes the rest, so at least one lesion is always placed."""
     wanted = int(b.rng.integers(1, 5))
-    hosts, hus = [], []
+    placed, values = [], []
     attempts = 0
-    while len(hosts) < wanted and attempts < 4 * wanted + 8 + FIRST_HOST_ATTEMPTS:
+    while len(placed) < wanted and attempts < 4 * wanted + 8 + FIRST_HOST_ATTEMPTS:
         attempts += 1
-        # The liver is large enough for a lesion in any volume, so fall back to it to guarantee one.
-        if first_host is not None and not hosts and attempts <= FIRST_HOST_ATTEMPTS:
+        if first_host is not None and not placed and attempts <= FIRST_HOST_ATTEMPTS:
             name = first_host
         else:
-            name = "liver" if attempts > 4 * wanted + FIRST_HOST_ATTEMPTS else str(b.rng.choice(LESION_HOSTS, p=[0.5, 0.25, 0.25]))
-        blob = _place_blob(b, b.label == PHANTOM_SCHEMA.labels[name], LESION_RADIUS_VOXELS)
+            name = "liver" if attempts > 4 * wanted + FIRST_HOST_ATTEMPTS else str(b.rng.choice(hosts, p=weights))
+        blob = _place_blob(b, b.label == b.schema.labels[name], radius_voxels)
         if blob is None:
             continue
-        hu = b.fluid_hu()
-        b.paint(blob, "lesion", hu)
-        hosts.append(name)
-        hus.append(hu)
-    return hosts, hus
+        intensity = value()
+        b.paint(blob, b.schema.target, intensity)
+        placed.append(name)
+        values.append(intensity)
+    return placed, values
 
 
 # --------------------------------------------------------------------------- intensity model

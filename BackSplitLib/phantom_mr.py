@@ -28,15 +28,14 @@ Torch-free; the geometry helpers are the CT family's.
 from __future__ import annotations
 
 import numpy as np
+import SimpleITK as sitk
 
 from BackSplitLib.errors import ImageError
 from BackSplitLib.phantom import (
-    FIRST_HOST_ATTEMPTS, Phantom, PhantomFamily, _Builder, _check_geometry, _ellipsoid, _fraction, _Grid,
-    _place_blob, _random_rotation, _rotation_inplane, _SmoothField,
+    Phantom, PhantomFamily, _Builder, _check_geometry, _ellipsoid, _fraction, _Grid,
+    _place_blob, _random_rotation, _rotation_inplane, _SmoothField, place_lesions,
 )
 from BackSplitLib.schema import LabelSchema
-
-import SimpleITK as sitk
 
 AUXILIARY_CLASSES = (
     "liver", "spleen", "kidney_left", "kidney_right", "stomach", "gallbladder", "adrenal_gland_left",
@@ -179,23 +178,7 @@ def _lymph_nodes_and_foci(b: _Builder) -> None:
 
 def _metastases(b: _Builder, first_host: str | None) -> tuple[list[str], list[float]]:
     """1-4 metastases in liver, vertebrae and adrenals; at least one is always placed."""
-    wanted = int(b.rng.integers(1, 5))
-    hosts, values = [], []
-    attempts = 0
-    while len(hosts) < wanted and attempts < 4 * wanted + 8 + FIRST_HOST_ATTEMPTS:
-        attempts += 1
-        if first_host is not None and not hosts and attempts <= FIRST_HOST_ATTEMPTS:
-            name = first_host
-        else:
-            name = "liver" if attempts > 4 * wanted + FIRST_HOST_ATTEMPTS else str(b.rng.choice(LESION_HOSTS, p=_HOST_WEIGHTS))
-        blob = _place_blob(b, b.label == MR_SCHEMA.labels[name], LESION_RADIUS_VOXELS)
-        if blob is None:
-            continue
-        value = _lesion_si(b)
-        b.paint(blob, "metastasis", value)
-        hosts.append(name)
-        values.append(value)
-    return hosts, values
+    return place_lesions(b, LESION_HOSTS, _HOST_WEIGHTS, LESION_RADIUS_VOXELS, lambda: _lesion_si(b), first_host)
 
 
 def _intensities(b: _Builder) -> np.ndarray:
