@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from BackSplitLib.atomic import atomic_file
 from BackSplitLib.run_folder import pack_run, unpack_run
+from BackSplitLib.vocabulary import DEFAULT_SERVER_URL as DEFAULT_SERVER
+from BackSplitLib.vocabulary import SERVER_ENV, TERMINAL_STATES, TOKEN_ENV
 
-DEFAULT_SERVER = "http://127.0.0.1:8765"
-TOKEN_ENV = "BACKSPLIT_TOKEN"
-SERVER_ENV = "BACKSPLIT_SERVER"
 CHUNK = 1 << 20
-TERMINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 class BackSplitClientError(Exception):
@@ -97,7 +96,7 @@ class BackSplitClient:
     """One server. ``timeout`` is the socket timeout per request (uploads and predictions get more)."""
 
     def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 30.0,
-                 retries: int = 3, backoff_s: float = 0.5):
+                 retries: int = 3, backoff_s: float = 0.5, ca_file: str | Path | None = None):
         parts = urlsplit(server if "://" in server else f"http://{server}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BackSplitClientError(None, f"server address {server!r} is not an http(s) URL")
@@ -108,6 +107,7 @@ class BackSplitClient:
         self.timeout = timeout
         self.retries = retries
         self.backoff_s = backoff_s
+        self.ca_file = str(ca_file) if ca_file else None  # a hospital's own CA bundle for HTTPS servers
 
     @classmethod
     def from_env(cls, server: str | None = None, token_file: str | Path | None = None, **kwargs) -> BackSplitClient:
@@ -118,7 +118,7 @@ class BackSplitClient:
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._scheme == "https":
             return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
-                                               context=ssl.create_default_context())
+                                               context=ssl.create_default_context(cafile=self.ca_file))
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
     def _open(self, method: str, path: str, *, body: bytes | _Multipart | None = None,
@@ -348,16 +348,10 @@ def _error_from(response: http.client.HTTPResponse, conn: http.client.HTTPConnec
 
 def _save(response: http.client.HTTPResponse, dest: Path) -> Path:
     """Stream a response body into ``dest`` through a temporary file (no half-written downloads)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(dest) as tmp, open(tmp, "wb") as f:
             while chunk := response.read(CHUNK):
                 f.write(chunk)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         _close(response)
     return dest

@@ -27,12 +27,23 @@ CT_CHANNEL_NAMES = {"ct"}
 
 @dataclass(frozen=True)
 class CaseFiles:
-    """One case: its image, its label (None for unlabelled test images) and the classes it labels."""
+    """One case as files, wherever it lives: a dataset folder, the server's store, a Slicer export.
+
+    ``label`` is None for an unlabelled (test or prediction) image; ``labelled`` names the classes the label
+    map holds; ``schema`` is the schema its values are written in when the case has its own (an upload, an
+    export), None when it uses its dataset's schema. Torch-free: the Slicer module and the server share it.
+    """
 
     name: str
     image: Path
     label: Path | None
     labelled: frozenset[str] = field(default_factory=frozenset)
+    schema: LabelSchema | None = None
+
+    @classmethod
+    def with_schema(cls, name: str, image: str | Path, label: str | Path, schema: LabelSchema) -> CaseFiles:
+        """A labelled case whose label map is written in its own ``schema`` (it labels all of its classes)."""
+        return cls(name, Path(image), Path(label), frozenset(schema.class_names), schema)
 
 
 @dataclass

@@ -6,19 +6,16 @@ Supported inputs: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``, ``.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from BackSplitLib.atomic import atomic_file
 from BackSplitLib.errors import GeometryError, ImageError
+from BackSplitLib.schema import LabelSchema
 
 IMAGE_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -213,34 +210,15 @@ def check_finite(image: sitk.Image, source: str) -> None:
 def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> Path:
     """Write atomically: to a temporary file in the same folder, then rename (no half-written outputs)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ext = image_extension(path) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, compress)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, suffix=image_extension(path) or ".nii.gz") as tmp:
+        sitk.WriteImage(image, str(tmp), compress)
     return path
 
 
-@contextmanager
-def staged_folder(out: str | Path) -> Iterator[Path]:
-    """Build a folder beside ``out`` and rename it into place on success (replacing ``out``); on any error
-    the half-built folder is removed, so readers never see a partial dataset."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield work
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+def write_label(values: np.ndarray, like: sitk.Image, path: str | Path, schema: LabelSchema) -> Path:
+    """Write a label map of ``schema`` values on ``like``'s grid, atomically, in the schema's pixel type
+    (uint8, or uint16 past value 255): the one way every layer writes a relabelled map."""
+    return write_image(image_from_array(np.asarray(values).astype(schema.label_dtype, copy=False), like), path)
 
 
 def image_from_array(array: np.ndarray, geometry: Geometry | sitk.Image) -> sitk.Image:

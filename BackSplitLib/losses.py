@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from .errors import LabelError
-
-PARTIAL_MODES = ("marginal", "naive")
+from .vocabulary import PARTIAL_LABEL_MODES as PARTIAL_MODES
 
 
 class BackSplitLoss(nn.Module):

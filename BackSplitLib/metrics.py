@@ -23,8 +23,6 @@ import csv
 import io as _stdio
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from BackSplitLib.atomic import write_text_atomic
 from BackSplitLib.dataset import Dataset
 from BackSplitLib.errors import DatasetError, GeometryError, LabelError
 from BackSplitLib.io import IMAGE_EXTENSIONS, check_same_geometry, image_extension, read_image
@@ -242,16 +241,6 @@ def _json_safe(value):
     return value
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_evaluation(result: dict, json_path: str | Path) -> tuple[Path, Path]:
@@ -269,6 +258,6 @@ def write_evaluation(result: dict, json_path: str | Path) -> tuple[Path, Path]:
     writer.writerow(["case", *CASE_KEYS])
     for case, row in safe["cases"].items():
         writer.writerow([case, *("" if row.get(k) is None else row.get(k) for k in CASE_KEYS)])
-    _write_atomic(json_path, json.dumps(safe, indent=2, allow_nan=False) + "\n")
-    _write_atomic(csv_path, buffer.getvalue())
+    write_text_atomic(json_path, json.dumps(safe, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(csv_path, buffer.getvalue())
     return json_path, csv_path

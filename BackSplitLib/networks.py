@@ -33,8 +33,7 @@ from torch import nn
 
 from .errors import LabelError, RunError
 from .schema import BACKGROUND, LabelSchema
-
-ARCHITECTURES = ("unet", "dynunet", "segresnet")
+from .vocabulary import ARCHITECTURES
 
 #: Patch size and spacing assumed when ``dynunet`` parameters are asked for without them.
 DEFAULT_PATCH_SIZE = (64, 64, 64)

@@ -36,7 +36,8 @@ import SimpleITK as sitk
 
 from BackSplitLib.dataset import write_dataset_json
 from BackSplitLib.errors import DatasetError, ImageError
-from BackSplitLib.io import staged_folder, write_image
+from BackSplitLib.atomic import staged_folder
+from BackSplitLib.io import write_image
 from BackSplitLib.schema import LabelSchema
 
 AUXILIARY_CLASSES = (

@@ -20,14 +20,13 @@ Slicer's Python 3.9); the weights (torch, safetensors) are in ``runs.py``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Union
 
+from BackSplitLib.atomic import atomic_file, write_json_atomic
 from BackSplitLib.errors import RunError
 
 if TYPE_CHECKING:
@@ -133,19 +132,13 @@ def run_metrics(meta: dict) -> dict:
 
 def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     """``write(tmp)`` to a temporary name beside ``path``, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        write(str(tmp))
 
 
 def write_model_json(run_dir: Path, meta: dict) -> None:
     meta = {"format_version": FORMAT_VERSION, **meta}
-    atomic_write(run_dir / MODEL_JSON, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    write_json_atomic(run_dir / MODEL_JSON, meta)
 
 
 def append_log(run_dir: Path, record: dict) -> None:

@@ -33,6 +33,11 @@ _PALETTE = [
 TARGET_COLOR = (255, 255, 0)
 
 
+def label_dtype(max_value: int) -> type[np.unsignedinteger]:
+    """The pixel type of a label map whose largest value is ``max_value``: uint8, or uint16 past 255."""
+    return np.uint8 if max_value < 256 else np.uint16
+
+
 def default_color(name: str, index: int) -> tuple[int, int, int]:
     """Colour for a class without one: yellow for lesions, else a stable palette entry."""
     if name == BACKGROUND:
@@ -221,15 +226,28 @@ class LabelSchema:
         merged_colors = {**{k: tuple(v) for k, v in (colors or {}).items()}, **self.colors}
         return LabelSchema(classes, self.target, {k: v for k, v in merged_colors.items() if k in classes})
 
-    def lookup_from(self, other: LabelSchema) -> np.ndarray:
-        """Lookup table that maps label values written with ``other`` to values of this schema, by name."""
+    def lookup_from(self, other: LabelSchema, drop_missing: bool = False) -> np.ndarray:
+        """Lookup table that maps label values written with ``other`` to values of this schema, by name.
+
+        A class of ``other`` that this schema lacks is an error, or background with ``drop_missing``
+        (a partially labelled case's schema keeps only the classes it labels)."""
         missing = [n for n in other.labels if n not in self.labels]
-        if missing:
+        if missing and not drop_missing:
             raise LabelError(f"classes {missing} are not in the schema (known: {self.describe_classes()})")
         table = np.zeros(max(other.labels.values()) + 1, dtype=np.int64)
         for name, value in other.labels.items():
-            table[value] = self.labels[name]
+            table[value] = self.labels.get(name, 0)
         return table
+
+    @property
+    def label_dtype(self) -> type[np.unsignedinteger]:
+        """The pixel type label maps of this schema are written with (uint8, or uint16 past value 255)."""
+        return label_dtype(max(self.labels.values()))
+
+    def relabel(self, label: np.ndarray, source: LabelSchema, drop_missing: bool = False) -> np.ndarray:
+        """``label`` (values of ``source``) in this schema's values, by class name, as :attr:`label_dtype`."""
+        table = self.lookup_from(source, drop_missing)
+        return table[np.asarray(label, dtype=np.int64)].astype(self.label_dtype)
 
     # ---------------------------------------------------------------- label maps
     def check_label_values(self, label: np.ndarray, source: str = "label map") -> None:
@@ -270,8 +288,7 @@ class LabelSchema:
         for m in masks:
             if np.shape(m) != tuple(shape):
                 raise LabelError(f"mask shapes differ: {np.shape(m)} vs {tuple(shape)}")
-        dtype = np.uint8 if max(self.labels.values()) < 256 else np.uint16
-        label = np.zeros(shape, dtype=dtype)
+        label = np.zeros(shape, dtype=self.label_dtype)
         for name in sorted(auxiliary_masks, key=self.labels.__getitem__):
             label[np.asarray(auxiliary_masks[name], dtype=bool)] = self.labels[name]
         if ignore_mask is not None:

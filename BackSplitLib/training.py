@@ -31,9 +31,8 @@ from BackSplitLib.devices import resolve_device
 from BackSplitLib.errors import DatasetError, RunError, TrainingCancelled
 from BackSplitLib.planning import plan
 from BackSplitLib.schema import LabelSchema
-
-MODES = ("backsplit", "binary")
-PARTIAL_MODES = ("marginal", "naive")
+from BackSplitLib.vocabulary import PARTIAL_LABEL_MODES as PARTIAL_MODES
+from BackSplitLib.vocabulary import TRAINING_MODES as MODES
 SCHEDULES = ("cosine", "poly")
 # "target+auxiliary": the lesion's Dice loss plus the mean auxiliary Dice loss (the lesion keeps the weight
 # it has in a binary model); "mean": MONAI's plain mean over classes (the lesion gets 1/K of the Dice term);

@@ -22,15 +22,16 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from BackSplitLib.atomic import write_json_atomic
 from BackSplitLib.bench import stats, variants
 from BackSplitLib.dataset import Dataset
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.vocabulary import PARTIAL_LABEL_MODES
 
 #: name in results -> key of ``metrics.evaluate_folder``'s summary; True when higher is better.
 METRICS = {"dice": ("mean_dice", True), "fp_per_case": ("fp_components_per_case", False),
@@ -68,7 +69,7 @@ class Profile:
     finetune_iterations: tuple[int, ...] = (0, 40, 80)
     # experiment 3
     partial_fractions: tuple[float, ...] = (0.0, 0.5, 1.0)
-    partial_modes: tuple[str, ...] = ("marginal", "naive")
+    partial_modes: tuple[str, ...] = PARTIAL_LABEL_MODES
     # experiment 4 (None: 0, 1, 2, 4, ... and all); leave-one-out costs one run per structure and seed
     auxiliary_counts: tuple[int, ...] | None = None
     leave_one_out: bool = True
@@ -430,10 +431,7 @@ def _jsonable(value):
 
 
 def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(_jsonable(data), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, _jsonable(data))
 
 
 def prepare_dataset(dataset: Path | None, out: Path, profile: Profile, seed: int = 0) -> Path:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from BackSplitLib.atomic import write_text_atomic
 from BackSplitLib.bench.stats import fmt
 
 _COLUMNS = (("dice", "lesion Dice", 3), ("fp_per_case", "FP comp./case", 2), ("sensitivity", "lesion sens.", 2),
@@ -69,8 +68,4 @@ def write_report(results: dict, path: Path) -> Path:
         else:
             lines += condition_table(result) + comparison_table(result)
         lines += ["", f"_Wall time {result['wall_s'] / 60:.1f} min._", ""]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, "\n".join(lines) + "\n")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from scipy import ndimage
 
 from BackSplitLib.dataset import Dataset
 from BackSplitLib.errors import DatasetError
-from BackSplitLib.io import image_from_array, read_image, staged_folder, write_image
+from BackSplitLib.atomic import staged_folder
+from BackSplitLib.io import read_image, write_label
 from BackSplitLib.schema import LabelSchema
 
 NOISE_KINDS = ("erode", "dilate", "shift")
@@ -39,8 +39,7 @@ def _write_variant(source: Dataset, out: Path, schema: LabelSchema,
         for case in source.training:
             label = read_image(case.label, "label", require_finite=False)
             array = relabel(case.name, sitk.GetArrayFromImage(label).astype(np.int64))
-            dtype = np.uint8 if max(schema.labels.values()) < 256 else np.uint16
-            write_image(image_from_array(array.astype(dtype), label), work / "labelsTr" / case.label.name)
+            write_label(array, label, work / "labelsTr" / case.label.name, schema)
         raw = {k: v for k, v in source.raw.items() if k not in _KEYS_DROPPED}
         raw.update(labels=dict(schema.labels), target=schema.target,
                    colors={k: list(v) for k, v in schema.colors.items()})
@@ -149,10 +148,7 @@ def tissue_variant(source: Dataset, out: Path) -> Path:
 
     if source.normalization != "CT":
         raise DatasetError(f"{source.root} is not CT (channel_names), so CT tissue classes do not apply")
-    staging = out.with_name(f".{out.name}.staging")
-    subset_variant(source, staging, ())  # organs removed: target (and ignore) only
-    add_classes_to_dataset(staging, ct_tissue_classes)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
+    with staged_folder(out) as work:
+        subset_variant(source, work, ())  # organs removed: target (and ignore) only
+        add_classes_to_dataset(work, ct_tissue_classes)
     return out

@@ -12,9 +12,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from BackSplitLib import auxiliary as aux
+from BackSplitLib.atomic import write_json_atomic
 from BackSplitLib.cli.app import app
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import read_image, write_image
@@ -100,7 +98,7 @@ def auxiliary_command(
 
     write_image(labels.label, out)
     if schema_out is not None:
-        _write_json_atomic(schema_out, labels.schema(target).to_dict())
+        write_json_atomic(schema_out, labels.schema(target).to_dict())
     _print_classes(labels, picture.GetSpacing(), out)
 
 
@@ -184,7 +182,7 @@ def advise_command(
                       "none (the binary model's false positives are not concentrated in any structure)"),
                       highlight=False)
     if json_out is not None:
-        _write_json_atomic(json_out, {"run": str(run), "dataset": str(dataset), **report_.to_dict()})
+        write_json_atomic(json_out, {"run": str(run), "dataset": str(dataset), **report_.to_dict()})
 
 
 def _progress() -> Progress:
@@ -192,10 +190,3 @@ def _progress() -> Progress:
                     console=Console(stderr=True), transient=True)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -11,22 +10,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from BackSplitLib.cli.app import app, console
 from BackSplitLib.errors import RunError
-
-
-class Mode(str, Enum):
-    binary = "binary"
-    backsplit = "backsplit"
-
-
-class Arch(str, Enum):
-    unet = "unet"
-    dynunet = "dynunet"
-    segresnet = "segresnet"
-
-
-class Partial(str, Enum):
-    marginal = "marginal"
-    naive = "naive"
+from BackSplitLib.vocabulary import (DEFAULT_ARCHITECTURE, DEFAULT_ITERATIONS, DEFAULT_PARTIAL_LABEL_MODE,
+                                     DEFAULT_TRAINING_MODE)
+from BackSplitLib.vocabulary import Architecture as Arch
+from BackSplitLib.vocabulary import PartialLabelMode as Partial
+from BackSplitLib.vocabulary import TrainingMode as Mode
 
 
 def progress_bar(description: str) -> Progress:
@@ -75,14 +63,14 @@ def phantom(
 @app.command()
 def train(
     dataset: Path = typer.Argument(..., help="Dataset folder (dataset.json, imagesTr, labelsTr)."),
-    mode: Mode = typer.Option(Mode.backsplit, "--mode", help="binary: background is one class; backsplit: auxiliary classes kept."),
+    mode: Mode = typer.Option(DEFAULT_TRAINING_MODE, "--mode", help="binary: background is one class; backsplit: auxiliary classes kept."),
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
-    arch: Arch = typer.Option(Arch.unet, "--arch", help="Network architecture."),
-    iterations: int = typer.Option(500, "--iterations", min=1, help="Training iterations."),
+    arch: Arch = typer.Option(DEFAULT_ARCHITECTURE, "--arch", help="Network architecture."),
+    iterations: int = typer.Option(DEFAULT_ITERATIONS, "--iterations", min=1, help="Training iterations."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     resume: bool = typer.Option(False, "--resume", help="Continue a stopped run in --out from its last checkpoint."),
-    partial: Partial = typer.Option(Partial.marginal, "--partial", help="Cases without some auxiliary labels: marginal loss or naive (as background)."),
+    partial: Partial = typer.Option(DEFAULT_PARTIAL_LABEL_MODE, "--partial", help="Cases without some auxiliary labels: marginal loss or naive (as background)."),
     batch_size: int = typer.Option(2, "--batch-size", min=1),
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9, help="Seeded share of imagesTr held out for validation."),
     val_every: int = typer.Option(None, "--val-every", min=1, help="Validate every N iterations (default: a tenth of the budget)."),
@@ -108,11 +96,11 @@ def finetune(
     dataset: Path = typer.Argument(..., help="Dataset folder with auxiliary labels."),
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
     iterations: int = typer.Option(None, "--iterations", min=1, help="Fine-tune iterations (default: the fine-tune recipe's, 200)."),
-    mode: Mode = typer.Option(Mode.backsplit, "--mode"),
+    mode: Mode = typer.Option(DEFAULT_TRAINING_MODE, "--mode"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),
     resume: bool = typer.Option(False, "--resume"),
-    partial: Partial = typer.Option(Partial.marginal, "--partial"),
+    partial: Partial = typer.Option(DEFAULT_PARTIAL_LABEL_MODE, "--partial"),
     learning_rate: float = typer.Option(None, "--lr", help="Peak learning rate (default: the fine-tune recipe's, 1e-3, lower than from scratch: the model is already good)."),
     val_every: int = typer.Option(None, "--val-every", min=1),
     resample_labels: bool = typer.Option(False, "--resample-labels", help="Resample labels on another grid onto their image."),

@@ -10,7 +10,6 @@ import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -21,13 +20,16 @@ from rich.table import Table
 from BackSplitLib.cli.app import app, console
 from BackSplitLib.client import SERVER_ENV, TOKEN_ENV, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.vocabulary import (ARCHITECTURES, DEFAULT_ARCHITECTURE, DEFAULT_HOST, DEFAULT_ITERATIONS,
+                                     DEFAULT_MAX_UPLOAD, DEFAULT_PORT, DEFAULT_SERVER_URL, DEFAULT_TRAINING_MODE)
+from BackSplitLib.vocabulary import TrainingMode as Mode
 
 remote_app = typer.Typer(help="Talk to a BackSplit server: upload cases, train, fine-tune, predict.",
                          no_args_is_help=True)
 app.add_typer(remote_app, name="remote")
 
 SERVER = typer.Option(None, "--server", envvar=SERVER_ENV, show_envvar=True,
-                      help="Server URL (default http://127.0.0.1:8765).")
+                      help=f"Server URL (default {DEFAULT_SERVER_URL}).")
 TOKEN_FILE = typer.Option(None, "--token-file", exists=True, dir_okay=False,
                           help=f"File holding the API token (else ${TOKEN_ENV}).")
 
@@ -36,22 +38,17 @@ TOKEN_FILE = typer.Option(None, "--token-file", exists=True, dir_okay=False,
 output = Console()
 
 
-class Mode(str, Enum):
-    backsplit = "backsplit"
-    binary = "binary"
-
-
 # ---------------------------------------------------------------------- serve
 @app.command()
 def serve(
     data: Path = typer.Option(..., "--data", help="Data folder: database, cases, models (created on first start)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
-    port: int = typer.Option(8765, "--port", min=1, max=65535),
+    host: str = typer.Option(DEFAULT_HOST, "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", min=1, max=65535),
     token_file: Path = typer.Option(None, "--token-file", dir_okay=False,
                                     help="Read the API token from this file, or write a new one there (mode 0600). "
                                          "Default: DATA/token."),
     no_auth: bool = typer.Option(False, "--no-auth", help="No token needed (only with a loopback --host)."),
-    max_upload: str = typer.Option("1G", "--max-upload", help="Largest request body: bytes or 64K / 500M / 2G."),
+    max_upload: str = typer.Option(DEFAULT_MAX_UPLOAD, "--max-upload", help="Largest request body: bytes or 64K / 500M / 2G."),
     workers: int = typer.Option(None, "--workers", min=0,
                                 help="Training worker processes (default: one per GPU, one on CPU; 0: API only)."),
 ) -> None:
@@ -189,9 +186,9 @@ def _upload_dataset(client: BackSplitClient, root: Path, allow_empty_target: boo
 
 def _case_label(ds, case, tmp: Path):
     """The case's label and schema; a partially labelled case gets a schema of only its classes."""
-    import numpy as np
     import SimpleITK as sitk
 
+    from BackSplitLib.io import write_label
     from BackSplitLib.schema import IGNORE, LabelSchema
 
     schema = ds.schema
@@ -199,14 +196,10 @@ def _case_label(ds, case, tmp: Path):
         return case.label, schema.to_dict()
     sub = LabelSchema.from_names(schema.target, [n for n in schema.auxiliary_names if n in case.labelled],
                                  ignore=IGNORE in schema.labels, colors=schema.colors)
-    table = np.zeros(max(schema.labels.values()) + 1, dtype=np.uint16)
-    for name, value in schema.labels.items():
-        table[value] = sub.labels.get(name, 0)  # a class the case does not label holds no voxels of it
     image = sitk.ReadImage(str(case.label))
-    remapped = sitk.GetImageFromArray(table[sitk.GetArrayFromImage(image).astype(np.int64)].astype(np.uint8))
-    remapped.CopyInformation(image)
-    path = tmp / f"{case.name}.nii.gz"
-    sitk.WriteImage(remapped, str(path), True)
+    # a class the case does not label holds no voxels of it
+    path = write_label(sub.relabel(sitk.GetArrayFromImage(image), schema, drop_missing=True), image,
+                       tmp / f"{case.name}.nii.gz", sub)
     return path, sub.to_dict()
 
 
@@ -233,9 +226,10 @@ def cases(
 
 
 _CASES = typer.Option("all", "--cases", help="'all' or comma-separated case ids.")
-_MODE = typer.Option(Mode.backsplit, "--mode")
-_ITER = typer.Option(500, "--iterations", min=1)
-_ARCH = typer.Option("unet", "--arch", help="unet, dynunet or segresnet (fine-tuning keeps the base's).")
+_MODE = typer.Option(DEFAULT_TRAINING_MODE, "--mode")
+_ITER = typer.Option(DEFAULT_ITERATIONS, "--iterations", min=1)
+_ARCH = typer.Option(DEFAULT_ARCHITECTURE.value, "--arch",
+                     help=f"{', '.join(ARCHITECTURES)} (fine-tuning keeps the base's).")
 _PROMOTE = typer.Option(True, "--auto-promote/--no-auto-promote", help="Make the new model current.")
 _BATCH = typer.Option(None, "--batch-size", min=1)
 _VAL = typer.Option(None, "--val-every", min=1)
@@ -261,7 +255,7 @@ def remote_finetune(base_model: str = typer.Option("current", "--base-model", he
                     patch_size: str = _PATCH, val_fraction: float = _VALFRAC, detach: bool = _DETACH,
                     server: str = SERVER, token_file: Path = TOKEN_FILE) -> None:
     """Fine-tune a model on the server's cases and follow its progress."""
-    _submit("finetune", server, token_file, cases, base_model, mode, iterations, "unet", auto_promote, detach,
+    _submit("finetune", server, token_file, cases, base_model, mode, iterations, DEFAULT_ARCHITECTURE.value, auto_promote, detach,
             batch_size=batch_size, val_every=val_every, patch_size=patch_size, val_fraction=val_fraction)
 
 

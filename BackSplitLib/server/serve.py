@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 import stat
 import sys
 from pathlib import Path
 
+from BackSplitLib.atomic import write_text_atomic
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.server.lifetime import exit_with_parent_if_asked, lock_data_folder
+from BackSplitLib.vocabulary import DEFAULT_HOST, DEFAULT_PORT
 
 TOKEN_FILE = "token"
 TOKEN_BYTES = 32
@@ -38,31 +40,12 @@ def load_or_create_token(path: Path) -> tuple[str, bool]:
                                  "delete the file to have a new token generated")
         return token, False
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Created with 0600 from the start (not chmod after writing): the token is never world-readable.
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-    os.replace(tmp, path)
+    # atomic_file creates its temporary file with mode 0600 (mkstemp): the token is never world-readable.
+    write_text_atomic(path, token + "\n")
     return token, True
 
 
-def _lock_data_folder(data: Path):
-    """One server per data folder: two would run the same queued job twice."""
-    import fcntl
-
-    handle = open(data / "server.lock", "a")  # noqa: SIM115 (kept open: the lock lives as long as the server)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise BackSplitError(f"another backsplit server is already using {data}",
-                             "stop it first, or give this one another --data folder") from None
-    return handle
-
-
-def serve(data: Path, host: str = "127.0.0.1", port: int = 8765, token_file: Path | None = None,
+def serve(data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token_file: Path | None = None,
           no_auth: bool = False, max_upload: int = 1 << 30, workers: int | None = None,
           echo=print) -> None:
     """Create the data folder (database, token) on first start and run the API with uvicorn until stopped."""
@@ -75,7 +58,7 @@ def serve(data: Path, host: str = "127.0.0.1", port: int = 8765, token_file: Pat
                              "drop --no-auth and give clients the token")
     data = Path(data)
     data.mkdir(mode=0o700, parents=True, exist_ok=True)  # cases are patient images
-    lock = _lock_data_folder(data)  # held until the process exits  # noqa: F841
+    lock = lock_data_folder(data)  # held until the process exits  # noqa: F841
     token = None
     if not no_auth:
         path = Path(token_file) if token_file else data / TOKEN_FILE
@@ -88,4 +71,6 @@ def serve(data: Path, host: str = "127.0.0.1", port: int = 8765, token_file: Pat
         echo("warning: authentication is off (--no-auth); only this machine can connect")
     app = create_app(data, token, max_upload=max_upload, workers=workers)
     echo(f"BackSplit server on http://{host}:{port} (docs at /docs), data in {data}")
+    if exit_with_parent_if_asked():
+        echo("exits when its parent's stdin pipe closes (BACKSPLIT_EXIT_ON_STDIN_EOF=1)")
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

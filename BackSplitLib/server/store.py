@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from BackSplitLib.vocabulary import TERMINAL_STATES
+
 DB_NAME = "backsplit.db"
-TERMINAL_STATES = ("succeeded", "failed", "cancelled")
-JOB_STATES = ("queued", "running", *TERMINAL_STATES)
 # Progress columns that the worker updates and the event stream reports.
 PROGRESS_KEYS = ("iteration", "total_iterations", "loss", "val_dice", "eta_s")
 

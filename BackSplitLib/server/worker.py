@@ -26,13 +26,17 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from BackSplitLib.atomic import staged_folder
+from BackSplitLib.dataset import CaseFiles
 from BackSplitLib.errors import BackSplitError, TrainingCancelled
-from BackSplitLib.io import image_extension
+from BackSplitLib.io import image_extension, write_label
 from BackSplitLib.run_folder import load_run, read_model_json, run_metrics
-from BackSplitLib.schema import IGNORE, LabelSchema
+from BackSplitLib.schema import LabelSchema
+from BackSplitLib.server.lifetime import watch_stdin_eof
 from BackSplitLib.server.store import Store
 
 FILE_ENDING = ".nii.gz"
+SELF_CONTAINED_ENDINGS = {".nii.gz", ".nii", ".nrrd", ".mha"}  # one file per image: a link to it is the image
 POLL_S = 0.5  # how often an idle worker looks for a queued job
 CANCEL_POLL_S = 0.25  # how often a training job checks its cancel flag (one SQLite read)
 PROGRESS_EVERY_S = 0.25  # progress rows written at most this often (plus validations and the last iteration)
@@ -60,33 +64,42 @@ def build_dataset(store: Store, case_ids: list[str], out: Path, base: LabelSchem
     """
     from BackSplitLib.dataset import write_dataset_json
 
-    cases = [store.get_case(c) for c in case_ids]
-    schemas = [LabelSchema.from_dict(c["schema"], f"case {c['id']}") for c in cases]
-    schema = union_schema(schemas, base)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "imagesTr").mkdir(parents=True)
-    (tmp / "labelsTr").mkdir(parents=True)
-    case_labels: dict[str, list[str]] = {}
-    all_classes = set(schema.class_names)
-    for case, case_schema in zip(cases, schemas):
-        folder = store.case_dir(case["id"])
-        _link_or_convert(folder / case["image_file"], tmp / "imagesTr" / f"{case['id']}_0000{FILE_ENDING}")
-        _remap_label(folder / case["label_file"], case_schema, schema, tmp / "labelsTr" / f"{case['id']}{FILE_ENDING}")
-        labelled = [n for n in case_schema.labels if n != IGNORE]
-        if set(labelled) != all_classes:
-            case_labels[case["id"]] = labelled
-    modality = cases[0].get("modality") or "CT"
-    extra = {"case_labels": case_labels} if case_labels else {}
-    write_dataset_json(tmp, schema, len(cases), FILE_ENDING, {"0": modality}, name="server-job", **extra)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    rows = [store.get_case(c) for c in case_ids]
+    cases = [stored_case(store, row) for row in rows]
+    schema = union_schema([case.schema for case in cases], base)
+    ending = _file_ending(cases)
+    with staged_folder(out) as tmp:
+        (tmp / "imagesTr").mkdir()
+        (tmp / "labelsTr").mkdir()
+        case_labels: dict[str, list[str]] = {}
+        for case in cases:
+            _link_or_convert(case.image, tmp / "imagesTr" / f"{case.name}_0000{ending}")
+            _remap_label(case.label, case.schema, schema, tmp / "labelsTr" / f"{case.name}{ending}")
+            if set(case.labelled) != set(schema.class_names):
+                case_labels[case.name] = case.schema.class_names
+        modality = rows[0].get("modality") or "CT"
+        extra = {"case_labels": case_labels} if case_labels else {}
+        write_dataset_json(tmp, schema, len(cases), ending, {"0": modality}, name="server-job", **extra)
     return out
+
+
+def stored_case(store: Store, row: dict) -> CaseFiles:
+    """A stored case (its database row) as the engine's case record, named by its id."""
+    folder = store.case_dir(row["id"])
+    schema = LabelSchema.from_dict(row["schema"], f"case {row['id']}")
+    return CaseFiles.with_schema(row["id"], folder / row["image_file"], folder / row["label_file"], schema)
+
+
+def _file_ending(cases: list[CaseFiles]) -> str:
+    """The stored images' own format when they all share one, so nothing is converted (a case from Slicer
+    stays NRRD, with its geometry in full precision); NIfTI for a job that mixes formats."""
+    endings = {image_extension(case.image) for case in cases}
+    return endings.pop() if len(endings) == 1 and endings <= SELF_CONTAINED_ENDINGS else FILE_ENDING
 
 
 def _link_or_convert(source: Path, dest: Path) -> None:
     """Images already in the dataset's format are linked (no copy of a large CT); others are converted."""
-    if image_extension(source) == FILE_ENDING:
+    if image_extension(source) == image_extension(dest):
         os.symlink(source.resolve(), dest)
     else:
         sitk.WriteImage(sitk.ReadImage(str(source)), str(dest), True)
@@ -94,15 +107,11 @@ def _link_or_convert(source: Path, dest: Path) -> None:
 
 def _remap_label(source: Path, case_schema: LabelSchema, schema: LabelSchema, dest: Path) -> None:
     table = schema.lookup_from(case_schema)
-    if np.array_equal(table, np.arange(len(table))) and image_extension(source) == FILE_ENDING:
+    if np.array_equal(table, np.arange(len(table))) and image_extension(source) == image_extension(dest):
         os.symlink(source.resolve(), dest)  # values already agree: nothing to rewrite
         return
     label = sitk.ReadImage(str(source))
-    values = sitk.GetArrayFromImage(label).astype(np.int64)
-    dtype = np.uint8 if max(schema.labels.values()) < 256 else np.uint16
-    remapped = sitk.GetImageFromArray(table[values].astype(dtype))
-    remapped.CopyInformation(label)
-    sitk.WriteImage(remapped, str(dest), True)
+    write_label(schema.relabel(sitk.GetArrayFromImage(label), case_schema), label, dest, schema)
 
 
 # ---------------------------------------------------------------------- one job
@@ -149,9 +158,11 @@ class Worker:
         self.parent_pid = parent_pid
         self.run_job = run_job
         self.stopping = False
+        self.parent_pipe_closed = False  # set when the server's end of our stdin closes (every OS)
 
     def parent_gone(self) -> bool:
-        return self.parent_pid is not None and os.getppid() != self.parent_pid
+        # os.getppid() is the fast path on POSIX; on Windows it keeps a dead parent's id, so stdin EOF decides.
+        return self.parent_pid is not None and (self.parent_pipe_closed or os.getppid() != self.parent_pid)
 
     def serve_forever(self) -> None:
         while not self.stopping and not self.parent_gone():
@@ -238,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.parent_pid is not None:
+        watch_stdin_eof(lambda: setattr(worker, "parent_pipe_closed", True))
     try:  # import the engine now, so the first job starts training without the import delay
         import monai.data  # noqa: F401
 

@@ -92,7 +92,7 @@ def test_options_that_do_not_fit_together_are_one_line_errors(cli, tmp_path, tot
 
 
 def test_totalsegmentator_not_installed_says_what_to_install(cli, tmp_path, totalseg_reference, monkeypatch):
-    monkeypatch.setattr(aux, "totalsegmentator_package_dir", lambda: None)
+    monkeypatch.setattr(aux.totalsegmentator, "totalsegmentator_package_dir", lambda: None)
     code, _, err = cli("auxiliary", totalseg_reference.ct, "--from", "totalsegmentator", "--structures", "liver",
                        "--out", tmp_path / "a.nii.gz")
     _one_line_error(code, err, "TotalSegmentator is not installed", "pip install TotalSegmentator",

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from BackSplitLib.client import BackSplitClient
+from BackSplitLib.dataset import CaseFiles
 from BackSplitLib.schema import LabelSchema
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # keep torch on the CPU in the server and its worker
@@ -96,20 +97,10 @@ class ServerProcess:
 
 
 # ---------------------------------------------------------------------- cases on disk
-@dataclass
-class CaseFiles:
-    image: Path
-    label: Path
-    schema: LabelSchema
-
-
 def _subset_schema_label(label: np.ndarray, full: LabelSchema, keep: list[str]) -> tuple[np.ndarray, LabelSchema]:
     """The label as a partially labelled case would have it: only ``keep`` auxiliary classes."""
     sub = LabelSchema.from_names(full.target, keep)
-    table = np.zeros(max(full.labels.values()) + 1, dtype=np.uint8)
-    for name, value in full.labels.items():
-        table[value] = sub.labels.get(name, 0)
-    return table[label], sub
+    return sub.relabel(label, full, drop_missing=True), sub
 
 
 def write_case(folder: Path, seed: int, keep: list[str] | None = None, ext: str = ".nii.gz") -> CaseFiles:
@@ -124,7 +115,7 @@ def write_case(folder: Path, seed: int, keep: list[str] | None = None, ext: str 
         sub.CopyInformation(label)
         label = sub
     folder.mkdir(parents=True, exist_ok=True)
-    paths = CaseFiles(folder / f"case{seed}_0000{ext}", folder / f"case{seed}{ext}", schema)
+    paths = CaseFiles.with_schema(f"case{seed}", folder / f"case{seed}_0000{ext}", folder / f"case{seed}{ext}", schema)
     sitk.WriteImage(image, str(paths.image), True)
     sitk.WriteImage(label, str(paths.label), True)
     return paths

@@ -17,6 +17,8 @@ from BackSplitLib.schema import LabelSchema
 from BackSplitLib.server.state import AppState, app_state
 from BackSplitLib.server.store import PROGRESS_KEYS, TERMINAL_STATES, NotFound, Store
 from BackSplitLib.server.uploads import UploadError
+from BackSplitLib.vocabulary import (ARCHITECTURES, DEFAULT_ARCHITECTURE, DEFAULT_ITERATIONS, DEFAULT_TRAINING_MODE,
+                                     JobKind, JobState, PartialLabelMode, TrainingMode)
 
 router = APIRouter(tags=["jobs"])
 
@@ -28,13 +30,13 @@ class JobRequest(BaseModel):
     """A training job. ``cases`` is a list of case ids or "all"; ``base_model`` (finetune only) is a
     model id, "current" or null for the current model."""
 
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["train", "finetune"]
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+    kind: JobKind
     cases: list[str] | Literal["all"] = "all"
     base_model: str | None = None
-    mode: Literal["backsplit", "binary"] = "backsplit"
-    iterations: int = Field(500, ge=1, le=10_000_000)
-    arch: str = "unet"
+    mode: TrainingMode = DEFAULT_TRAINING_MODE
+    iterations: int = Field(DEFAULT_ITERATIONS, ge=1, le=10_000_000)
+    arch: str = DEFAULT_ARCHITECTURE.value
     auto_promote: bool = True
     batch_size: int | None = Field(None, ge=1, le=1024)
     val_every: int | None = Field(None, ge=1)
@@ -42,13 +44,14 @@ class JobRequest(BaseModel):
     seed: int | None = None
     learning_rate: float | None = Field(None, gt=0, lt=10)
     val_fraction: float | None = Field(None, ge=0, lt=1, description="share of the cases held out for validation")
-    partial: Literal["marginal", "naive"] | None = None
+    partial: PartialLabelMode | None = None
 
 
 class Job(BaseModel):
+    model_config = ConfigDict(use_enum_values=True)
     id: str
     kind: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: JobState
     iteration: int
     total_iterations: int
     loss: float | None
@@ -150,13 +153,8 @@ def _check_job_compatible(store: Store, case_ids: list[str], base: str | None, a
     modalities = {c["modality"] for c in cases}
     if len(modalities) > 1:
         raise UploadError(422, f"the cases mix modalities ({', '.join(sorted(modalities))}); train one modality per job")
-    if arch is not None:
-        try:
-            from BackSplitLib.networks import ARCHITECTURES
-        except ImportError:
-            return
-        if arch not in ARCHITECTURES:
-            raise UploadError(422, f"unknown architecture '{arch}' (known: {', '.join(ARCHITECTURES)})")
+    if arch is not None and arch not in ARCHITECTURES:
+        raise UploadError(422, f"unknown architecture '{arch}' (known: {', '.join(ARCHITECTURES)})")
 
 
 def _sse(event: str, data: dict) -> bytes:

@@ -1,0 +1,98 @@
+"""BackSplit's shared vocabulary: the allowed values and the defaults that several layers must agree on.
+
+Standard library only, importable on Python 3.9 (Slicer 5.8): the engine, the CLI, the server, the
+standard-library client, the Slicer panel and the browser app all import it, and each derives its own form
+from it (typer options, pydantic fields, checks with a clear error) instead of spelling the values again.
+
+Each set of values is a ``(str, Enum)``: a member *is* its string (``TrainingMode.binary == "binary"``,
+``json.dumps`` writes ``"binary"``, ``str()`` and f-strings give the value on every Python version), and the
+tuples of plain values beside each enum (``TRAINING_MODES`` ...) are for messages and membership checks
+(``"x" in SomeEnum`` raises on Python < 3.12).
+
+Defaults shared between server, client and panel live here too. In particular ``DEFAULT_PORT`` (8765) is
+the one port ``backsplit serve``, the client and the Slicer panel (``DEFAULT_SERVER_URL``) use.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Vocabulary(str, Enum):
+    """A string enum whose members print as their value (``str``, ``format`` and f-strings alike)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(member.value for member in cls)
+
+
+class TrainingMode(Vocabulary):
+    """How the background is trained: split into auxiliary classes (BackSplit) or one class (binary)."""
+
+    backsplit = "backsplit"
+    binary = "binary"
+
+
+class PartialLabelMode(Vocabulary):
+    """Cases missing some auxiliary labels: a marginal loss over the unlabelled classes, or naive
+    (unlabelled voxels count as background)."""
+
+    marginal = "marginal"
+    naive = "naive"
+
+
+class Architecture(Vocabulary):
+    """Network architectures the engine builds (MONAI networks)."""
+
+    unet = "unet"
+    dynunet = "dynunet"
+    segresnet = "segresnet"
+
+
+class JobKind(Vocabulary):
+    """Server training jobs: a new model from the cases, or a fine-tune of an existing model."""
+
+    train = "train"
+    finetune = "finetune"
+
+
+class JobState(Vocabulary):
+    """A server job's life: queued -> running -> one of the terminal states."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TRAINING_MODES = TrainingMode.values()
+PARTIAL_LABEL_MODES = PartialLabelMode.values()
+ARCHITECTURES = Architecture.values()
+JOB_KINDS = JobKind.values()
+JOB_STATES = JobState.values()
+#: States a job never leaves (plain strings, so ``job["state"] in TERMINAL_STATES`` works on decoded JSON).
+TERMINAL_STATES = (JobState.succeeded.value, JobState.failed.value, JobState.cancelled.value)
+#: States of a job that still holds its cases and base model.
+ACTIVE_STATES = (JobState.queued.value, JobState.running.value)
+
+# ---------------------------------------------------------------------- defaults shared across layers
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_SERVER_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+#: Environment variables read by the client, the CLI and ``backsplit serve`` (the token never goes on argv).
+TOKEN_ENV = "BACKSPLIT_TOKEN"
+SERVER_ENV = "BACKSPLIT_SERVER"
+#: Largest request body ``backsplit serve`` accepts by default (size syntax of ``--max-upload``).
+DEFAULT_MAX_UPLOAD = "1G"
+DEFAULT_TRAINING_MODE = TrainingMode.backsplit
+DEFAULT_PARTIAL_LABEL_MODE = PartialLabelMode.marginal
+DEFAULT_ARCHITECTURE = Architecture.unet
+#: Training iterations of a new model (CLI ``train`` and a server ``train`` job).
+DEFAULT_ITERATIONS = 500
+
