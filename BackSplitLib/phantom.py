@@ -426,12 +426,13 @@ def place_lesions(b: _Builder, hosts: Sequence[str], weights: Sequence[float], r
     wanted = int(b.rng.integers(1, 5))
     placed, values = [], []
     attempts = 0
-    while len(placed) < wanted and attempts < 4 * wanted + 8 + FIRST_HOST_ATTEMPTS:
+    extra = FIRST_HOST_ATTEMPTS if first_host is not None else 0  # without it: the draws of earlier versions
+    while len(placed) < wanted and attempts < 4 * wanted + 8 + extra:
         attempts += 1
         if first_host is not None and not placed and attempts <= FIRST_HOST_ATTEMPTS:
             name = first_host
         else:
-            name = "liver" if attempts > 4 * wanted + FIRST_HOST_ATTEMPTS else str(b.rng.choice(hosts, p=weights))
+            name = "liver" if attempts > 4 * wanted + extra else str(b.rng.choice(hosts, p=weights))
         blob = _place_blob(b, b.label == b.schema.labels[name], radius_voxels)
         if blob is None:
             continue
