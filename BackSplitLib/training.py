@@ -88,6 +88,10 @@ class TrainConfig:
             raise DatasetError("lesion_fraction must be between 0 and 1")
         if self.head_prior is not None and not 0 < self.head_prior < 1:
             raise DatasetError("head_prior must be between 0 and 1 (exclusive)")
+        if self.patch_size is not None:
+            from BackSplitLib.networks import check_patch_size
+
+            check_patch_size(self.patch_size, self.arch, self.arch_params)
 
     @property
     def effective_val_every(self) -> int:

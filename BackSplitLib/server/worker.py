@@ -29,6 +29,7 @@ import SimpleITK as sitk
 from BackSplitLib.atomic import staged_folder
 from BackSplitLib.dataset import CaseFiles
 from BackSplitLib.errors import BackSplitError, TrainingCancelled
+from BackSplitLib.image_files import check_data_complete, check_self_contained
 from BackSplitLib.io import image_extension, write_label
 from BackSplitLib.run_folder import load_run, read_model_json, run_metrics
 from BackSplitLib.schema import LabelSchema
@@ -66,6 +67,10 @@ def build_dataset(store: Store, case_ids: list[str], out: Path, base: LabelSchem
 
     rows = [store.get_case(c) for c in case_ids]
     cases = [stored_case(store, row) for row in rows]
+    for case in cases:  # cases stored before the upload gate existed pass it too before any reader opens them
+        for path, role in ((case.image, "image"), (case.label, "label")):
+            what = f"case {case.name} ({role})"
+            check_data_complete(path, check_self_contained(path, what), what)
     schema = union_schema([case.schema for case in cases], base)
     ending = _file_ending(cases)
     with staged_folder(out) as tmp:
@@ -149,6 +154,18 @@ def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
     return Path(run_dir), run_metrics(read_model_json(run_dir))
 
 
+def validation_found_lesion(metrics: dict) -> bool:
+    """False when the run's best validation Dice is 0 or below: a model that never found the lesion must
+    not become current. A run without validation counts as found (as before)."""
+    best = metrics.get("best_val_dice")
+    return best is None or best > 0
+
+
+def should_promote(params: dict, metrics: dict) -> bool:
+    """Auto-promotion, unless the job turned it off or its validation never found the lesion."""
+    return bool(params.get("auto_promote", True)) and validation_found_lesion(metrics)
+
+
 class Worker:
     """Claims and runs jobs until told to stop. ``run_job`` is the engine call (replaceable in tests)."""
 
@@ -209,19 +226,20 @@ class Worker:
             shutil.rmtree(self.store.job_dir(job_id) / "run", ignore_errors=True)
         except BackSplitError as e:
             _log(log_path, f"failed: {e}")
-            self.store.finish_job(job_id, "failed", str(e))
+            self.store.finish_job(job_id, "failed", self.store.without_paths(str(e)))
         except Exception as e:  # an engine bug must fail the job with its reason, not kill the worker
             _log(log_path, traceback.format_exc())
-            self.store.finish_job(job_id, "failed", f"training stopped with an internal error: "
-                                                    f"{type(e).__name__}: {str(e)[:300]} (see {log_path})")
+            self.store.finish_job(job_id, "failed", self.store.without_paths(
+                f"training stopped with an internal error: {type(e).__name__}: {str(e)[:300]} (see {log_path} "
+                "in the server's data folder)"))
         else:
-            params = job["params"]
             meta = read_model_json(run_dir)
+            promote = should_promote(job["params"], metrics)
             model = self.store.register_model(
                 run_dir, schema=meta.get("schema", {}), metrics=metrics, parent=job.get("base_model"),
-                case_ids=job["cases"], source=job["kind"], job_id=job_id,
-                promote=bool(params.get("auto_promote", True)))
-            _log(log_path, f"succeeded: model {model['id']}")
+                case_ids=job["cases"], source=job["kind"], job_id=job_id, promote=promote,
+                first_becomes_current=validation_found_lesion(metrics))
+            _log(log_path, f"succeeded: model {model['id']}" + ("" if promote else " (not promoted)"))
         shutil.rmtree(self.store.job_dir(job_id) / "dataset", ignore_errors=True)
 
 
