@@ -8,8 +8,13 @@ STAMP := $(VENV)/.backsplit-installed
 DEMO_OUT ?= demo-output
 BENCH_OUT ?= bench-output
 SERVE_DATA ?= backsplit-server
+# What the Slicer extension's install step would put into Slicer's Python (requirements generated from
+# pyproject, no pip-installed project): the Local-mode test runs the bundled engine with it.
+LOCAL_VENV ?= .venv-local
+LOCAL_STAMP := $(LOCAL_VENV)/.backsplit-local-installed
+LOCAL_REQUIREMENTS := build/requirements-local.txt
 
-.PHONY: install demo test bench serve clean
+.PHONY: install local-venv demo test bench serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +27,22 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+$(LOCAL_STAMP): pyproject.toml BackSplit/BackSplitSlicer/install.py
+	$(PYTHON) BackSplit/BackSplitSlicer/install.py --requirements pyproject.toml $(LOCAL_REQUIREMENTS)
+	$(PYTHON) -m venv $(LOCAL_VENV)
+	echo "$(TORCH_SPEC)" > $(LOCAL_VENV)/constraints.txt
+	$(LOCAL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCAL_VENV)/bin/python -m pip install --quiet -r $(LOCAL_REQUIREMENTS) -c $(LOCAL_VENV)/constraints.txt \
+		$(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL))
+	touch $(LOCAL_STAMP)
+
+local-venv: $(LOCAL_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/backsplit demo --out $(DEMO_OUT)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q Testing
+test: $(STAMP) $(LOCAL_STAMP)
+	BACKSPLIT_LOCAL_VENV=$(LOCAL_VENV) $(BIN)/python -m pytest -q Testing
 
 bench: $(STAMP)
 	$(BIN)/backsplit bench quality --out $(BENCH_OUT) --profile quick
@@ -35,4 +51,4 @@ serve: $(STAMP)
 	$(BIN)/backsplit serve --data $(SERVE_DATA)
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) $(BENCH_OUT) build *.egg-info
+	rm -rf $(VENV) $(LOCAL_VENV) $(DEMO_OUT) $(BENCH_OUT) build *.egg-info

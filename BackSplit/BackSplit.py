@@ -69,12 +69,22 @@ class BackSplitWidget(ScriptedLoadableModuleWidget):
         self.widget.cleanup()
 
     def enter(self) -> None:
-        self.widget.initializeParameterNode()
+        self.widget.controller.enter()  # never touches the backend or a running job
+
+    def exit(self) -> None:
+        self.widget.controller.leave()
+
+    def onReload(self) -> None:
+        """Reload the BackSplitSlicer submodules too (Slicer's Reload only re-imports this file)."""
+        for name in [n for n in sys.modules if n == "BackSplitSlicer" or n.startswith("BackSplitSlicer.")]:
+            del sys.modules[name]
+        ScriptedLoadableModuleWidget.onReload(self)
 
 
 class BackSplitTest(ScriptedLoadableModuleTest):
-    """The end-to-end flow of the pytest suite, inside a real Slicer: phantom scene -> a local server ->
-    fine-tune a few iterations -> predict -> the lesion segment in the scene."""
+    """The self-test, from the installed layout: roles, export and import on a phantom scene; then, when
+    Slicer's Python can run the local engine, phantom -> local server -> fine-tune -> predict -> segment.
+    A part that cannot run prints SELFTEST_SKIP_MARKER, which ctest reports as a skip."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -85,25 +95,20 @@ class BackSplitTest(ScriptedLoadableModuleTest):
         self.test_end_to_end_with_a_local_server()
 
     def test_roles_export_and_import(self) -> None:
-        from BackSplitSlicer.case import export_case
-        from BackSplitSlicer.roles import segment_roles
-        from BackSplitSlicer.selftest import phantom_scene
+        from BackSplitSlicer.selftest import check_roles_export_and_import
 
-        volume, segmentation = phantom_scene()
-        roles = segment_roles(segmentation)
-        self.assertEqual(roles["lesion"], "target")
-        case = export_case(volume, segmentation)
-        self.assertEqual(case.label.shape, slicer.util.arrayFromVolume(volume).shape)
-        self.assertGreater(int((case.label == case.schema.target_value).sum()), 0)
-        self.delayDisplay("Roles, export and import passed")
+        self.delayDisplay(check_roles_export_and_import(slicer.mrmlScene))
 
     def test_end_to_end_with_a_local_server(self) -> None:
         from BackSplitSlicer.backends import LocalBackend, missing_packages
-        from BackSplitSlicer.selftest import phantom_scene, run_end_to_end
+        from BackSplitSlicer.panel import LOCAL_MODE_NOTE, local_mode_supported
+        from BackSplitSlicer.selftest import SELFTEST_SKIP_MARKER, phantom_scene, run_end_to_end
 
-        missing = missing_packages()
+        version = ".".join(map(str, sys.version_info[:2]))
+        missing = missing_packages() if local_mode_supported() else [LOCAL_MODE_NOTE.format(version=version)]
         if missing:
-            self.delayDisplay(f"Skipping the end-to-end test: Slicer's Python lacks {', '.join(missing)}")
+            print(f"{SELFTEST_SKIP_MARKER}: end-to-end part not run; missing: {', '.join(missing)}")
+            self.delayDisplay(f"End-to-end part SKIPPED: Slicer's Python lacks {', '.join(missing)}")
             return
         volume, segmentation = phantom_scene()
 

@@ -96,7 +96,7 @@ class BackSplitClient:
     """One server. ``timeout`` is the socket timeout per request (uploads and predictions get more)."""
 
     def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 30.0,
-                 retries: int = 3, backoff_s: float = 0.5):
+                 retries: int = 3, backoff_s: float = 0.5, ca_file: str | Path | None = None):
         parts = urlsplit(server if "://" in server else f"http://{server}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BackSplitClientError(None, f"server address {server!r} is not an http(s) URL")
@@ -107,6 +107,7 @@ class BackSplitClient:
         self.timeout = timeout
         self.retries = retries
         self.backoff_s = backoff_s
+        self.ca_file = str(ca_file) if ca_file else None  # a hospital's own CA bundle for HTTPS servers
 
     @classmethod
     def from_env(cls, server: str | None = None, token_file: str | Path | None = None, **kwargs) -> BackSplitClient:
@@ -117,7 +118,7 @@ class BackSplitClient:
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._scheme == "https":
             return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
-                                               context=ssl.create_default_context())
+                                               context=ssl.create_default_context(cafile=self.ca_file))
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
     def _open(self, method: str, path: str, *, body: bytes | _Multipart | None = None,

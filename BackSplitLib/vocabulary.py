@@ -10,9 +10,7 @@ tuples of plain values beside each enum (``TRAINING_MODES`` ...) are for message
 (``"x" in SomeEnum`` raises on Python < 3.12).
 
 Defaults shared between server, client and panel live here too. In particular ``DEFAULT_PORT`` (8765) is
-the one port ``backsplit serve``, the client and the Slicer panel use: the panel's parameter node
-(``BackSplit/BackSplitSlicer/Parameter.py``) still defaults to ``http://127.0.0.1:8000`` and should use
-``DEFAULT_SERVER_URL`` from here (the panel's room: issue 11, item 8).
+the one port ``backsplit serve``, the client and the Slicer panel (``DEFAULT_SERVER_URL``) use.
 """
 
 from __future__ import annotations

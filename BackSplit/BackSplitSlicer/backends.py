@@ -2,18 +2,19 @@
 
 ``RemoteBackend`` talks to a server (``backsplit serve``) with the engine's standard-library client, so a
 Slicer without PyTorch can fine-tune on a GPU machine. ``LocalBackend`` starts that same server on this
-machine as a separate process with Slicer's Python (``python -m BackSplitLib serve --no-auth`` on a free
-loopback port) and then is a ``RemoteBackend`` pointed at it: one code path, and the Slicer UI never waits
-for training. Both offer: ``add_case``, ``fine_tune``, ``status``, ``cancel``, ``list_models``, ``predict``.
+machine as a separate process with Slicer's Python (``python -m BackSplitLib serve`` on a free loopback
+port, with a per-launch random token in the environment, never on the command line) and then is a
+``RemoteBackend`` pointed at it: one code path, and the Slicer UI never waits for training. Both offer: ``add_case``, ``fine_tune``, ``status``, ``cancel``, ``list_models``, ``predict``.
 
-Nothing here blocks for long or imports Qt; the widget runs calls through :class:`BackgroundCall` and
-polls with a QTimer.
+Nothing here imports Qt; the panel controller (``panel.py``) runs the slow calls through
+:class:`BackgroundCall` and collects them from its ``tick``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -28,7 +29,7 @@ from typing import Any
 
 import SimpleITK as sitk
 
-from BackSplitLib.client import TERMINAL_STATES, BackSplitClient, BackSplitClientError
+from BackSplitLib.client import TERMINAL_STATES, TOKEN_ENV, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import read_image, write_image
 from BackSplitLib.run_folder import read_prediction_bundle
@@ -36,21 +37,9 @@ from BackSplitLib.schema import LabelSchema
 
 from BackSplitSlicer.case import Case
 
-# Python modules the local server needs, and the pip requirement that provides each.
-LOCAL_REQUIREMENTS: dict[str, str] = {
-    "torch": "torch",
-    "monai": "monai>=1.4",
-    "SimpleITK": "SimpleITK>=2.3",
-    "numpy": "numpy",
-    "safetensors": "safetensors>=0.4",
-    "fastapi": "fastapi>=0.110",
-    "uvicorn": "uvicorn>=0.29",
-    "python_multipart": "python-multipart>=0.0.9",
-    "typer": "typer>=0.12",
-    "rich": "rich>=13",
-    "matplotlib": "matplotlib>=3.7",
-}
 ENGINE_MODULE = "BackSplitLib.server"
+# Tells the local engine (and its workers) to exit when our end of their stdin closes: no orphans.
+EXIT_ON_STDIN_EOF_ENV = "BACKSPLIT_EXIT_ON_STDIN_EOF"
 
 
 class BackendError(BackSplitError):
@@ -184,9 +173,11 @@ class Backend:
 class RemoteBackend(Backend):
     """A BackSplit server at ``url`` (token from the server admin; none for a loopback --no-auth server)."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0, retries: int = 3):
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0, retries: int = 3,
+                 ca_bundle: str | Path | None = None):
         try:
-            self.client = BackSplitClient(url, token=token or None, timeout=timeout, retries=retries)
+            self.client = BackSplitClient(url, token=token or None, timeout=timeout, retries=retries,
+                                          ca_file=ca_bundle or None)
         except BackSplitClientError as e:
             raise BackendError(e.detail, "use an address like https://gpu-server:8765") from None
         self.url = self.client.server
@@ -247,6 +238,7 @@ class RemoteBackend(Backend):
         with tempfile.TemporaryDirectory(prefix="BackSplit-predict-") as tmp:
             tmp = Path(tmp)
             image_path = write_image(sitk_image, tmp / "image.nrrd")
+            (tmp / "out").mkdir()  # a folder: the answer keeps the server's file name (and so its format)
             out = self._call("prediction", self.client.predict, image_path, tmp / "out", model=model or "current",
                              classes=classes)
             if not classes:
@@ -262,7 +254,8 @@ class LocalBackend(RemoteBackend):
     """
 
     def __init__(self, data_dir: str | Path, python: str | None = None, port: int | None = None,
-                 engine_path: str | Path | None = None, extra_env: dict[str, str] | None = None):
+                 engine_path: str | Path | None = None, extra_env: dict[str, str] | None = None,
+                 token: str | None = None):
         self.data_dir = Path(data_dir).expanduser()
         self.python = python or default_python()
         self.port = port or free_port()
@@ -270,16 +263,19 @@ class LocalBackend(RemoteBackend):
         self.extra_env = dict(extra_env or {})
         self.process: subprocess.Popen | None = None
         self.log_path = self.data_dir / "slicer-local-server.log"
-        super().__init__(f"http://127.0.0.1:{self.port}", token=None)
+        # A web page the clinician visits can POST to loopback: the local engine needs a token too.
+        self.token = token or secrets.token_urlsafe(32)
+        super().__init__(f"http://127.0.0.1:{self.port}", token=self.token)
         # Readiness probes must answer at once, not retry for seconds.
         self._probe = BackSplitClient(self.url, timeout=2.0, retries=0)
 
     def command(self) -> list[str]:
         return [self.python, "-m", "BackSplitLib", "serve", "--data", str(self.data_dir), "--host", "127.0.0.1",
-                "--port", str(self.port), "--no-auth"]
+                "--port", str(self.port)]
 
     def environment(self) -> dict[str, str]:
-        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1", TOKEN_ENV: self.token,
+               EXIT_ON_STDIN_EOF_ENV: "1"}
         if self.engine_path is not None:
             env["PYTHONPATH"] = os.pathsep.join([str(self.engine_path), *filter(None, [env.get("PYTHONPATH")])])
         return env
@@ -289,16 +285,27 @@ class LocalBackend(RemoteBackend):
         if self.running:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_token_file()
         log = open(self.log_path, "ab")
         try:
+            # stdin is a pipe only we hold: when this process dies, the engine reads EOF and exits.
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env=self.environment(),
+                                            stdin=subprocess.PIPE, env=self.environment(),
                                             cwd=str(self.data_dir))
         except OSError as e:
             raise BackendError(f"cannot start the local engine with {self.python} ({e})",
                                "check Slicer's Python installation") from None
         finally:
             log.close()  # the child keeps its own handle
+
+    def _write_token_file(self) -> None:
+        """The per-launch token also in DIR/token (mode 0600), for a server that reads only its token file."""
+        path = self.data_dir / "token"
+        tmp = path.with_name(".token.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.token + "\n")
+        os.replace(tmp, path)
 
     @property
     def running(self) -> bool:
@@ -335,12 +342,22 @@ class LocalBackend(RemoteBackend):
     def describe(self) -> str:
         return "Local engine: " + super().describe().removeprefix("Connected to ")
 
+    def terminate(self) -> None:
+        """Ask the server to stop and return at once (closing its stdin is the signal on every OS)."""
+        if self.process is not None and self.process.poll() is None:
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+            self.process.terminate()
+
     def close(self) -> None:
-        """Stop the server: SIGTERM (it finishes the current checkpoint), then kill after a grace period."""
+        """Stop the server: SIGTERM (it finishes the current checkpoint), then kill after a grace period.
+
+        Blocks up to 40 s: the panel calls it from a background thread.
+        """
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.process.terminate()
+            self.terminate()
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -396,36 +413,38 @@ def default_python() -> str:
     return shutil.which("PythonSlicer") or sys.executable
 
 
-def default_engine_path() -> Path | None:
-    """The source checkout's root when the module runs from it (it holds the full BackSplitLib), else None."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "BackSplitLib" / "server").is_dir() else None
+def default_engine_path() -> Path:
+    """The folder holding the BackSplitLib this process imported: the built extension's module folder (it
+    carries the whole engine), or the source checkout's root. The local engine gets it on PYTHONPATH."""
+    import BackSplitLib
+
+    return Path(BackSplitLib.__file__).resolve().parents[1]
 
 
 def missing_packages(python: str | None = None, engine_path: str | Path | None = None,
-                     modules: Sequence[str] = (*LOCAL_REQUIREMENTS, ENGINE_MODULE)) -> list[str]:
-    """Modules the local engine needs that ``python`` cannot import (checked in that interpreter)."""
+                     requirements: Sequence[str] | None = None) -> list[str]:
+    """What the local engine needs that ``python`` lacks: distributions of the requirements generated from
+    pyproject (checked with importlib.metadata in that interpreter), and the engine's server package."""
+    from BackSplitSlicer.install import bundled_requirements, requirement_names
+
     python = python or default_python()
-    script = ("import importlib.util, json, sys\n"
-              "def has(m):\n"
-              "    try:\n        return importlib.util.find_spec(m) is not None\n"
+    names = list(requirements) if requirements is not None else requirement_names(bundled_requirements())
+    script = ("import importlib.metadata, importlib.util, json, sys\n"
+              "def has(name):\n"
+              "    try:\n"
+              "        if '.' in name:\n            return importlib.util.find_spec(name) is not None\n"
+              "        importlib.metadata.distribution(name)\n        return True\n"
               "    except (ImportError, ValueError):\n        return False\n"
               "print(json.dumps([m for m in sys.argv[1:] if not has(m)]))\n")
     env = dict(os.environ)
     engine_path = Path(engine_path) if engine_path else default_engine_path()
-    if engine_path is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(engine_path), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONPATH"] = os.pathsep.join([str(engine_path), *filter(None, [env.get("PYTHONPATH")])])
     try:
-        out = subprocess.run([python, "-c", script, *modules], capture_output=True, encoding="utf-8", errors="replace", timeout=60,
-                             env=env, check=True).stdout
+        out = subprocess.run([python, "-c", script, *names, ENGINE_MODULE], capture_output=True, encoding="utf-8",
+                             errors="replace", timeout=60, env=env, check=True).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise BackendError(f"cannot run {python} to check the local engine's packages ({e})") from None
     return json.loads(out.strip().splitlines()[-1])
-
-
-def pip_requirements(missing: Sequence[str], include_torch: bool = True) -> list[str]:
-    """pip requirement strings for missing modules (torch left out when the PyTorch extension installs it)."""
-    return [LOCAL_REQUIREMENTS[m] for m in missing if m in LOCAL_REQUIREMENTS and (include_torch or m != "torch")]
 
 
 def _read_prediction_zip(archive: Path, folder: Path, model: str | None) -> PredictionResult:

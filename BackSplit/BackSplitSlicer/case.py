@@ -34,10 +34,11 @@ from BackSplitLib.errors import GeometryError, ImageError, LabelError
 from BackSplitLib.io import Geometry, image_from_array, read_image, resample_like, write_image
 from BackSplitLib.schema import BACKGROUND, IGNORE, LabelSchema
 
-from BackSplitSlicer.roles import AUXILIARY, IGNORE as IGNORE_ROLE, TARGET, segment_ids, segment_role
+from BackSplitSlicer.roles import (AUXILIARY, IGNORE as IGNORE_ROLE, PREDICTION_PREFIX, ROLE_TAG, TARGET, UNUSED,
+                                   segment_ids, segment_role)
 
 DEFAULT_TARGET_NAME = "lesion"
-LESION_SEGMENT_NAME = "BackSplit lesion"
+LESION_SEGMENT_NAME = PREDICTION_PREFIX + "lesion"
 PREDICTION_NODE_NAME = "BackSplit prediction"
 # Flips RAS <-> LPS (its own inverse).
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
@@ -301,7 +302,8 @@ def _oriented_mask(mask: np.ndarray, volume_node) -> slicer.vtkOrientedImageData
     return image
 
 
-def _prediction_node(volume_node, segmentation_node):
+def prediction_node(volume_node, segmentation_node=None):
+    """``segmentation_node`` when given, else a new \"BackSplit prediction\" node on the volume's grid."""
     if segmentation_node is not None:
         return segmentation_node
     scene = volume_node.GetScene() or slicer.mrmlScene
@@ -331,18 +333,19 @@ def set_segment_mask(segmentation_node, name: str, mask: np.ndarray, volume_node
 
 def import_prediction(mask_or_classes, volume_node, segmentation_node=None, schema: LabelSchema | None = None,
                       lesion_name: str = LESION_SEGMENT_NAME, auxiliary: bool = True,
-                      show_3d: bool = True) -> dict[str, str]:
+                      show_3d: bool = True, role: str | None = UNUSED) -> dict[str, str]:
     """Put a prediction into the scene as segments on the volume's exact grid; returns ``{name: segment id}``.
 
     ``mask_or_classes`` is a lesion mask (non-zero = lesion) or, with ``schema``, a class map whose target
     value becomes the lesion segment and whose auxiliary classes become hidden segments (when
     ``auxiliary``). It may be an array shaped like the volume, a SimpleITK image (resampled onto the
     volume when its grid differs) or an image file. Without ``segmentation_node`` a new node
-    "BackSplit prediction" is created. Running it again replaces the segments of the same name.
+    "BackSplit prediction" is created. Running it again replaces the segments of the same name. The new
+    segments get ``role`` (Unused: a prediction is no training label until the user says so; None: by name).
     """
     geometry = volume_geometry(volume_node)
     array = _as_volume_array(mask_or_classes, volume_node, geometry)
-    node = _prediction_node(volume_node, segmentation_node)
+    node = prediction_node(volume_node, segmentation_node)
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
     created: dict[str, str] = {}
@@ -358,6 +361,8 @@ def import_prediction(mask_or_classes, volume_node, segmentation_node=None, sche
             for class_name in schema.auxiliary_names:
                 created[class_name] = set_segment_mask(node, class_name, array == schema.labels[class_name],
                                                    volume_node, schema.colors[class_name], False)
+    for segment_id in created.values() if role else ():
+        node.GetSegmentation().GetSegment(segment_id).SetTag(ROLE_TAG, role)
     if show_3d:
         node.CreateClosedSurfaceRepresentation()
     return created

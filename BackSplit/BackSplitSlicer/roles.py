@@ -26,8 +26,15 @@ TARGET_WORDS = ("lesion", "tumor", "tumour", "cyst", "nodule", "metastasis", "me
 _TARGET_PATTERN = re.compile(r"(?:^|[^a-z])(" + "|".join(TARGET_WORDS) + r")", re.IGNORECASE)
 
 
+# BackSplit's own predictions ("BackSplit lesion", ...): never training labels unless the user says so.
+PREDICTION_PREFIX = "BackSplit "
+
+
 def default_role(segment_name: str) -> str:
-    """Target for names that say lesion/tumor/tumour/cyst/nodule/metastasis, else auxiliary."""
+    """Unused for BackSplit's predictions; Target for names that say lesion/tumor/tumour/cyst/nodule/
+    metastasis; else auxiliary."""
+    if (segment_name or "").startswith(PREDICTION_PREFIX):
+        return UNUSED
     return TARGET if _TARGET_PATTERN.search(segment_name or "") else AUXILIARY
 
 

@@ -7,6 +7,8 @@ differences; ``figures`` draws one PNG per experiment; ``cost`` times inference,
 pipeline.
 """
 
+from __future__ import annotations
+
 from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from BackSplitLib.atomic import write_text_atomic
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.server.lifetime import exit_with_parent_if_asked, lock_data_folder
 from BackSplitLib.vocabulary import DEFAULT_HOST, DEFAULT_PORT
 
 TOKEN_FILE = "token"
@@ -44,20 +45,6 @@ def load_or_create_token(path: Path) -> tuple[str, bool]:
     return token, True
 
 
-def _lock_data_folder(data: Path):
-    """One server per data folder: two would run the same queued job twice."""
-    import fcntl
-
-    handle = open(data / "server.lock", "a")  # noqa: SIM115 (kept open: the lock lives as long as the server)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise BackSplitError(f"another backsplit server is already using {data}",
-                             "stop it first, or give this one another --data folder") from None
-    return handle
-
-
 def serve(data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token_file: Path | None = None,
           no_auth: bool = False, max_upload: int = 1 << 30, workers: int | None = None,
           echo=print) -> None:
@@ -71,7 +58,7 @@ def serve(data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token_
                              "drop --no-auth and give clients the token")
     data = Path(data)
     data.mkdir(mode=0o700, parents=True, exist_ok=True)  # cases are patient images
-    lock = _lock_data_folder(data)  # held until the process exits  # noqa: F841
+    lock = lock_data_folder(data)  # held until the process exits  # noqa: F841
     token = None
     if not no_auth:
         path = Path(token_file) if token_file else data / TOKEN_FILE
@@ -84,4 +71,6 @@ def serve(data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token_
         echo("warning: authentication is off (--no-auth); only this machine can connect")
     app = create_app(data, token, max_upload=max_upload, workers=workers)
     echo(f"BackSplit server on http://{host}:{port} (docs at /docs), data in {data}")
+    if exit_with_parent_if_asked():
+        echo("exits when its parent's stdin pipe closes (BACKSPLIT_EXIT_ON_STDIN_EOF=1)")
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

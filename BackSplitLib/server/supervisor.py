@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from BackSplitLib.server.lifetime import WINDOWS, force_kill, pid_alive
 from BackSplitLib.server.store import Store
 
 MAX_ATTEMPTS = 3  # a job that kills its worker this often is failed rather than retried forever
@@ -43,21 +44,9 @@ def describe_exit(code: int | None) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        hint = " (killed, e.g. out of memory)" if -code == signal.SIGKILL else ""
+        hint = " (killed, e.g. out of memory)" if -code == getattr(signal, "SIGKILL", 9) else ""
         return f"it was killed by {name}{hint}"
     return f"it exited with code {code}"
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def settle_interrupted_job(store: Store, job: dict, reason: str) -> str:
@@ -118,7 +107,10 @@ class Supervisor:
         with self._lock:
             processes = [s.process for s in self.slots if s.process and s.process.poll() is None]
         for p in processes:
-            p.send_signal(signal.SIGTERM)
+            if p.stdin is not None:
+                p.stdin.close()  # the portable stop: the worker saves, requeues and exits on EOF
+            if not WINDOWS:  # on Windows send_signal(SIGTERM) would terminate it before it saves
+                p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
         for p in processes:
             try:
@@ -141,7 +133,9 @@ class Supervisor:
             slot.process = subprocess.Popen(
                 [sys.executable, "-m", "BackSplitLib.server.worker", "--data", str(self.store.root),
                  "--parent-pid", str(os.getpid())],
-                stdout=log, stderr=subprocess.STDOUT, env=slot.env, start_new_session=True,
+                # Our end of its stdin pipe closes when this process dies, however it dies: the worker exits.
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=slot.env,
+                start_new_session=True,
             )
         finally:
             log.close()
@@ -179,7 +173,4 @@ def _terminate(pid: int, grace_s: float = 10.0) -> None:
     while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.1)
     if pid_alive(pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        force_kill(pid)

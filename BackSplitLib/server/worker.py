@@ -32,6 +32,7 @@ from BackSplitLib.errors import BackSplitError, TrainingCancelled
 from BackSplitLib.io import image_extension, write_label
 from BackSplitLib.run_folder import load_run, read_model_json, run_metrics
 from BackSplitLib.schema import LabelSchema
+from BackSplitLib.server.lifetime import watch_stdin_eof
 from BackSplitLib.server.store import Store
 
 FILE_ENDING = ".nii.gz"
@@ -155,9 +156,11 @@ class Worker:
         self.parent_pid = parent_pid
         self.run_job = run_job
         self.stopping = False
+        self.parent_pipe_closed = False  # set when the server's end of our stdin closes (every OS)
 
     def parent_gone(self) -> bool:
-        return self.parent_pid is not None and os.getppid() != self.parent_pid
+        # os.getppid() is the fast path on POSIX; on Windows it keeps a dead parent's id, so stdin EOF decides.
+        return self.parent_pid is not None and (self.parent_pipe_closed or os.getppid() != self.parent_pid)
 
     def serve_forever(self) -> None:
         while not self.stopping and not self.parent_gone():
@@ -244,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.parent_pid is not None:
+        watch_stdin_eof(lambda: setattr(worker, "parent_pipe_closed", True))
     try:  # import the engine now, so the first job starts training without the import delay
         import monai.data  # noqa: F401
 

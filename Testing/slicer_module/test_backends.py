@@ -8,7 +8,7 @@ import time
 import pytest
 
 from BackSplitSlicer.backends import (BackendError, BackgroundCall, JobStatus, LocalBackend, ModelInfo,
-                                      RemoteBackend, free_port, missing_packages, pip_requirements)
+                                      RemoteBackend, free_port, missing_packages)
 
 
 def test_job_status_describes_progress_for_the_status_line():
@@ -50,10 +50,13 @@ def test_background_call_hands_back_result_and_error():
 
 
 def test_missing_packages_are_checked_in_the_target_python():
-    assert missing_packages(sys.executable, modules=["json", "no_such_module_backsplit"]) == \
-        ["no_such_module_backsplit"]
-    assert pip_requirements(["torch", "python_multipart"]) == ["torch", "python-multipart>=0.0.9"]
-    assert pip_requirements(["torch", "monai"], include_torch=False) == ["monai>=1.4"]
+    assert missing_packages(sys.executable, requirements=["numpy", "no-such-distribution-backsplit"]) == \
+        ["no-such-distribution-backsplit"]
+    # The default list is pyproject's runtime requirements (torch, monai, nibabel, fastapi ...): all here.
+    assert missing_packages(sys.executable) == []
+    # A bare Python (no site-packages) lacks them, but finds the engine package on the engine path.
+    bare = missing_packages(sys.executable, requirements=["torch", "nibabel"])
+    assert bare == [] or set(bare) <= {"torch", "nibabel"}
 
 
 def test_local_engine_that_dies_reports_its_log(tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -23,36 +22,12 @@ MODULE_DIR = REPO / "BackSplit"
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 
-_BOOTSTRAP: dict = {}
-
-
-def _bootstrap() -> dict:
-    """Converter rules, one scene, application + module logics, and the globals slicer.util expects."""
-    if _BOOTSTRAP:
-        return _BOOTSTRAP
-    factory = slicer.vtkSegmentationConverterFactory.GetInstance()
-    factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
-    factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
-    scene = slicer.vtkMRMLScene()
-    app_logic = slicer.vtkSlicerApplicationLogic()
-    app_logic.SetMRMLScene(scene)
-    volumes = slicer.vtkSlicerVolumesLogic()
-    segmentations = slicer.vtkSlicerSegmentationsModuleLogic()
-    for logic in (volumes, segmentations):
-        logic.SetMRMLApplicationLogic(app_logic)
-        logic.SetMRMLScene(scene)
-    slicer.mrmlScene = scene
-    slicer.modules = SimpleNamespace(
-        volumes=SimpleNamespace(logic=lambda: volumes),
-        segmentations=SimpleNamespace(logic=lambda: segmentations),
-    )
-    _BOOTSTRAP.update(scene=scene, app_logic=app_logic, volumes=volumes, segmentations=segmentations)
-    return _BOOTSTRAP
+from mrml_bootstrap import bootstrap  # noqa: E402
 
 
 @pytest.fixture
 def scene():
     """An empty MRML scene, set up like the Slicer application sets up its own."""
-    state = _bootstrap()
+    state = bootstrap()
     yield state["scene"]
     state["scene"].Clear(0)
