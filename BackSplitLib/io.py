@@ -15,6 +15,9 @@ import SimpleITK as sitk
 
 from BackSplitLib.atomic import atomic_file
 from BackSplitLib.errors import GeometryError, ImageError
+from BackSplitLib.image_files import (  # noqa: F401 (check_self_contained: the upload gate's public name)
+    ImageFileHeader, ImageTooLarge, check_self_contained, inspect_received_image,
+)
 from BackSplitLib.schema import LabelSchema
 
 IMAGE_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -159,6 +162,45 @@ def read_image(path: str | Path, what: str = "image", require_3d: bool = True,
         if image_extension(path) in (".nii", ".nii.gz") and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
             _check_nifti_finite(path, f"{what} {path}")
     return image
+
+
+@dataclass
+class ReceivedImage:
+    """An image file received over the network, read: the image, the file (renamed to the extension its
+    content has) and what its header declared."""
+
+    image: sitk.Image
+    path: Path
+    header: ImageFileHeader
+
+
+def read_received_image(path: str | Path, what: str, max_bytes: int) -> ReceivedImage:
+    """Read a file that crossed the network: self-contained (decided from its content), at most
+    ``max_bytes`` of voxels, complete; then read with the ImageIO its content calls for, so the file's name
+    cannot route it to another reader. Messages name ``what`` (the client's name), never the path or bytes.
+    """
+    path = Path(path)
+    header = inspect_received_image(path, max_bytes, what)
+    ext = image_extension(path)
+    if ext != header.extension:  # NiftiImageIO goes by the name to find gzip, so the name follows the content
+        path = path.rename(path.with_name((path.name[: -len(ext)] if ext else path.name) + header.extension))
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO(header.imageio)
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        pixel = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), reader.GetNumberOfComponents())
+        declared = int(np.prod(reader.GetSize(), dtype=np.float64)) * pixel.GetSizeOfPixelComponent() * \
+            reader.GetNumberOfComponents()
+        if declared > max_bytes:
+            raise ImageTooLarge(f"{what} declares {declared} bytes of voxels, more than this server's limit of "
+                                f"{max_bytes}", "send a smaller or cropped volume")
+        image = reader.Execute()
+    except RuntimeError:  # ITK's text names the file's path: say what is wrong without it
+        raise ImageError(f"{what} could not be read: it is damaged or not an image") from None
+    check_3d(image, what)
+    check_finite(image, what)
+    return ReceivedImage(image, path, header)
 
 
 def _check_nifti_finite(path: Path, source: str) -> None:

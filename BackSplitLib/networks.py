@@ -31,7 +31,7 @@ from monai.networks.layers.utils import get_act_layer, get_norm_layer
 from monai.networks.nets import DynUNet, SegResNet, UNet
 from torch import nn
 
-from .errors import LabelError, RunError
+from .errors import DatasetError, LabelError, RunError
 from .schema import BACKGROUND, LabelSchema
 from .vocabulary import ARCHITECTURES
 
@@ -179,6 +179,23 @@ def patch_divisor(arch: str, params: Mapping[str, Any] | None = None) -> int:
     """One number every patch axis must be divisible by (the largest per-axis divisor: strides are
     powers of two, so a multiple of the largest is a multiple of all)."""
     return max(patch_divisors(arch, params))
+
+
+MAX_PATCH_SIDE = 512
+
+
+def check_patch_size(patch_size: Sequence[int], arch: str, params: Mapping[str, Any] | None = None) -> None:
+    """DatasetError unless every patch side is a multiple of the network's divisor along that axis and
+    between it and MAX_PATCH_SIDE (dynunet's strides follow the patch when ``params`` is None)."""
+    patch = tuple(int(p) for p in patch_size)
+    if len(patch) != 3:
+        raise DatasetError(f"a patch size has 3 sides, got {len(patch)}")
+    divisors = patch_divisors(arch, params or default_params(arch, patch if min(patch) > 0 else None))
+    for side, divisor in zip(patch, divisors):
+        if not divisor <= side <= MAX_PATCH_SIDE or side % divisor:
+            raise DatasetError(f"patch size {list(patch)} does not fit '{arch}': each side must be a multiple of "
+                               f"{divisor} between {divisor} and {MAX_PATCH_SIDE}",
+                               f"use e.g. {[max(divisor, min(MAX_PATCH_SIDE, round(s / divisor) * divisor)) for s in patch]}")
 
 
 # ---------------------------------------------------------------------------------------- building

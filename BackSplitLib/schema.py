@@ -256,8 +256,9 @@ class LabelSchema:
         values = np.unique(label)
         unknown = sorted(int(v) for v in values if int(v) not in set(self.labels.values()))
         if unknown:
+            shown = ", ".join(map(str, unknown[:5])) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
             raise LabelError(
-                f"label value{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown))} in {source} "
+                f"label value{'s' if len(unknown) > 1 else ''} {shown} in {source} "
                 f"{'are' if len(unknown) > 1 else 'is'} not in the schema (known: {self.describe_classes()})",
                 "add the classes to dataset.json 'labels' or fix the label map",
             )

@@ -17,29 +17,26 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torch.distributed as dist
 
 from BackSplitLib import __version__
 from BackSplitLib import runs as runfiles
-from BackSplitLib.dataset import CaseFiles, Dataset
+from BackSplitLib.dataset import Dataset
 from BackSplitLib.devices import resolve_device
 from BackSplitLib.errors import DatasetError, RunError, TrainingCancelled
-from BackSplitLib.io import check_same_geometry, read_image, resample_like
-from BackSplitLib.schema import BACKGROUND, LabelSchema
+from BackSplitLib.planning import plan
+from BackSplitLib.schema import LabelSchema
 from BackSplitLib.vocabulary import PARTIAL_LABEL_MODES as PARTIAL_MODES
 from BackSplitLib.vocabulary import TRAINING_MODES as MODES
 SCHEDULES = ("cosine", "poly")
 # "target+auxiliary": the lesion's Dice loss plus the mean auxiliary Dice loss (the lesion keeps the weight
 # it has in a binary model); "mean": MONAI's plain mean over classes (the lesion gets 1/K of the Dice term).
 DICE_MODES = ("target+auxiliary", "mean")
-DEFAULT_PATCH = 64
-MAX_PATCH_VOXELS_CPU = 64**3
 
 
 @dataclass
@@ -85,10 +82,27 @@ class TrainConfig:
             raise DatasetError("iterations and batch size must be at least 1")
         if not 0 <= self.lesion_fraction <= 1:
             raise DatasetError("lesion_fraction must be between 0 and 1")
+        if self.patch_size is not None:
+            from BackSplitLib.networks import check_patch_size
+
+            check_patch_size(self.patch_size, self.arch, self.arch_params)
 
     @property
     def effective_val_every(self) -> int:
         return self.val_every or max(10, self.iterations // 10)
+
+
+# The one fine-tune recipe, used by the CLI's ``finetune``, the server's fine-tune jobs and the panel: the
+# model is already good, so a lower peak learning rate and no warm-up (a warm-up would first move the
+# adapted head away from the base model's predictions); everything else as when training from scratch.
+FINETUNE_RECIPE = {"learning_rate": 1e-3, "warmup_iterations": 0, "iterations": 200}
+
+
+def finetune_config(**settings) -> TrainConfig:
+    """The TrainConfig of a fine-tune: :data:`FINETUNE_RECIPE` over TrainConfig's defaults, then
+    ``settings`` (any TrainConfig field; None means "the recipe's value")."""
+    given = {name: value for name, value in settings.items() if value is not None}
+    return TrainConfig(**{**FINETUNE_RECIPE, **given})
 
 
 @dataclass
@@ -105,120 +119,11 @@ class Progress:
     phase: str = "train"
 
 
-@dataclass
-class _Plan:
-    schema: LabelSchema
-    lookup: np.ndarray | None
-    preprocessing: dict
-    labelled: dict[str, np.ndarray] = field(default_factory=dict)
-
-
 # ------------------------------------------------------------------ devices and DDP
 def _distributed() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) from torchrun's environment; (0, 0, 1) otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
-
-
-# ------------------------------------------------------------------ planning
-def training_schema(dataset: Dataset, mode: str, base: runfiles.RunInfo | None) -> LabelSchema:
-    """The schema the network is trained with: the dataset's (binary: coarsened), unioned by class name
-    with the base run's when fine-tuning (its classes keep their channels)."""
-    schema = dataset.schema.binary() if mode == "binary" else dataset.schema
-    if base is not None:
-        schema = base.schema.union(schema)
-    return schema
-
-
-def plan(dataset: Dataset, cases: list[CaseFiles], config: TrainConfig,
-         base: runfiles.RunInfo | None = None) -> _Plan:
-    """Check every case (readable, 3D, finite, geometry, label values) and derive the preprocessing:
-    the dataset's median spacing, CT clip/mean/std from foreground voxels, and the patch size."""
-    schema = training_schema(dataset, config.mode, base)
-    source_schema = dataset.schema
-    lookup = None
-    if config.mode == "binary":
-        lookup = np.zeros(max(source_schema.labels.values()) + 1, dtype=np.int64)
-        lookup[source_schema.target_value] = schema.target_value
-        if source_schema.ignore_value is not None:
-            lookup[source_schema.ignore_value] = schema.ignore_value
-    elif schema.labels != source_schema.labels:
-        lookup = schema.lookup_from(source_schema)
-
-    spacings, shapes, samples, lesion_cases = [], [], [], 0
-    rng = np.random.default_rng(0)
-    for case in cases:
-        image = read_image(case.image, "image")
-        label = read_image(case.label, "label")
-        if config.resample_labels:
-            label = resample_like(label, image)  # the statistics below need voxel-aligned labels
-        else:
-            check_same_geometry(image, label, f"image {case.image}", f"label {case.label}")
-        label_array = sitk.GetArrayViewFromImage(label)
-        source_schema.check_label_values(label_array, str(case.label))
-        lesion_cases += bool(np.any(label_array == source_schema.target_value))
-        spacing, shape = _ras_spacing_and_shape(image)
-        spacings.append(spacing)
-        shapes.append(shape)
-        foreground = label_array > 0
-        if source_schema.ignore_value is not None:
-            foreground &= label_array != source_schema.ignore_value
-        values = sitk.GetArrayViewFromImage(image)[foreground]
-        if values.size:
-            samples.append(rng.choice(values, size=min(values.size, 20000), replace=False))
-    if lesion_cases == 0:
-        raise DatasetError(f"no training case in {dataset.root} contains the target '{source_schema.target}'",
-                           "check dataset.json 'target' and the label values")
-
-    if base is not None:
-        preprocessing = dict(base.preprocessing)
-    else:
-        spacing = np.median(np.asarray(spacings), axis=0)
-        median_shape = np.median(np.asarray(shapes) * np.asarray(spacings) / spacing, axis=0)
-        preprocessing = {
-            "orientation": "RAS",
-            "spacing": [float(s) for s in spacing],
-            "normalization": _normalization(dataset.normalization, samples),
-            "patch_size": list(config.patch_size or _patch_size(median_shape, config)),
-        }
-
-    labelled = {}
-    for case in cases:
-        names = set(schema.class_names) if config.mode == "binary" else set(case.labelled) & set(schema.class_names)
-        names |= {BACKGROUND, schema.target}
-        labelled[case.name] = np.array([n in names for n in schema.class_names])
-    return _Plan(schema, lookup, preprocessing, labelled)
-
-
-def _ras_spacing_and_shape(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
-    """Spacing and size along R, A, S after reorientation (each image axis goes to its closest world axis)."""
-    direction = np.abs(np.asarray(image.GetDirection()).reshape(3, 3))
-    order = np.argmax(direction, axis=0)  # world axis of each image axis
-    spacing, shape = np.zeros(3), np.zeros(3)
-    spacing[order] = image.GetSpacing()
-    shape[order] = image.GetSize()
-    return spacing, shape
-
-
-def _normalization(scheme: str, samples: list[np.ndarray]) -> dict:
-    if scheme != "CT":
-        return {"scheme": "zscore"}
-    values = np.concatenate(samples).astype(np.float64) if samples else np.zeros(1)
-    lo, hi = np.percentile(values, [0.5, 99.5])
-    clipped = np.clip(values, lo, hi)
-    return {"scheme": "CT", "clip": [float(lo), float(hi)], "mean": float(clipped.mean()),
-            "std": float(max(clipped.std(), 1e-3))}
-
-
-def _patch_size(median_shape: np.ndarray, config: TrainConfig) -> tuple[int, int, int]:
-    from BackSplitLib.networks import default_params, patch_divisor
-
-    divisor = patch_divisor(config.arch, config.arch_params or default_params(config.arch))
-    patch = []
-    for extent in median_shape:
-        size = min(DEFAULT_PATCH, int(extent) // divisor * divisor)
-        patch.append(max(divisor, size))
-    return tuple(patch)
 
 
 # ------------------------------------------------------------------ schedule
@@ -283,6 +188,281 @@ def validate(model: torch.nn.Module, items: list[dict], schema: LabelSchema, pat
 
 
 # ------------------------------------------------------------------ the trainer
+class Trainer:
+    """One training run in named steps, in the spirit of nnU-Net's trainer hooks.
+
+    ``setup`` reads the data and builds everything; ``resume`` restores a killed run; ``step`` trains one
+    iteration; ``validate`` scores the validation cases; ``checkpoint`` writes the run folder. Mixed
+    precision lives in ``_setup_precision``/``_forward``/``_backward``, multi-process training in
+    ``_setup_distributed``/``_wrap_network``/``_finish_distributed``, resuming in ``_previous_run``/
+    ``resume``. ``run`` chains them; ``train(...)`` is ``Trainer(...).run()``.
+    """
+
+    def __init__(self, dataset: str | Path | Dataset, out: str | Path, config: TrainConfig,
+                 base_run: str | Path | None = None, resume: bool = False,
+                 progress: Callable[[Progress], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> None:
+        self.config = replace(config)  # the caller's config stays as given
+        self.config.validate()
+        self.out = Path(out)
+        self.dataset = dataset if isinstance(dataset, Dataset) else Dataset.load(dataset)
+        self.base_run = base_run
+        self.base = runfiles.load_run(base_run) if base_run is not None else None
+        self.wants_resume = resume
+        self.progress = progress
+        self.should_stop = should_stop
+        self.start, self.best, self.history, self.train_seconds = 0, -1.0, [], 0.0
+        self.last_val: float | None = None
+
+    # -------------------------------------------------------------- setup
+    def setup(self) -> None:
+        """Plan, build the network, the data, the loss and the optimizer (restoring a run to resume)."""
+        from monai.data import CacheDataset
+
+        from BackSplitLib.losses import BackSplitLoss
+        from BackSplitLib.networks import adapt_head, build_network, default_params
+        from BackSplitLib.transforms import training_transforms, validation_transforms
+
+        config, dataset, base = self.config, self.dataset, self.base
+        keep_freed_memory()
+        if base is not None:
+            config.arch, config.arch_params = base.arch, base.arch_params
+        self.previous, self.state = self._previous_run()
+        self._setup_distributed()
+
+        self.train_cases, self.val_cases = dataset.split(config.val_fraction, config.seed)
+        self.plan = plan(dataset, dataset.training, config, base)
+        self.schema, self.preprocessing = self.plan.schema, self.plan.preprocessing
+        if not config.arch_params:  # dynunet's depth and kernels follow the planned patch size and spacing
+            config.arch_params = default_params(config.arch, self.preprocessing["patch_size"],
+                                                self.preprocessing["spacing"])
+        if self.state is not None and self.previous.schema.labels != self.schema.labels:
+            raise RunError(f"{self.out} was trained with classes {self.previous.schema.describe_classes()}, the "
+                           f"dataset now gives {self.schema.describe_classes()}",
+                           "resume with the same dataset, or start a new run")
+
+        torch.manual_seed(config.seed)  # the same seed gives the same initial weights (binary vs BackSplit too)
+        self.model = build_network(config.arch, 1, self.schema.num_classes, **config.arch_params)
+        if base is not None:
+            base_model = runfiles.build_model(base, "best")
+            self.model.load_state_dict(adapt_head(base_model, base.schema, self.schema).state_dict())
+        self.model.to(self.device)
+
+        self.transform = training_transforms(self.preprocessing, self.plan.lookup, self.schema.target_value,
+                                             config.lesion_fraction, config.augment, config.resample_labels)
+        records = [{"image": str(c.image), "label": str(c.label), "case": c.name,
+                    "labelled": torch.as_tensor(self.plan.labelled[c.name])} for c in self.train_cases]
+        self.train_data = CacheDataset(records, self.transform, num_workers=config.cache_workers, progress=False)
+        self.val_items = []
+        if self.is_main and self.val_cases:
+            val_data = CacheDataset([{"image": str(c.image), "label": str(c.label)} for c in self.val_cases],
+                                    validation_transforms(self.preprocessing, self.plan.lookup,
+                                                          config.resample_labels),
+                                    num_workers=config.cache_workers, progress=False)
+            self.val_items = [val_data[i] for i in range(len(val_data))]
+
+        schema = self.schema
+        self.loss_fn = BackSplitLoss(schema.num_classes, ignore_value=schema.ignore_value, partial=config.partial,
+                                     target_value=schema.target_value if config.dice == "target+auxiliary" else None,
+                                     auxiliary_weight=config.auxiliary_weight)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))
+        self._setup_precision()
+        if self.state is not None:
+            self.resume()
+        self.network = self._wrap_network(self.model)
+        self.meta = {
+            "backsplit_version": __version__,
+            "schema": schema.to_dict(),
+            "arch": {"name": config.arch, "params": config.arch_params},
+            "preprocessing": self.preprocessing,
+            "training": {**asdict(config), "dataset": str(dataset.root),
+                         "base_run": str(self.base_run) if self.base_run else None,
+                         "train_cases": [c.name for c in self.train_cases],
+                         "val_cases": [c.name for c in self.val_cases],
+                         "world_size": self.world, "device": str(self.device)},
+        }
+
+    # -------------------------------------------------------------- resume
+    def _previous_run(self) -> tuple[runfiles.RunInfo | None, dict | None]:
+        """The run in ``out`` and its training state when resuming; refuses to overwrite a run otherwise."""
+        if self.wants_resume and (self.out / runfiles.LAST_STATE).is_file():
+            return runfiles.load_run(self.out), runfiles.load_state(self.out / runfiles.LAST_STATE)
+        if (self.out / runfiles.MODEL_JSON).exists():
+            raise RunError(f"{self.out} already holds a run", "pass --resume to continue it, or choose another --out")
+        return None, None
+
+    def resume(self) -> None:
+        """Continue exactly where the last checkpoint left off: weights, optimizer, schedule, scaler,
+        counters and the torch random state (batches come from (seed, rank, iteration) anyway)."""
+        state = self.state
+        runfiles.load_weights(self.model, self.out / runfiles.LAST_WEIGHTS)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        self.start, self.best = int(state["iteration"]), float(state["best_val_dice"])
+        self.history = list(self.previous.meta.get("history", []))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        torch.set_rng_state(state["torch_rng"])
+
+    # -------------------------------------------------------------- devices: DDP and AMP
+    def _setup_distributed(self) -> None:
+        self.rank, local_rank, self.world = _distributed()
+        self.device = resolve_device(self.config.device)
+        if self.world > 1:
+            if self.device.type == "cuda":
+                self.device = torch.device(f"cuda:{local_rank}")
+                torch.cuda.set_device(self.device)
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.is_main = self.rank == 0
+
+    def _wrap_network(self, model: torch.nn.Module) -> torch.nn.Module:
+        network = model
+        if self.world > 1:
+            network = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.config.compile and self.device.type == "cuda":
+            network = torch.compile(network)
+        return network
+
+    def _finish_distributed(self) -> None:
+        if self.world > 1:
+            _check_replicas(self.model, self.meta, self.out if self.is_main else None)
+            dist.barrier()
+            dist.destroy_process_group()
+
+    def _setup_precision(self) -> None:
+        """AMP on CUDA only: bfloat16 where supported (no scaler needed), else float16 with a GradScaler."""
+        self.use_amp = self.config.amp and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            return self.network(images)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
+    # -------------------------------------------------------------- one iteration
+    def make_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch of ``iteration``: its randomness comes from (seed, rank, iteration) alone."""
+        seed = _iteration_seed(self.config.seed, self.rank, iteration)
+        self.transform.set_random_state(seed=seed % (2**32))
+        picks = np.random.default_rng(seed).integers(0, len(self.train_data), size=self.config.batch_size)
+        samples = [s for i in picks for s in _as_list(self.train_data[int(i)])]
+        # ``labelled`` stays on the CPU: the loss reads it without a device sync.
+        return (torch.stack([s["image"] for s in samples]), torch.stack([s["label"] for s in samples]),
+                torch.stack([s["labelled"] for s in samples]))
+
+    def step(self, iteration: int, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """One optimisation step on ``batch``; returns the loss."""
+        images, labels, labelled = batch
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True).long()
+        torch.manual_seed(_iteration_seed(self.config.seed, self.rank, iteration))
+        logits = self._forward(images)
+        loss = self.loss_fn(logits.float(), labels, labelled)
+        if not torch.isfinite(loss):
+            raise RunError(f"the loss became {loss.item()} at iteration {iteration}",
+                           "lower the learning rate or check the images for extreme values")
+        self._backward(loss)
+        return loss
+
+    # -------------------------------------------------------------- validation and checkpoints
+    def validate(self) -> float:
+        return validate(self.model, self.val_items, self.schema, self.preprocessing["patch_size"], self.device,
+                        self.use_amp)
+
+    def checkpoint(self, iteration: int, improved: bool) -> None:
+        """Best and last weights, the training state and model.json, each written atomically (rank 0)."""
+        if not self.is_main:
+            return
+        out = self.out
+        out.mkdir(parents=True, exist_ok=True)
+        if improved or not self.val_items:
+            runfiles.save_weights(self.model, out / runfiles.BEST_WEIGHTS)
+        runfiles.save_weights(self.model, out / runfiles.LAST_WEIGHTS)
+        runfiles.save_state({
+            "iteration": iteration, "best_val_dice": self.best, "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "train_seconds": self.train_seconds,
+            **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
+        }, out / runfiles.LAST_STATE)
+        done = iteration - self.start
+        runfiles.write_model_json(out, {
+            **self.meta, "iteration": iteration, "history": self.history,
+            "best_val_dice": self.best if self.val_items else None,
+            "train_s_per_iteration": self.train_seconds / max(1, iteration) if done else None,
+        })
+
+    def _log(self, record: dict, validating: bool) -> None:
+        if validating:
+            self.history.append(record)
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            runfiles.append_log(self.out, record)
+
+    # -------------------------------------------------------------- the loop
+    def run(self) -> Path:
+        """Set up, train the remaining iterations, and return the run folder."""
+        self.setup()
+        config = self.config
+        val_every = config.effective_val_every
+        self.model.train()
+        tic = last_checkpoint = time.perf_counter()
+        # One thread prepares the next batch while the network trains on this one (the order of batches
+        # and their augmentations does not depend on timing, so resume stays exact).
+        prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backsplit-batches")
+        upcoming = prefetcher.submit(self.make_batch, self.start)
+        try:
+            for iteration in range(self.start, config.iterations):
+                if self.should_stop is not None and self.should_stop():
+                    self.checkpoint(iteration, False)
+                    raise TrainingCancelled(f"training stopped at iteration {iteration}")
+                step_start = time.perf_counter()
+                batch = upcoming.result()
+                if iteration + 1 < config.iterations:
+                    upcoming = prefetcher.submit(self.make_batch, iteration + 1)
+                loss = self.step(iteration, batch)
+                self.train_seconds += time.perf_counter() - step_start
+
+                done = iteration + 1
+                record = None
+                if done % config.log_every == 0 or done == config.iterations:
+                    record = {"iteration": done, "loss": float(loss.item()), "lr": self.scheduler.get_last_lr()[0],
+                              "time_s": round(time.perf_counter() - tic, 3)}
+                validating = done % val_every == 0 or done == config.iterations
+                improved = False
+                if validating and self.val_items:
+                    self.last_val = self.validate()
+                    improved = self.last_val > self.best
+                    self.best = max(self.best, self.last_val)
+                    record = {**(record or {"iteration": done, "loss": float(loss.item())}), "val_dice": self.last_val}
+                if record is not None:
+                    self._log(record, validating)
+                # Between validations, a time-based checkpoint: a kill loses minutes, not a tenth of the run.
+                if validating or time.perf_counter() - last_checkpoint > config.checkpoint_every_s:
+                    self.checkpoint(done, improved)
+                    last_checkpoint = time.perf_counter()
+                if self.progress is not None:
+                    elapsed = time.perf_counter() - tic
+                    eta = elapsed / (done - self.start) * (config.iterations - done)
+                    self.progress(Progress(done, config.iterations, float(loss.item()), self.last_val,
+                                           self.best if self.best >= 0 else None, eta, elapsed))
+        finally:
+            prefetcher.shutdown(wait=True, cancel_futures=True)
+        self._finish_distributed()
+        return self.out
+
+
 def train(
     dataset: str | Path | Dataset,
     out: str | Path,
@@ -293,200 +473,8 @@ def train(
     should_stop: Callable[[], bool] | None = None,
 ) -> Path:
     """Train (or fine-tune from ``base_run``) and return the run folder. See the module docstring."""
-    from monai.data import CacheDataset
-
-    from BackSplitLib.losses import BackSplitLoss
-    from BackSplitLib.networks import adapt_head, build_network, default_params
-    from BackSplitLib.transforms import training_transforms, validation_transforms
-
-    config = replace(config)  # the caller's config stays as given
-    config.validate()
-    keep_freed_memory()
-    out = Path(out)
-    dataset = dataset if isinstance(dataset, Dataset) else Dataset.load(dataset)
-    base = runfiles.load_run(base_run) if base_run is not None else None
-    if base is not None:
-        config.arch, config.arch_params = base.arch, base.arch_params
-
-    state = None
-    if resume and (out / runfiles.LAST_STATE).is_file():
-        previous = runfiles.load_run(out)
-        state = runfiles.load_state(out / runfiles.LAST_STATE)
-    elif (out / runfiles.MODEL_JSON).exists():
-        raise RunError(f"{out} already holds a run", "pass --resume to continue it, or choose another --out")
-
-    rank, local_rank, world = _distributed()
-    device = resolve_device(config.device)
-    if world > 1:
-        if device.type == "cuda":
-            device = torch.device(f"cuda:{local_rank}")
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    is_main = rank == 0
-
-    train_cases, val_cases = dataset.split(config.val_fraction, config.seed)
-    the_plan = plan(dataset, dataset.training, config, base)
-    schema, preprocessing = the_plan.schema, the_plan.preprocessing
-    if not config.arch_params:  # dynunet's depth and kernels follow the planned patch size and spacing
-        config.arch_params = default_params(config.arch, preprocessing["patch_size"], preprocessing["spacing"])
-    if state is not None and previous.schema.labels != schema.labels:
-        raise RunError(f"{out} was trained with classes {previous.schema.describe_classes()}, the dataset now gives "
-                       f"{schema.describe_classes()}", "resume with the same dataset, or start a new run")
-
-    torch.manual_seed(config.seed)  # the same seed gives the same initial weights (binary vs BackSplit too)
-    model = build_network(config.arch, 1, schema.num_classes, **config.arch_params)
-    if base is not None:
-        base_model = runfiles.build_model(base, "best")
-        model.load_state_dict(adapt_head(base_model, base.schema, schema).state_dict())
-    if state is not None:
-        runfiles.load_weights(model, out / runfiles.LAST_WEIGHTS)
-    model.to(device)
-
-    transform = training_transforms(preprocessing, the_plan.lookup, schema.target_value,
-                                    config.lesion_fraction, config.augment, config.resample_labels)
-    records = [{"image": str(c.image), "label": str(c.label), "case": c.name,
-                "labelled": torch.as_tensor(the_plan.labelled[c.name])} for c in train_cases]
-    train_data = CacheDataset(records, transform, num_workers=config.cache_workers, progress=False)
-    val_items = []
-    if is_main and val_cases:
-        val_data = CacheDataset([{"image": str(c.image), "label": str(c.label)} for c in val_cases],
-                                validation_transforms(preprocessing, the_plan.lookup, config.resample_labels),
-                                num_workers=config.cache_workers, progress=False)
-        val_items = [val_data[i] for i in range(len(val_data))]
-
-    loss_fn = BackSplitLoss(schema.num_classes, ignore_value=schema.ignore_value, partial=config.partial,
-                            target_value=schema.target_value if config.dice == "target+auxiliary" else None,
-                            auxiliary_weight=config.auxiliary_weight)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
-    use_amp = config.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-
-    start, best, history, train_seconds = 0, -1.0, [], 0.0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state and scaler.is_enabled():
-            scaler.load_state_dict(state["scaler"])
-        start, best = int(state["iteration"]), float(state["best_val_dice"])
-        history, train_seconds = list(previous.meta.get("history", [])), float(state.get("train_seconds", 0.0))
-        torch.set_rng_state(state["torch_rng"])
-
-    network = model
-    if world > 1:
-        network = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile and device.type == "cuda":
-        network = torch.compile(network)
-
-    meta = {
-        "backsplit_version": __version__,
-        "schema": schema.to_dict(),
-        "arch": {"name": config.arch, "params": config.arch_params},
-        "preprocessing": preprocessing,
-        "training": {**asdict(config), "dataset": str(dataset.root), "base_run": str(base_run) if base_run else None,
-                     "train_cases": [c.name for c in train_cases], "val_cases": [c.name for c in val_cases],
-                     "world_size": world, "device": str(device)},
-    }
-
-    def checkpoint(iteration: int, improved: bool) -> None:
-        if not is_main:
-            return
-        out.mkdir(parents=True, exist_ok=True)
-        if improved or not val_items:
-            runfiles.save_weights(model, out / runfiles.BEST_WEIGHTS)
-        runfiles.save_weights(model, out / runfiles.LAST_WEIGHTS)
-        runfiles.save_state({
-            "iteration": iteration, "best_val_dice": best, "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "train_seconds": train_seconds,
-            **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
-        }, out / runfiles.LAST_STATE)
-        done = iteration - start
-        runfiles.write_model_json(out, {
-            **meta, "iteration": iteration, "history": history,
-            "best_val_dice": best if val_items else None,
-            "train_s_per_iteration": train_seconds / max(1, iteration) if done else None,
-        })
-
-    val_every = config.effective_val_every
-    model.train()
-    tic = last_checkpoint = time.perf_counter()
-    last_val = None
-    def make_batch(iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The batch of ``iteration``: its randomness comes from (seed, rank, iteration) alone."""
-        seed = _iteration_seed(config.seed, rank, iteration)
-        transform.set_random_state(seed=seed % (2**32))
-        picks = np.random.default_rng(seed).integers(0, len(train_data), size=config.batch_size)
-        samples = [s for i in picks for s in _as_list(train_data[int(i)])]
-        # ``labelled`` stays on the CPU: the loss reads it without a device sync.
-        return (torch.stack([s["image"] for s in samples]), torch.stack([s["label"] for s in samples]),
-                torch.stack([s["labelled"] for s in samples]))
-
-    # One thread prepares the next batch while the network trains on this one (the order of batches
-    # and their augmentations does not depend on timing, so resume stays exact).
-    prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backsplit-batches")
-    upcoming = prefetcher.submit(make_batch, start)
-    try:
-        for iteration in range(start, config.iterations):
-            if should_stop is not None and should_stop():
-                checkpoint(iteration, False)
-                raise TrainingCancelled(f"training stopped at iteration {iteration}")
-            step_start = time.perf_counter()
-            images, labels, labelled = upcoming.result()
-            if iteration + 1 < config.iterations:
-                upcoming = prefetcher.submit(make_batch, iteration + 1)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True).long()
-            torch.manual_seed(_iteration_seed(config.seed, rank, iteration))
-
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                logits = network(images)
-            loss = loss_fn(logits.float(), labels, labelled)
-            if not torch.isfinite(loss):
-                raise RunError(f"the loss became {loss.item()} at iteration {iteration}",
-                               "lower the learning rate or check the images for extreme values")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            train_seconds += time.perf_counter() - step_start
-
-            done = iteration + 1
-            record = None
-            if done % config.log_every == 0 or done == config.iterations:
-                record = {"iteration": done, "loss": float(loss.item()), "lr": scheduler.get_last_lr()[0],
-                          "time_s": round(time.perf_counter() - tic, 3)}
-            validating = done % val_every == 0 or done == config.iterations
-            improved = False
-            if validating and val_items:
-                last_val = validate(model, val_items, schema, preprocessing["patch_size"], device, use_amp)
-                improved = last_val > best
-                best = max(best, last_val)
-                record = {**(record or {"iteration": done, "loss": float(loss.item())}), "val_dice": last_val}
-            if record is not None:
-                if validating:
-                    history.append(record)
-                if is_main:
-                    out.mkdir(parents=True, exist_ok=True)
-                    runfiles.append_log(out, record)
-            # Between validations, a time-based checkpoint: a kill loses minutes, not a tenth of the run.
-            if validating or time.perf_counter() - last_checkpoint > config.checkpoint_every_s:
-                checkpoint(done, improved)
-                last_checkpoint = time.perf_counter()
-            if progress is not None:
-                elapsed = time.perf_counter() - tic
-                eta = elapsed / (done - start) * (config.iterations - done)
-                progress(Progress(done, config.iterations, float(loss.item()), last_val, best if best >= 0 else None,
-                                  eta, elapsed))
-    finally:
-        prefetcher.shutdown(wait=True, cancel_futures=True)
-
-    if world > 1:
-        _check_replicas(model, meta, out if is_main else None)
-        dist.barrier()
-        dist.destroy_process_group()
-    return out
+    return Trainer(dataset, out, config, base_run=base_run, resume=resume, progress=progress,
+                   should_stop=should_stop).run()
 
 
 def _as_list(sample) -> list[dict]:

@@ -34,6 +34,7 @@ from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import read_image, write_image
 from BackSplitLib.run_folder import read_prediction_bundle
 from BackSplitLib.schema import LabelSchema
+from BackSplitLib.vocabulary import DEFAULT_SERVER_URL
 
 from BackSplitSlicer.case import Case
 
@@ -334,7 +335,7 @@ class LocalBackend(RemoteBackend):
 
     def log_tail(self, lines: int = 5) -> str:
         try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
+            text = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
         except OSError:
             return ""
         return " | ".join(line.strip() for line in text[-lines:])
@@ -346,8 +347,9 @@ class LocalBackend(RemoteBackend):
         """Ask the server to stop and return at once (closing its stdin is the signal on every OS)."""
         if self.process is not None and self.process.poll() is None:
             if self.process.stdin is not None:
-                self.process.stdin.close()
-            self.process.terminate()
+                self.process.stdin.close()  # with BACKSPLIT_EXIT_ON_STDIN_EOF the engine shuts down cleanly
+            if sys.platform != "win32":  # on Windows terminate() kills at once, before the checkpoint
+                self.process.terminate()
 
     def close(self) -> None:
         """Stop the server: SIGTERM (it finishes the current checkpoint), then kill after a grace period.
@@ -367,6 +369,14 @@ class LocalBackend(RemoteBackend):
 
 
 # ------------------------------------------------------------------------------------------- helpers
+def make_backend(kind: str, *, url: str = DEFAULT_SERVER_URL, token: str | None = None,
+              ca_bundle: str | None = None, data_folder: str | None = None) -> Backend:
+    """Remote: a server at ``url``. Local: a server process on loopback with a per-launch ``token``."""
+    if kind == "Remote":
+        return RemoteBackend(url, token or None, ca_bundle=ca_bundle or None)
+    return LocalBackend(data_folder or Path.home() / "BackSplit", token=token)
+
+
 class BackgroundCall:
     """Run one function in a daemon thread; the UI polls ``done`` from a timer and then reads ``result()``.
 
@@ -455,6 +465,8 @@ def _read_prediction_zip(archive: Path, folder: Path, model: str | None) -> Pred
 
 
 def _hint_for(error: BackSplitClientError, url: str) -> str | None:
+    if error.status is None and "CERTIFICATE" in error.detail.upper():
+        return "the server's certificate is not trusted here: give its CA bundle (a .pem file) in Remote mode"
     if error.status is None:
         return f"check that the server runs at {url} and that this computer can reach it"
     if error.status == 401:

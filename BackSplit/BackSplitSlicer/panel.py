@@ -21,20 +21,25 @@ slow server never freezes the UI. Training itself runs in the server's own proce
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.vocabulary import DEFAULT_SERVER_URL
 
 from BackSplitSlicer.backends import (ENGINE_MODULE, Backend, BackgroundCall, JobStatus, LocalBackend, ModelInfo,
-                                      RemoteBackend, missing_packages)
-from BackSplitSlicer.roles import ROLES, segment_ids, segment_role, set_segment_role
+                                      make_backend, missing_packages)
+from BackSplitSlicer.panel_state import (ACTIONS, BACKENDS, CHECKING, CONNECTED, CONNECTING, DISCONNECTED,  # noqa: F401
+                                         INSTALLING, LOCAL_MODE_NOTE, LOST, SETTINGS, STARTING, MemorySettings,
+                                         Message, PanelState, RoleRow, Settings, as_list, enabled_actions,
+                                         local_mode_supported)
+from BackSplitSlicer.roles import role_rows, set_segment_role
 
 TICK_MS = 100  # how often a binding calls tick()
 GIL_SLICE_S = 0.004  # GIL released per tick so worker threads progress under PythonQt
@@ -42,116 +47,6 @@ POLL_S = 1.0  # job progress
 READY_PROBE_S = 0.5  # local engine readiness
 LOCAL_START_TIMEOUT_S = 120.0
 RECENT_SERVERS = 8
-BACKENDS = ("Local", "Remote")
-LOCAL_MIN_PYTHON = (3, 10)
-LOCAL_MODE_NOTE = ("Local mode needs Slicer 5.10 or later (Python 3.10+); this Slicer runs Python {version}. "
-                   "Use Remote mode with a BackSplit server.")
-
-# Connection states (plain strings: they travel to the browser as they are).
-DISCONNECTED, CHECKING, INSTALLING, STARTING, CONNECTING, CONNECTED, LOST = (
-    "disconnected", "checking", "installing", "starting", "connecting", "connected", "lost")
-
-# Every action a face can offer; ``state().enabled`` says which are possible now.
-ACTIONS = ("connect", "stop", "reconnect", "install", "refresh_models", "add_tissue_classes", "import_organ_map",
-           "open_segment_editor", "add_case", "fine_tune", "cancel", "predict")
-
-# Keys in the settings store (QSettings in Slicer). The token is never stored: not here, not in the scene.
-SETTINGS = {"backend": "BackSplit/Backend", "server_url": "BackSplit/ServerUrl",
-            "recent_servers": "BackSplit/RecentServers", "ca_bundle": "BackSplit/CABundle",
-            "local_data_folder": "BackSplit/LocalDataFolder", "wheel_folder": "BackSplit/WheelFolder",
-            "iterations": "BackSplit/Iterations"}
-
-
-class Settings:
-    """The settings store interface: ``get(key, default)`` and ``set(key, value)`` of plain values."""
-
-    def get(self, key: str, default: Any = None) -> Any:
-        raise NotImplementedError
-
-    def set(self, key: str, value: Any) -> None:
-        raise NotImplementedError
-
-
-class MemorySettings(Settings):
-    """Settings in a dict (tests, and a browser app that keeps nothing)."""
-
-    def __init__(self, values: dict | None = None):
-        self.values = dict(values or {})
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.values[key] = value
-
-
-@dataclass(frozen=True)
-class RoleRow:
-    """One row of the roles table."""
-
-    segment_id: str
-    name: str
-    color: tuple  # (r, g, b) in 0..255
-    role: str
-
-
-@dataclass(frozen=True)
-class Message:
-    """A message the faces show once (a dialog for errors); ``serial`` grows with every new message."""
-
-    serial: int
-    level: str  # "error" or "info"
-    text: str
-    hint: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class PanelState:
-    """Everything a face draws, as plain data (``asdict`` gives JSON-ready values)."""
-
-    volume_id: Optional[str] = None
-    segmentation_id: Optional[str] = None
-    output_id: Optional[str] = None
-    organ_map_id: Optional[str] = None
-    organ_structures: str = ""
-    roles: tuple = ()
-    backend_kind: str = "Local"
-    server_url: str = DEFAULT_SERVER_URL
-    recent_servers: tuple = ()
-    ca_bundle: str = ""
-    local_data_folder: str = ""
-    wheel_folder: str = ""
-    local_mode_note: str = ""
-    connection: str = DISCONNECTED
-    server_info: str = "Not connected."
-    missing_packages: tuple = ()
-    install_log: str = ""
-    models: tuple = ()  # (model id, description)
-    model_id: Optional[str] = None
-    train_new: bool = False
-    iterations: int = 300
-    predict_auxiliary: bool = False
-    job: Optional[dict] = None  # JobStatus fields + "fraction" and "text"
-    busy: tuple = ()  # what runs in the background now
-    status: str = "Ready."
-    message: Optional[Message] = None
-    enabled: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def local_mode_supported(version: tuple = tuple(sys.version_info[:2])) -> bool:
-    """The server needs Python 3.10+ (pydantic evaluates ``X | None``): Slicer 5.10 and later."""
-    return tuple(version) >= LOCAL_MIN_PYTHON
-
-
-def default_backend_factory(kind: str, *, url: str = DEFAULT_SERVER_URL, token: str | None = None,
-                            ca_bundle: str | None = None, data_folder: str | None = None) -> Backend:
-    """Remote: a server at ``url``. Local: a server process on loopback with a per-launch ``token``."""
-    if kind == "Remote":
-        return RemoteBackend(url, token or None, ca_bundle=ca_bundle or None)
-    return LocalBackend(data_folder or Path.home() / "BackSplit", token=token)
 
 
 class _Task:
@@ -163,7 +58,7 @@ class _Task:
 class PanelController:
     """The panel's behaviour. Handlers return at once; :meth:`tick` collects background results."""
 
-    def __init__(self, scene, settings: Settings, backend_factory: Callable[..., Backend] = default_backend_factory,
+    def __init__(self, scene, settings: Settings, backend_factory: Callable[..., Backend] = make_backend,
                  ask: Callable[[str], bool] = lambda question: False,
                  install_torch: Callable[[], bool] | None = None, training_options: dict | None = None,
                  clock: Callable[[], float] = time.monotonic, python_version: tuple = tuple(sys.version_info[:2])):
@@ -196,7 +91,7 @@ class PanelController:
         self._state = PanelState(
             backend_kind=str(get(SETTINGS["backend"], "Local" if not note else "Remote")),
             server_url=str(get(SETTINGS["server_url"], DEFAULT_SERVER_URL)),
-            recent_servers=tuple(_as_list(get(SETTINGS["recent_servers"], []))),
+            recent_servers=tuple(as_list(get(SETTINGS["recent_servers"], []))),
             ca_bundle=str(get(SETTINGS["ca_bundle"], "")),
             local_data_folder=str(get(SETTINGS["local_data_folder"], str(Path.home() / "BackSplit"))),
             wheel_folder=str(get(SETTINGS["wheel_folder"], "")),
@@ -209,7 +104,7 @@ class PanelController:
         self._observers.append(callback)
 
     def state(self) -> PanelState:
-        return replace(self._state, roles=tuple(self._role_rows()), enabled=self._enabled())
+        return replace(self._state, roles=tuple(role_rows(self._segmentation_node)), enabled=self._enabled())
 
     def _publish(self) -> None:
         state = self.state()
@@ -230,6 +125,7 @@ class PanelController:
             text, hint = f"{what}: {error.message}", error.hint
         else:
             text, hint = f"{what}: {type(error).__name__}: {error}", None
+            logging.getLogger(__name__).error(what, exc_info=error)  # the traceback is for developers
         self._message_serial += 1
         self._set(status=text, message=Message(self._message_serial, "error", text, hint))
 
@@ -258,10 +154,8 @@ class PanelController:
         self.backend = None
 
     def _on_scene_closed(self, caller=None, event=None) -> None:
-        self._set(volume_id=None, output_id=None, organ_map_id=None)
-        self._segmentation_node = None
-        self._segmentation_tags = []
-        self._set(segmentation_id=None)
+        self._segmentation_node, self._segmentation_tags = None, []  # its nodes (and observers) are gone
+        self._set(volume_id=None, segmentation_id=None, output_id=None, organ_map_id=None)
         self.enter()
 
     def _on_node_removed(self, caller=None, event=None) -> None:
@@ -313,23 +207,8 @@ class PanelController:
             for event in (segmentation_class.SegmentAdded, segmentation_class.SegmentRemoved,
                           segmentation_class.SegmentModified, segmentation_class.SegmentsOrderModified,
                           "ModifiedEvent"):
-                self._segmentation_tags.append(node.AddObserver(event, self._on_segments_changed))
+                self._segmentation_tags.append(node.AddObserver(event, lambda caller, event: self._publish()))
         self._set(segmentation_id=node.GetID() if node is not None else None)
-
-    def _on_segments_changed(self, caller=None, event=None) -> None:
-        self._publish()
-
-    def _role_rows(self) -> list[RoleRow]:
-        node = self._segmentation_node
-        if node is None:
-            return []
-        segmentation = node.GetSegmentation()
-        rows = []
-        for segment_id in segment_ids(node):
-            segment = segmentation.GetSegment(segment_id)
-            color = tuple(int(round(255 * c)) for c in segment.GetColor())
-            rows.append(RoleRow(segment_id, segment.GetName(), color, segment_role(segment)))
-        return rows
 
     def _node(self, node_id: str | None):
         return self.scene.GetNodeByID(node_id) if node_id else None
@@ -392,18 +271,18 @@ class PanelController:
         self._token = token.strip() or None
 
     def set_ca_bundle(self, path: str) -> None:
-        self.settings.set(SETTINGS["ca_bundle"], path.strip())
-        self._set(ca_bundle=path.strip())
-        self._publish()
+        self._remember("ca_bundle", path.strip())
 
     def set_local_data_folder(self, path: str) -> None:
-        self.settings.set(SETTINGS["local_data_folder"], path.strip())
-        self._set(local_data_folder=path.strip())
-        self._publish()
+        self._remember("local_data_folder", path.strip())
 
     def set_wheel_folder(self, path: str) -> None:
-        self.settings.set(SETTINGS["wheel_folder"], path.strip())
-        self._set(wheel_folder=path.strip())
+        self._remember("wheel_folder", path.strip())
+
+    def _remember(self, name: str, value: Any) -> None:
+        """A state field that is also kept in the settings store (across scenes and sessions)."""
+        self.settings.set(SETTINGS[name], value)
+        self._set(**{name: value})
         self._publish()
 
     def set_training(self, iterations: int | None = None, train_new: bool | None = None,
@@ -713,36 +592,7 @@ class PanelController:
 
     # ------------------------------------------------------------------ what is possible now
     def _enabled(self) -> dict:
-        s = self._state
-        connected = s.connection == CONNECTED and self.backend is not None
-        job_running = self._job is not None and not self._job.finished
-        inputs = s.volume_id is not None and s.segmentation_id is not None
-        connecting = s.connection in (CHECKING, STARTING, CONNECTING, INSTALLING)
-        return {
-            "connect": not connecting and (s.backend_kind == "Remote" and bool(s.server_url)
-                                           or s.backend_kind == "Local" and not s.local_mode_note),
-            "stop": self.backend is not None,
-            "reconnect": s.connection == LOST,
-            "install": s.backend_kind == "Local" and not s.local_mode_note and not connecting
-                       and self.backend is None,
-            "refresh_models": connected,
-            "add_tissue_classes": inputs,
-            "import_organ_map": inputs and s.organ_map_id is not None,
-            "open_segment_editor": s.segmentation_id is not None,
-            "add_case": connected and inputs and not self._pending_prefix("Uploading"),
-            "fine_tune": connected and not job_running and not self._pending("Starting training"),
-            "cancel": connected and job_running,
-            "predict": connected and s.volume_id is not None and not self._pending("Predicting"),
-        }
+        busy = {t.what.split(" '")[0] for t in self._tasks}
+        return enabled_actions(self._state, self.backend is not None,
+                               self._job is not None and not self._job.finished, busy)
 
-    def _pending_prefix(self, prefix: str) -> bool:
-        return any(t.what.startswith(prefix) for t in self._tasks)
-
-
-def _as_list(value: Any) -> list[str]:
-    """QSettings returns a lone string for a one-item list, and None for an empty one."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value]

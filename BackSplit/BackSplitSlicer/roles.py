@@ -91,3 +91,18 @@ def _read_tag(segment) -> str:
     if segment.GetTag(ROLE_TAG, value):
         return str(value).strip().lower()
     return ""
+
+
+def role_rows(segmentation_node) -> list:
+    """The roles table: a RoleRow (id, name, colour 0..255, role) per segment, in display order."""
+    from BackSplitSlicer.panel_state import RoleRow
+
+    if segmentation_node is None:
+        return []
+    segmentation = segmentation_node.GetSegmentation()
+    rows = []
+    for segment_id in segment_ids(segmentation_node):
+        segment = segmentation.GetSegment(segment_id)
+        color = tuple(int(round(255 * c)) for c in segment.GetColor())
+        rows.append(RoleRow(segment_id, segment.GetName(), color, segment_role(segment)))
+    return rows

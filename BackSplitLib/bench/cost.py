@@ -256,7 +256,8 @@ def data_pipeline_cost(dataset: Path, settings: CostSettings, real_s_per_it: flo
     per-iteration time measured by :func:`training_cost` (which includes loading and augmentation)."""
     from BackSplitLib.dataset import Dataset
     from BackSplitLib.losses import BackSplitLoss
-    from BackSplitLib.training import TrainConfig, plan
+    from BackSplitLib.planning import plan
+    from BackSplitLib.training import TrainConfig
     from BackSplitLib.transforms import training_transforms
 
     data = Dataset.load(dataset)

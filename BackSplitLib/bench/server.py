@@ -11,6 +11,9 @@
   which is what a user waits for.
 - **Fine-tune latency**: seconds from ``POST /jobs`` (finetune) to the first ``progress`` event with an
   iteration done, read from the job's event stream as a client sees it; each job is then cancelled.
+- **Hostile inputs** (``hostile.py``): every hostile request of issue 9 posted once; how many were
+  refused (4xx), stored (2xx) or failed (5xx), the API process's peak resident memory above idle (the
+  kernel's VmHWM), and 300 idle sockets held open: does /health answer, when has the server closed them.
 
 The server runs as its own process (``python -m BackSplitLib serve --no-auth`` on 127.0.0.1, a free port),
 with its training worker, exactly as in production, and is always stopped at the end. Numbers are printed
@@ -37,6 +40,7 @@ import SimpleITK as sitk
 
 from BackSplitLib.atomic import write_text_atomic
 from BackSplitLib.bench import torch_threads
+from BackSplitLib.bench.hostile import measure_hostile
 from BackSplitLib.bench.stats import meets
 from BackSplitLib.client import TERMINAL_STATES, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
@@ -141,8 +145,9 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running_server(data: Path, threads: int | None = None, timeout: float = START_TIMEOUT_S) -> Iterator[tuple[str, dict]]:
-    """A ``backsplit serve --no-auth`` subprocess on 127.0.0.1 and a free port; yields (url, health).
+def running_server(data: Path, threads: int | None = None,
+                   timeout: float = START_TIMEOUT_S) -> Iterator[tuple[str, dict, int]]:
+    """A ``backsplit serve --no-auth`` subprocess on 127.0.0.1 and a free port; yields (url, health, pid).
     The process is stopped whatever happens inside the block."""
     port = _free_port()
     log_path = data.parent / f"{data.name}-server.log"
@@ -154,7 +159,7 @@ def running_server(data: Path, threads: int | None = None, timeout: float = STAR
     server = _Server(process, f"http://127.0.0.1:{port}", log_path)
     try:
         health = _wait_healthy(server, timeout)
-        yield server.url, health
+        yield server.url, health, process.pid
     finally:
         _stop(process)
 
@@ -304,10 +309,12 @@ def _run(out: Path, settings: ServerBenchSettings, log: Callable[[str], None]) -
         case = write_volume(work / "volume", settings.shape, settings.seed)
         log(f"starting a server (loopback, --no-auth); volume {'x'.join(map(str, settings.shape[::-1]))} "
             f"(x, y, z), patch {patch}")
-        with running_server(work / "data", settings.threads) as (url, health):
+        with running_server(work / "data", settings.threads) as (url, health, pid):
             client = BackSplitClient(url, timeout=600)
             results["server"] = {"version": health.get("version"), "device": health.get("device"),
                                  "workers": health.get("workers")}
+            log("hostile inputs: refused, stored, peak API memory, idle sockets held")
+            results["hostile"] = measure_hostile(url, pid, case.image.read_bytes(), case.label.read_bytes())
             log("upload throughput")
             results["upload"], case_id = measure_upload(client, case, settings.repeats)
             log(f"training the tiny model ({settings.iterations} iterations)")
@@ -338,7 +345,22 @@ def server_rows(results: dict) -> list[tuple[str, str, str]]:
         ("upload image + label (uncompressed NIfTI)", f"{u['bytes'] / 1e6:.1f} MB in {u['median_s']:.3f} s",
          f"{u['mb_per_s']:.1f} MB/s"),
         ("fine-tune -> first progress event", f"{f['median_s']:.2f} s", ""),
+        *hostile_rows(results.get("hostile")),
     ]
+
+
+def hostile_rows(h: dict | None) -> list[tuple[str, str, str]]:
+    if not h:
+        return []
+    s = h["idle_sockets"]
+    peak = "n/a" if h["peak_rss_above_idle_mib"] is None else f"{h['peak_rss_above_idle_mib']:.0f} MiB"
+    return [(f"hostile inputs: tried / refused (4xx) / stored / 5xx",
+             f"{h['tried']} / {h['refused']} / {h['stored']} / {h['server_errors']}",
+             f"peak API memory above idle {peak} (< 1024 MiB)"),
+            (f"idle sockets held ({s['held']})",
+             f"/health {'answered' if s['health_ok_while_held'] else 'FAILED'} in {s['health_s_while_held']:.2f} s",
+             f"all closed by the server after {s['closed_after_s']:.1f} s" if s["all_closed_by_server"]
+             else "NOT all closed")]
 
 
 def server_markdown(results: dict) -> list[str]:

@@ -93,23 +93,24 @@ def finetune(
     base_run: Path = typer.Argument(..., help="Run folder of the model to start from (binary or BackSplit)."),
     dataset: Path = typer.Argument(..., help="Dataset folder with auxiliary labels."),
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
-    iterations: int = typer.Option(200, "--iterations", min=1),
+    iterations: int = typer.Option(None, "--iterations", min=1, help="Fine-tune iterations (default: the fine-tune recipe's, 200)."),
     mode: Mode = typer.Option(DEFAULT_TRAINING_MODE, "--mode"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),
     resume: bool = typer.Option(False, "--resume"),
     partial: Partial = typer.Option(DEFAULT_PARTIAL_LABEL_MODE, "--partial"),
-    learning_rate: float = typer.Option(1e-3, "--lr", help="Lower than training from scratch: the model is already good."),
+    learning_rate: float = typer.Option(None, "--lr", help="Peak learning rate (default: the fine-tune recipe's, 1e-3, lower than from scratch: the model is already good)."),
     val_every: int = typer.Option(None, "--val-every", min=1),
     resample_labels: bool = typer.Option(False, "--resample-labels", help="Resample labels on another grid onto their image."),
 ) -> None:
     """Fine-tune a model into a BackSplit model: its head gains the dataset's auxiliary classes
-    (initialised so that step 0 predicts exactly what the base model predicted)."""
-    from BackSplitLib.training import TrainConfig
+    (initialised so that step 0 predicts exactly what the base model predicted). The recipe is the one
+    the server's fine-tune jobs and the Slicer panel use (training.finetune_config)."""
+    from BackSplitLib.training import finetune_config
 
-    config = TrainConfig(mode=mode.value, iterations=iterations, seed=seed, device=device, partial=partial.value,
-                         learning_rate=learning_rate, val_every=val_every, warmup_iterations=0,
-                         resample_labels=resample_labels)
+    config = finetune_config(mode=mode.value, iterations=iterations, seed=seed, device=device,
+                             partial=partial.value, learning_rate=learning_rate, val_every=val_every,
+                             resample_labels=resample_labels)
     run = run_training(dataset, out, config, base_run=base_run, resume=resume, label="fine-tune")
     _report_run(run)
 

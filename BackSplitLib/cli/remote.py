@@ -20,6 +20,7 @@ from rich.table import Table
 from BackSplitLib.cli.app import app, console
 from BackSplitLib.client import SERVER_ENV, TOKEN_ENV, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.server.limits import DEFAULT_MAX_IMAGE_SIZE, Limits, parse_size
 from BackSplitLib.vocabulary import (ARCHITECTURES, DEFAULT_ARCHITECTURE, DEFAULT_HOST, DEFAULT_ITERATIONS,
                                      DEFAULT_MAX_UPLOAD, DEFAULT_PORT, DEFAULT_SERVER_URL, DEFAULT_TRAINING_MODE)
 from BackSplitLib.vocabulary import TrainingMode as Mode
@@ -51,13 +52,25 @@ def serve(
     max_upload: str = typer.Option(DEFAULT_MAX_UPLOAD, "--max-upload", help="Largest request body: bytes or 64K / 500M / 2G."),
     workers: int = typer.Option(None, "--workers", min=0,
                                 help="Training worker processes (default: one per GPU, one on CPU; 0: API only)."),
+    max_image_size: str = typer.Option(DEFAULT_MAX_IMAGE_SIZE, "--max-image-size",
+                                       help="Largest image an upload's header may declare (voxels x bytes per voxel), "
+                                            "same syntax as --max-upload; 2G fits a float32 512x512x1000 CT."),
+    max_iterations: int = typer.Option(Limits.max_iterations, "--max-iterations", min=1,
+                                       help="Most iterations a job may ask for."),
+    header_timeout: float = typer.Option(Limits.header_timeout, "--header-timeout", min=0.1,
+                                         help="Seconds a connection may take to send its request head."),
+    body_timeout: float = typer.Option(Limits.body_timeout, "--body-timeout", min=0.1,
+                                       help="Seconds a request body may stall before the request is dropped."),
 ) -> None:
-    """Run the fine-tuning server (FastAPI + uvicorn); OpenAPI docs at /docs."""
-    from BackSplitLib.server.serve import serve as run_server
-    from BackSplitLib.server.uploads import parse_size
+    """Run the fine-tuning server (FastAPI + uvicorn); OpenAPI docs at /docs.
 
+    The token comes from BACKSPLIT_TOKEN when set, else from the token file (created on first start)."""
+    from BackSplitLib.server.serve import serve as run_server
+
+    limits = Limits(max_image_size=parse_size(max_image_size), max_iterations=max_iterations,
+                    header_timeout=header_timeout, body_timeout=body_timeout)
     run_server(data, host, port, token_file, no_auth, parse_size(max_upload), workers,
-               echo=lambda line: console.print(line, highlight=False, soft_wrap=True))
+               echo=lambda line: console.print(line, highlight=False, soft_wrap=True), limits=limits)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -12,6 +12,7 @@ import hmac
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
@@ -23,10 +24,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from BackSplitLib import __version__
 from BackSplitLib.server.http_errors import install_error_handlers
 from BackSplitLib.server.routes import cases, jobs, models, predict
+from BackSplitLib.server.connections import LoopbackHostOnly
+from BackSplitLib.server.limits import Limits
 from BackSplitLib.server.state import AppState, app_state
 from BackSplitLib.server.store import Store
 
-DEFAULT_MAX_UPLOAD = 1 << 30
 
 
 class Health(BaseModel):
@@ -36,6 +38,8 @@ class Health(BaseModel):
     queue_length: int = Field(description="jobs queued or running")
     workers: int = Field(description="training worker processes")
     max_upload: int = Field(description="largest accepted request body, in bytes")
+    max_image_size: int = Field(description="largest image an upload may declare (voxels x bytes per voxel)")
+    max_iterations: int = Field(description="most iterations a job may ask for")
     auth: bool = Field(description="whether requests need a bearer token")
 
 
@@ -62,7 +66,8 @@ def health(state: AppState = Depends(app_state)) -> dict:
     return {"status": "ok", "version": __version__, "device": state.device,
             "queue_length": state.store.queue_length(),
             "workers": len(state.supervisor.worker_pids()) if state.supervisor else 0,
-            "max_upload": state.max_upload, "auth": state.token is not None}
+            "max_upload": state.max_upload, "max_image_size": state.limits.max_image_size,
+            "max_iterations": state.limits.max_iterations, "auth": state.token is not None}
 
 
 @asynccontextmanager
@@ -76,11 +81,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(state.supervisor.stop)
 
 
-def create_app(data_dir: str | Path, token: str | None, max_upload: int = DEFAULT_MAX_UPLOAD,
-               workers: int | None = None) -> FastAPI:
+def create_app(data_dir: str | Path, token: str | None, max_upload: int = Limits.max_upload,
+               workers: int | None = None, limits: Limits | None = None, loopback_only: bool = False) -> FastAPI:
     """The service over ``data_dir``. ``token=None`` disables auth (the CLI allows that on loopback only).
 
     ``workers``: training processes (default one per GPU, one without a GPU; 0 = API only, jobs wait).
+    ``limits``: the operator's bounds (``max_upload`` wins over ``limits.max_upload``). ``loopback_only``:
+    the server listens on loopback, so requests must be addressed to a loopback name (Host header).
     """
     app = FastAPI(
         title="BackSplit fine-tuning server",
@@ -89,9 +96,11 @@ def create_app(data_dir: str | Path, token: str | None, max_upload: int = DEFAUL
                     "Every endpoint except /health needs `Authorization: Bearer <token>`.",
         lifespan=_lifespan,
     )
-    app.state.backsplit = AppState(Store(data_dir), token, max_upload, workers)
+    app.state.backsplit = AppState(Store(data_dir), token, replace(limits or Limits(), max_upload=max_upload), workers)
     install_error_handlers(app)
     app.add_api_route("/health", health, methods=["GET"], response_model=Health, tags=["server"])
     for routes in (cases, jobs, models, predict):
         app.include_router(routes.router, dependencies=[Depends(require_token)])
+    if loopback_only:
+        app.add_middleware(LoopbackHostOnly)
     return app

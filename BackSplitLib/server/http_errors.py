@@ -40,24 +40,28 @@ def reply(status: int, detail: str, headers: dict | None = None) -> JSONResponse
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+def without_server_paths(request: Request, text: str) -> str:
+    return request.app.state.backsplit.store.without_paths(text)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map the engine's, the store's and the upload code's exceptions to HTTP statuses."""
 
     @app.exception_handler(UploadError)
     async def _upload(request: Request, exc: UploadError) -> JSONResponse:
-        return reply(exc.status, exc.detail)
+        return reply(exc.status, without_server_paths(request, exc.detail))
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return reply(404, str(exc))
+        return reply(404, without_server_paths(request, str(exc)))
 
     @app.exception_handler(Conflict)
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
-        return reply(409, str(exc))
+        return reply(409, without_server_paths(request, str(exc)))
 
     @app.exception_handler(BackSplitError)
     async def _engine(request: Request, exc: BackSplitError) -> JSONResponse:
-        return reply(400, str(exc))
+        return reply(400, without_server_paths(request, str(exc)))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -74,5 +78,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, RecursionError):  # JSON nested thousands deep: the parser gives up, the client erred
+            return reply(400, "the request body is nested too deeply to parse; send plain JSON objects")
         log.exception("internal error on %s %s", request.method, request.url.path)
         return reply(500, f"internal server error ({type(exc).__name__}); the server log has the details")

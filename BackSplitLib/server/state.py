@@ -9,8 +9,10 @@ from typing import Any
 
 from fastapi import Request
 
+from BackSplitLib.image_files import format_bytes
+from BackSplitLib.server.limits import Limits
 from BackSplitLib.server.store import Store
-from BackSplitLib.server.uploads import Form, UploadError, format_bytes, receive_form
+from BackSplitLib.server.uploads import Form, UploadError, receive_form
 
 PREDICTOR_CACHE = 2  # loaded models kept in memory for /predict
 
@@ -18,10 +20,11 @@ PREDICTOR_CACHE = 2  # loaded models kept in memory for /predict
 class AppState:
     """One per app (``app.state.backsplit``); handlers get it through the ``app_state`` dependency."""
 
-    def __init__(self, store: Store, token: str | None, max_upload: int, workers: int | None):
+    def __init__(self, store: Store, token: str | None, limits: Limits, workers: int | None):
         self.store = store
         self.token = token
-        self.max_upload = max_upload
+        self.limits = limits
+        self.max_upload = limits.max_upload
         self.workers = workers
         self.supervisor = None
         self.device = "unknown"

@@ -103,6 +103,14 @@ class Store:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA_SQL)
 
+    def without_paths(self, text: str) -> str:
+        """``text`` with the data folder's absolute path removed, for messages clients see: they name ids
+        and names relative to the data folder, never where the server keeps its files."""
+        for prefix in sorted({str(self.root.resolve()), str(self.root.absolute()), str(self.root)}, key=len,
+                             reverse=True):
+            text = text.replace(prefix + "/", "").replace(prefix, "the data folder")
+        return text
+
     # ------------------------------------------------------------------ plumbing
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
@@ -301,10 +309,11 @@ class Store:
     # ------------------------------------------------------------------ models
     def register_model(self, run_dir: Path, *, schema: dict, metrics: dict, parent: str | None,
                        case_ids: list[str], source: str, job_id: str | None = None,
-                       promote: bool = False) -> dict:
+                       promote: bool = False, first_becomes_current: bool = True) -> dict:
         """Publish a finished run folder as a model version, in one transaction with the job's success.
 
-        The first model ever, and any model registered with ``promote``, becomes current.
+        Any model registered with ``promote`` becomes current; so does the first model ever, unless
+        ``first_becomes_current`` is False (a model whose validation never found the lesion).
         """
         model_id = new_id()
         target = self.model_dir(model_id)
@@ -318,7 +327,7 @@ class Store:
                      json.dumps(case_ids)),
                 )
                 current = db.execute("SELECT value FROM settings WHERE key = 'current_model'").fetchone()
-                if promote or current is None or current["value"] is None:
+                if promote or (first_becomes_current and (current is None or current["value"] is None)):
                     db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('current_model', ?)", (model_id,))
                 if job_id is not None:
                     db.execute("UPDATE jobs SET state = 'succeeded', model_id = ?, finished = ?, worker_pid = NULL,"

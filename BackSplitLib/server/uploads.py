@@ -8,6 +8,8 @@ every chunk.
 
 from __future__ import annotations
 
+import json
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +19,11 @@ import numpy as np
 import SimpleITK as sitk
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from BackSplitLib.errors import BackSplitError, ImageError, LabelError
-from BackSplitLib.io import IMAGE_EXTENSIONS, check_same_geometry, image_extension, read_image
+from BackSplitLib.errors import BackSplitError, LabelError
+from BackSplitLib.image_files import ImageTooLarge, UnsupportedImageFile, format_bytes
+from BackSplitLib.io import IMAGE_EXTENSIONS, check_same_geometry, image_extension, read_received_image
 from BackSplitLib.schema import LabelSchema
+from BackSplitLib.server.limits import Limits, parse_size  # noqa: F401 (parse_size: re-exported)
 
 # Text fields (schema JSON, flags) are small; a larger one is a client bug, not data.
 MAX_TEXT_FIELD = 1 << 20
@@ -109,16 +113,17 @@ async def receive_form(
         filename = disp.get(b"filename")
         if filename is not None:
             if name not in file_types:
-                raise UploadError(422, f"unexpected file field '{name}' (expected {', '.join(sorted(file_types))})")
+                raise UploadError(422, f"unexpected file field {name[:40]!r} (expected {', '.join(sorted(file_types))})")
             if name in form.files:
                 raise UploadError(422, f"file field '{name}' was sent twice")
             fname = Path(filename.decode("utf-8", "replace").replace("\\", "/")).name or name
+            check_client_name(fname, f"the file name of field '{name}'")
             path = dest / f"{name}{_suffix_for(fname, file_types[name])}"
             form.files[name] = FilePart(path, fname)
             state["part"], state["handle"] = name, open(path, "wb")  # noqa: SIM115 (closed in on_part_end)
         else:
             if name not in text_fields:
-                raise UploadError(422, f"unexpected field '{name}' (expected {', '.join(sorted(text_fields | set(file_types)))})")
+                raise UploadError(422, f"unexpected field {name[:40]!r} (expected {', '.join(sorted(text_fields | set(file_types)))})")
             state["part"], state["text"] = name, bytearray()
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
@@ -160,59 +165,86 @@ async def receive_form(
     return form
 
 
-def format_bytes(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} bytes"
+# ---------------------------------------------------------------------- names the client sends
+# Bidirectional overrides and isolates make "gpj.exe" display as "exe.jpg"; controls (NUL, newlines)
+# break logs and file names.
+_BIDI_CONTROLS = set("\u200e\u200f\u061c\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+MAX_NAME_BYTES = 200  # file names get suffixes such as "_classes.nii.gz" and must stay under 255 bytes
 
 
-def parse_size(text: str | int) -> int:
-    """Bytes from '1G', '500M', '64k', '1048576' (binary units)."""
-    if isinstance(text, int):
-        return text
-    s = str(text).strip().upper().removesuffix("B").removesuffix("I")
-    factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(s[-1:], 1)
-    number = s[:-1] if s[-1:] in "KMGT" else s
-    try:
-        value = int(float(number) * factor)
-    except ValueError:
-        raise BackSplitError(f"cannot read the size {text!r}", "use bytes or a unit: 64K, 500M, 1G") from None
-    if value <= 0:
-        raise BackSplitError(f"the size {text!r} must be positive")
-    return value
+def has_unsafe_characters(name: str) -> bool:
+    """True when ``name`` holds a control (NUL, newline, escape ...) or bidirectional-override character."""
+    return any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in name)
+
+
+def check_client_name(name: str, what: str) -> str:
+    """``name`` unchanged when it has no control or bidi-override characters and fits; else UploadError(422)."""
+    if has_unsafe_characters(name):
+        raise UploadError(422, f"{what} contains control or bidirectional-override characters; rename it")
+    if len(name.encode("utf-8", "replace")) > MAX_NAME_BYTES:
+        raise UploadError(422, f"{what} is longer than {MAX_NAME_BYTES} bytes; use a shorter name")
+    return name
 
 
 # ---------------------------------------------------------------------- case validation
 IMAGE_TYPES = tuple(e for e in IMAGE_EXTENSIONS if e not in (".nhdr", ".mhd"))  # single-file formats only
+DEFAULT_MAX_IMAGE_SIZE = Limits.max_image_size
 
 
-def _readable(error: BackSplitError, part: FilePart) -> str:
-    """The engine's message with the staging path replaced by the name the client sent."""
-    return str(error).replace(str(part.path), f"'{part.filename}'")
+def read_part(part: FilePart, what: str, max_image_size: int) -> sitk.Image:
+    """An uploaded image read through the upload gate (``io.read_received_image``); the part's path
+    follows the file when the gate renames it to the extension its content has."""
+    label = f"{what} '{part.filename}'"
+    try:
+        received = read_received_image(part.path, label, max_image_size)
+    except UnsupportedImageFile as e:
+        raise UploadError(415, str(e)) from None
+    except ImageTooLarge as e:
+        raise UploadError(413, str(e)) from None
+    except BackSplitError as e:
+        raise UploadError(400, str(e)) from None
+    part.path = received.path
+    return received.image
 
 
-def validate_case(image_part: FilePart, label_part: FilePart, schema_text: str | None,
-                  allow_empty_target: bool) -> dict:
-    """Check a case as the engine would before training on it; returns the case record for the store.
-
-    Raises UploadError(400) with one readable sentence for each way a case can be unusable.
-    """
+def parse_schema(schema_text: str | None) -> LabelSchema:
+    """The case's label schema from the form field; 4xx for anything that is not a valid schema. Class
+    names are checked before anything else, so no message echoes a refused name."""
     if not schema_text:
         raise UploadError(422, "the request has no 'schema' field (the label schema as JSON)")
     try:
-        schema = LabelSchema.loads(schema_text, "schema")
+        data = json.loads(schema_text)
+    except RecursionError:
+        raise UploadError(400, "the schema JSON is nested too deeply; a label schema is two levels deep") from None
+    except ValueError as e:
+        raise UploadError(400, f"the schema is not valid JSON ({str(e)[:120]})") from None
+    if isinstance(data, dict):
+        for key in ("labels", "colors"):
+            if isinstance(data.get(key), dict):
+                for name in data[key]:
+                    check_client_name(name, f"a class name in the schema's '{key}'")
+        if isinstance(data.get("target"), str):
+            check_client_name(data["target"], "the schema's target")
+    try:
+        return LabelSchema.from_dict(data, "schema")
     except LabelError as e:
         raise UploadError(400, str(e)) from None
-    try:
-        image = read_image(image_part.path, "image")
-    except BackSplitError as e:
-        raise UploadError(400, _readable(e, image_part)) from None
-    try:
-        label = read_image(label_part.path, "label")
-    except BackSplitError as e:
-        raise UploadError(400, _readable(e, label_part)) from None
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise UploadError(400, f"the schema is not a valid label schema ({type(e).__name__}: {str(e)[:120]}); "
+                               'expected {"labels": {"name": value, ...}, "target": "name", "colors": '
+                               '{"name": [r, g, b]}}') from None
+
+
+def validate_case(image_part: FilePart, label_part: FilePart, schema_text: str | None,
+                  allow_empty_target: bool, max_image_size: int = DEFAULT_MAX_IMAGE_SIZE) -> dict:
+    """Check a case as the engine would before training on it; returns the case record for the store.
+
+    Raises UploadError (400, or 413/415 from the upload gate) with one readable sentence for each way a
+    case can be unusable.
+    """
+    schema = parse_schema(schema_text)
+    image = read_part(image_part, "image", max_image_size)
+    label = read_part(label_part, "label", max_image_size)
     try:
         check_same_geometry(image, label, "the image", "the label")
         values = _integer_labels(label, label_part.filename)
@@ -251,9 +283,6 @@ def _case_label(filename: str) -> str:
     return name.removesuffix("_0000") or "case"
 
 
-def read_upload_image(part: FilePart) -> sitk.Image:
+def read_upload_image(part: FilePart, max_image_size: int = DEFAULT_MAX_IMAGE_SIZE) -> sitk.Image:
     """Read an uploaded image for prediction (3D, finite), with errors naming the client's file."""
-    try:
-        return read_image(part.path, "image")
-    except ImageError as e:
-        raise UploadError(400, _readable(e, part)) from None
+    return read_part(part, "image", max_image_size)

@@ -29,6 +29,7 @@ import SimpleITK as sitk
 from BackSplitLib.atomic import staged_folder
 from BackSplitLib.dataset import CaseFiles
 from BackSplitLib.errors import BackSplitError, TrainingCancelled
+from BackSplitLib.image_files import check_data_complete, check_self_contained
 from BackSplitLib.io import image_extension, write_label
 from BackSplitLib.run_folder import load_run, read_model_json, run_metrics
 from BackSplitLib.schema import LabelSchema
@@ -66,6 +67,10 @@ def build_dataset(store: Store, case_ids: list[str], out: Path, base: LabelSchem
 
     rows = [store.get_case(c) for c in case_ids]
     cases = [stored_case(store, row) for row in rows]
+    for case in cases:  # cases stored before the upload gate existed pass it too before any reader opens them
+        for path, role in ((case.image, "image"), (case.label, "label")):
+            what = f"case {case.name} ({role})"
+            check_data_complete(path, check_self_contained(path, what), what)
     schema = union_schema([case.schema for case in cases], base)
     ending = _file_ending(cases)
     with staged_folder(out) as tmp:
@@ -119,15 +124,16 @@ class JobStopped(Exception):
     """The worker is shutting down: the job goes back to the queue and resumes later."""
 
 
-def train_config(params: dict):
-    """The engine's TrainConfig from a job's parameters (unknown keys are left to the engine's defaults)."""
-    from BackSplitLib.training import TrainConfig
+def train_config(params: dict, finetune: bool = False):
+    """The engine's TrainConfig from a job's parameters (unknown keys are left to the engine's defaults;
+    a fine-tune job gets the engine's one fine-tune recipe, as the CLI's ``finetune`` does)."""
+    from BackSplitLib.training import TrainConfig, finetune_config
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in params.items() if k in known and v is not None}
     if "patch_size" in values:
         values["patch_size"] = tuple(int(n) for n in values["patch_size"])
-    return TrainConfig(**values)
+    return finetune_config(**values) if finetune else TrainConfig(**values)
 
 
 def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
@@ -139,12 +145,25 @@ def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
     base_run = store.model_dir(job["base_model"]) if job.get("base_model") else None
     base_schema = load_run(base_run).schema if base_run is not None else None
     dataset = build_dataset(store, job["cases"], job_dir / "dataset", base_schema)
-    config = train_config({**job["params"], "device": os.environ.get("BACKSPLIT_DEVICE", "auto")})
+    config = train_config({**job["params"], "device": os.environ.get("BACKSPLIT_DEVICE", "auto")},
+                          finetune=job["kind"] == "finetune")
     if not job["resume"]:
         shutil.rmtree(job_dir / "run", ignore_errors=True)  # a first attempt starts clean
     run_dir = train(dataset, job_dir / "run", config, base_run=base_run, resume=job["resume"],
                     progress=progress, should_stop=should_stop)
     return Path(run_dir), run_metrics(read_model_json(run_dir))
+
+
+def validation_found_lesion(metrics: dict) -> bool:
+    """False when the run's best validation Dice is 0 or below: a model that never found the lesion must
+    not become current. A run without validation counts as found (as before)."""
+    best = metrics.get("best_val_dice")
+    return best is None or best > 0
+
+
+def should_promote(params: dict, metrics: dict) -> bool:
+    """Auto-promotion, unless the job turned it off or its validation never found the lesion."""
+    return bool(params.get("auto_promote", True)) and validation_found_lesion(metrics)
 
 
 class Worker:
@@ -207,19 +226,20 @@ class Worker:
             shutil.rmtree(self.store.job_dir(job_id) / "run", ignore_errors=True)
         except BackSplitError as e:
             _log(log_path, f"failed: {e}")
-            self.store.finish_job(job_id, "failed", str(e))
+            self.store.finish_job(job_id, "failed", self.store.without_paths(str(e)))
         except Exception as e:  # an engine bug must fail the job with its reason, not kill the worker
             _log(log_path, traceback.format_exc())
-            self.store.finish_job(job_id, "failed", f"training stopped with an internal error: "
-                                                    f"{type(e).__name__}: {str(e)[:300]} (see {log_path})")
+            self.store.finish_job(job_id, "failed", self.store.without_paths(
+                f"training stopped with an internal error: {type(e).__name__}: {str(e)[:300]} (see {log_path} "
+                "in the server's data folder)"))
         else:
-            params = job["params"]
             meta = read_model_json(run_dir)
+            promote = should_promote(job["params"], metrics)
             model = self.store.register_model(
                 run_dir, schema=meta.get("schema", {}), metrics=metrics, parent=job.get("base_model"),
-                case_ids=job["cases"], source=job["kind"], job_id=job_id,
-                promote=bool(params.get("auto_promote", True)))
-            _log(log_path, f"succeeded: model {model['id']}")
+                case_ids=job["cases"], source=job["kind"], job_id=job_id, promote=promote,
+                first_becomes_current=validation_found_lesion(metrics))
+            _log(log_path, f"succeeded: model {model['id']}" + ("" if promote else " (not promoted)"))
         shutil.rmtree(self.store.job_dir(job_id) / "dataset", ignore_errors=True)
 
 

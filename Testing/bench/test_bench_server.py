@@ -32,6 +32,10 @@ def test_miniature_server_bench_measures_and_saves_everything(tmp_path, capsys):
     assert saved["settings"]["shape"] == [24, 40, 48] and saved["settings"]["patch_size_xyz"] == [48, 32, 16]
     assert "| predict 48x40x24: server / in-process |" in (tmp_path / "server_report.md").read_text()
     assert "bench server" in printed
+    hostile = saved["hostile"]
+    assert hostile["tried"] >= 20 and hostile["stored"] == 0 and hostile["server_errors"] == 0, hostile["outcomes"]
+    assert hostile["refused"] == hostile["tried"] and hostile["idle_sockets"]["health_ok_while_held"]
+    assert "hostile inputs" in (tmp_path / "server_report.md").read_text()
 
 
 def test_bench_server_rejects_a_bad_shape(tmp_path, capsys):

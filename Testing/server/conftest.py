@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from server_harness import CaseFiles, ServerProcess, write_case
+from server_harness import STRICT_MAX_IMAGE, CaseFiles, ServerProcess, write_case
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # keep torch on the CPU in the server and its worker
 
@@ -15,6 +15,18 @@ def server(tmp_path_factory) -> ServerProcess:
     """One server with one training worker, shared by the tests of this folder."""
     root = tmp_path_factory.mktemp("server")
     srv = ServerProcess(root / "data", root / "token").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def strict_server(tmp_path_factory) -> ServerProcess:
+    """An API-only server with small limits and short timeouts, started with 256 open files (soft = hard, so
+    it cannot raise them): the front-door tests push it to its limits without slowing the shared one."""
+    root = tmp_path_factory.mktemp("strict")
+    srv = ServerProcess(root / "data", root / "token", workers=0, open_files=(256, 256), extra_args=(
+        "--max-image-size", STRICT_MAX_IMAGE, "--max-iterations", "1000", "--header-timeout", "1",
+        "--body-timeout", "2")).start()
     yield srv
     srv.stop()
 

@@ -6,6 +6,7 @@ as in production; tests talk to it over real HTTP through the standard-library c
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ import httpx
 import numpy as np
 import SimpleITK as sitk
 
+from BackSplitLib.bench.hostile import multipart  # noqa: F401 (the tests' raw multipart builder)
 from BackSplitLib.client import BackSplitClient
 from BackSplitLib.dataset import CaseFiles
 from BackSplitLib.schema import LabelSchema
@@ -29,6 +31,7 @@ SHAPE = (24, 40, 48)  # (z, y, x): tiny, so a few iterations take seconds on two
 # through POST /jobs to TrainConfig. Checkpoints still happen every ``val_every`` iterations. Not smaller
 # patches: prediction slides the training patch over the volume, and 16^3 windows make it ~30x slower.
 FAST_JOB = {"val_every": 2, "batch_size": 1, "patch_size": [32, 32, 16], "val_fraction": 0.0}
+STRICT_MAX_IMAGE = "64M"  # the strict server's --max-image-size: bombs are refused well below 1 GiB
 MAX_UPLOAD = "24M"  # phantom cases are ~100 KiB, a tiny model zip ~17 MiB; the oversize test sends more
 
 
@@ -48,6 +51,9 @@ class ServerProcess:
     max_upload: str = MAX_UPLOAD
     port: int = 0
     process: subprocess.Popen | None = None
+    extra_args: tuple[str, ...] = ()  # more `backsplit serve` options (limits, timeouts)
+    env: dict[str, str] | None = None  # extra environment variables (e.g. BACKSPLIT_TOKEN)
+    open_files: tuple[int, int] | None = None  # (soft, hard) RLIMIT_NOFILE the server starts with
 
     @property
     def url(self) -> str:
@@ -60,10 +66,20 @@ class ServerProcess:
     def start(self, timeout: float = 60.0) -> ServerProcess:
         self.port = free_port()
         log = open(self.data.parent / f"{self.data.name}-server.log", "ab")  # noqa: SIM115
+        limits = self.open_files
+
+        def preexec() -> None:
+            if limits is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+
         self.process = subprocess.Popen(
             [sys.executable, "-m", "BackSplitLib", "serve", "--data", str(self.data), "--port", str(self.port),
-             "--token-file", str(self.token_file), "--workers", str(self.workers), "--max-upload", self.max_upload],
-            stdout=log, stderr=subprocess.STDOUT)
+             "--token-file", str(self.token_file), "--workers", str(self.workers), "--max-upload", self.max_upload,
+             *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})},
+            preexec_fn=preexec if limits is not None else None)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -84,6 +100,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def memory_kib(self, field: str = "VmRSS") -> int:
+        """The server process's resident memory (VmRSS) or its peak (VmHWM), as the kernel reports it."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise AssertionError(f"no {field} in /proc/{self.process.pid}/status")
 
     def log(self) -> str:
         path = self.data.parent / f"{self.data.name}-server.log"
@@ -119,6 +142,20 @@ def write_case(folder: Path, seed: int, keep: list[str] | None = None, ext: str 
     sitk.WriteImage(image, str(paths.image), True)
     sitk.WriteImage(label, str(paths.label), True)
     return paths
+
+
+def stored(server: ServerProcess) -> tuple[int, set[str], list[str]]:
+    """What the server holds: case rows, case folders, staging leftovers."""
+    with server.http() as http:
+        rows = len(http.get("/cases").json())
+    return rows, {p.name for p in (server.data / "cases").iterdir()}, [p.name for p in (server.data / "tmp").iterdir()]
+
+
+def case_form(case: CaseFiles, image: Path | None = None, label: Path | None = None, schema: str | None = None) -> tuple:
+    """(files, data) of a POST /cases for ``case``, with the image, label or schema replaced when given."""
+    image, label = image or case.image, label or case.label
+    files = {"image": (image.name, image.read_bytes()), "label": (label.name, label.read_bytes())}
+    return files, {"schema": schema if schema is not None else json.dumps(case.schema.to_dict())}
 
 
 def wait_for(predicate, timeout: float = 60.0, every: float = 0.1, what: str = "condition"):

@@ -15,19 +15,8 @@ import SimpleITK as sitk
 from BackSplitLib.client import BackSplitClient, BackSplitClientError
 
 from server_harness import SHAPE
-
-
-def _stored(server) -> tuple[int, set[str], list[str]]:
-    """What the server holds: case rows, case folders, staging leftovers."""
-    with server.http() as http:
-        rows = len(http.get("/cases").json())
-    return rows, {p.name for p in (server.data / "cases").iterdir()}, [p.name for p in (server.data / "tmp").iterdir()]
-
-
-def _files(case, image: Path | None = None, label: Path | None = None, schema: str | None = None) -> tuple:
-    image, label = image or case.image, label or case.label
-    files = {"image": (image.name, image.read_bytes()), "label": (label.name, label.read_bytes())}
-    return files, {"schema": schema if schema is not None else json.dumps(case.schema.to_dict())}
+from server_harness import case_form as _files
+from server_harness import stored as _stored
 
 
 def test_health_needs_no_token_and_reports_the_contract_keys(server):

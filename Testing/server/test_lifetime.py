@@ -84,7 +84,7 @@ def test_the_server_and_its_worker_exit_when_their_parent_dies_and_the_lock_is_t
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
     handle = lock_data_folder(data)  # the dead server's lock is free again
-    assert (data / "server.lock").read_text() == str(os.getpid())
+    assert (data / "server.lock").read_text(encoding="utf-8", errors="replace") == str(os.getpid())
     handle.close()
 
 

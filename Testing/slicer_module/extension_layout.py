@@ -29,7 +29,7 @@ def cmake_variables(text: str) -> dict[str, str]:
 
 def cmake_listed_files() -> list[Path]:
     """Every source file BackSplit/CMakeLists.txt bundles, resolved the way CMake would (lists and the glob)."""
-    text = re.sub(r"#.*", "", (MODULE / "CMakeLists.txt").read_text())
+    text = re.sub(r"#.*", "", (MODULE / "CMakeLists.txt").read_text(encoding="utf-8", errors="replace"))
     variables = cmake_variables(text)
 
     def expand(value: str) -> str:
@@ -55,7 +55,7 @@ def install_layout(dest: Path) -> Path:
         target = dest / (source.relative_to(REPO) if ENGINE in source.parents else source.relative_to(MODULE))
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8", errors="replace")
     assert "${CMAKE_CURRENT_BINARY_DIR}/BackSplitSlicer/requirements-local.txt" in text
     subprocess.run([sys.executable, str(MODULE / "BackSplitSlicer" / "install.py"), "--requirements",
                     str(REPO / "pyproject.toml"), str(dest / "BackSplitSlicer" / "requirements-local.txt")],
@@ -65,7 +65,7 @@ def install_layout(dest: Path) -> Path:
 
 def widget_module_names() -> set[str]:
     """Widget names Widget.py uses: ``ui.name`` and the string values of its module-level tables."""
-    text = (MODULE / "BackSplitSlicer" / "Widget.py").read_text()
+    text = (MODULE / "BackSplitSlicer" / "Widget.py").read_text(encoding="utf-8", errors="replace")
     used = set(re.findall(r"\bui\.(\w+)", text))
     for node in ast.parse(text).body:
         if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Dict, ast.Tuple)):

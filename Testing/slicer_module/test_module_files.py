@@ -8,7 +8,6 @@ import struct
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 from extension_layout import MODULE, REPO, cmake_listed_files, widget_module_names
 
@@ -30,7 +29,7 @@ def test_every_widget_the_code_uses_exists_in_the_ui():
 def test_the_widget_is_a_thin_binding_of_every_controller_action():
     from BackSplitSlicer.panel import ACTIONS
 
-    text = (MODULE / "BackSplitSlicer" / "Widget.py").read_text()
+    text = (MODULE / "BackSplitSlicer" / "Widget.py").read_text(encoding="utf-8", errors="replace")
     assert len(text.splitlines()) < 250
     buttons = ast.literal_eval(re.search(r"^BUTTONS = (\{.*?\})$", text, re.M | re.S).group(1))
     assert set(buttons) == set(ACTIONS)
@@ -91,13 +90,13 @@ def test_the_bundled_requirements_are_pyprojects_runtime_dependencies(tmp_path):
     from BackSplitSlicer.install import runtime_requirements
 
     pyproject = REPO / "pyproject.toml"
-    project = tomllib.loads(pyproject.read_text())["project"]
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8", errors="replace"))["project"]
     expected = project["dependencies"] + project["optional-dependencies"]["server"]
-    assert runtime_requirements(pyproject.read_text()) == expected
+    assert runtime_requirements(pyproject.read_text(encoding="utf-8", errors="replace")) == expected
     assert any(r.startswith("nibabel") for r in expected)  # MONAI's Orientation needs it
     assert any(r.startswith("torch") for r in expected) and any(r.startswith("fastapi") for r in expected)
     # What CMake runs at configure time writes the same list where install.py looks for it.
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8", errors="replace")
     assert re.search(r"BackSplitSlicer/install.py\s+--requirements \$\{CMAKE_CURRENT_SOURCE_DIR\}/../pyproject.toml",
                      text)
     assert "set(LOCAL_REQUIREMENTS ${CMAKE_CURRENT_BINARY_DIR}/BackSplitSlicer/requirements-local.txt)" in text
@@ -105,25 +104,25 @@ def test_the_bundled_requirements_are_pyprojects_runtime_dependencies(tmp_path):
     done = subprocess.run([sys.executable, str(MODULE / "BackSplitSlicer" / "install.py"), "--requirements",
                            str(pyproject), str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert [line for line in out.read_text().splitlines() if not line.startswith("#")] == expected
+    assert [line for line in out.read_text(encoding="utf-8", errors="replace").splitlines() if not line.startswith("#")] == expected
 
 
 def test_ctest_reports_a_self_test_part_that_cannot_run_as_skipped():
-    text = (MODULE / "CMakeLists.txt").read_text()
+    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8", errors="replace")
     marker = re.search(r'SKIP_REGULAR_EXPRESSION "([^"]+)"', text).group(1)
     assert "set_tests_properties(py_${MODULE_NAME}" in text
-    assert f'SELFTEST_SKIP_MARKER = "{marker}"' in (MODULE / "BackSplitSlicer" / "selftest.py").read_text()
-    assert "SELFTEST_SKIP_MARKER" in (MODULE / "BackSplit.py").read_text()
+    assert f'SELFTEST_SKIP_MARKER = "{marker}"' in (MODULE / "BackSplitSlicer" / "selftest.py").read_text(encoding="utf-8", errors="replace")
+    assert "SELFTEST_SKIP_MARKER" in (MODULE / "BackSplit.py").read_text(encoding="utf-8", errors="replace")
 
 
 def test_extension_cmake_has_the_slicer_metadata():
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8", errors="replace")
     for needle in ("set(EXTENSION_NAME BackSplit)", "set(EXTENSION_CATEGORY \"Segmentation\")",
                    "EXTENSION_HOMEPAGE", "EXTENSION_CONTRIBUTORS", "EXTENSION_DESCRIPTION", "EXTENSION_ICONURL",
                    "EXTENSION_SCREENSHOTURLS", "find_package(Slicer REQUIRED)", "add_subdirectory(BackSplit)",
                    "Slicer_EXTENSION_GENERATE_CONFIG", "Slicer_EXTENSION_CPACK"):
         assert needle in text, needle
-    module = (MODULE / "CMakeLists.txt").read_text()
+    module = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8", errors="replace")
     assert "WITH_GENERIC_TESTS" in module and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in module
 
 
@@ -135,7 +134,7 @@ def test_icon_is_a_128_pixel_png():
 
 
 def test_module_file_has_metadata_citation_and_self_test():
-    text = (MODULE / "BackSplit.py").read_text()
+    text = (MODULE / "BackSplit.py").read_text(encoding="utf-8", errors="replace")
     assert "arXiv:2511.19394" in text and "Saluja" in text
     assert "class BackSplitTest(ScriptedLoadableModuleTest)" in text
     assert 'categories = ["Segmentation"]' in text
@@ -143,7 +142,7 @@ def test_module_file_has_metadata_citation_and_self_test():
 
 
 def test_the_extension_metadata_urls_name_files_that_exist():
-    text = (REPO / "CMakeLists.txt").read_text()
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8", errors="replace")
     for key in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
         urls = re.search(rf'set\({key} "([^"]+)"\)', text).group(1).split()
         assert urls, key

@@ -165,7 +165,7 @@ def test_server_url_and_recent_servers_live_in_the_settings_and_the_token_nowher
     scene_file = tmp_path / "scene.mrml"
     scene.SetURL(str(scene_file))
     scene.Commit()
-    assert "secret-token" not in scene_file.read_text()
+    assert "secret-token" not in scene_file.read_text(encoding="utf-8", errors="replace")
     # A new panel (a new scene, or Slicer restarted) starts from the remembered server.
     again = PanelController(scene, settings)
     assert again.state().server_url == "http://127.0.0.1:1" and again.state().backend_kind == "Remote"
@@ -251,6 +251,6 @@ def test_the_install_step_keeps_slicers_numpy_and_simpleitk(tmp_path):
     wheels.mkdir()
     install = PipInstall(python=sys.executable, wheel_folder=str(wheels), requirements=requirements)
     assert install.wait() == 0, install.log()
-    pins = install.constraints.read_text().split()
+    pins = install.constraints.read_text(encoding="utf-8", errors="replace").split()
     assert f"numpy=={numpy.__version__}" in pins and f"SimpleITK=={SimpleITK.Version_VersionString()}" in pins
     assert "-c" in install.command and str(install.constraints) in install.command

@@ -2,7 +2,8 @@
 
 The local-engine scenario is the one a clinician lives through: start the engine, add the case, fine-tune,
 leave and re-enter the module during the job (which must keep running and being polled), predict, then the
-engine dies and the panel says so once, stops polling, and reconnects. The engine runs as an installed
+engine dies and the panel says so once, stops polling, and reconnects; on the new engine the self-test's
+end-to-end flow (``selftest.run_end_to_end``, what BackSplitTest runs in Slicer) passes. The engine runs as an installed
 extension runs it: the engine package from the extension's layout (BackSplit/CMakeLists.txt), in a Python
 holding only what the install step installs (the requirements generated from pyproject: ``make local-venv``,
 which ``make test`` builds once), not the pip-installed project.
@@ -30,10 +31,12 @@ HANDLER_BUDGET_S = 0.050
 
 
 class SlowHandler(BaseHTTPRequestHandler):
-    """Every answer comes after DELAY_S: /health ok, no models, a running job."""
+    """Every answer comes after ``delay_s``: /health ok, no models, a running job."""
+
+    delay_s = DELAY_S
 
     def _answer(self) -> None:
-        time.sleep(DELAY_S)
+        time.sleep(self.delay_s)
         if self.path.endswith("/health"):
             body = {"status": "ok", "device": "cpu", "queue_length": 0}
         elif self.path.endswith("/models"):
@@ -77,12 +80,18 @@ def test_no_handler_or_tick_waits_for_a_server_that_takes_5_s_per_answer(scene, 
     timed(durations, panel.connect)
     timed(durations, panel.refresh_models)
     assert panel.state().connection == "connecting"
+    enabled = panel.state().enabled  # while connecting: only Stop
+    assert [a for a, on in enabled.items() if on] == ["stop"], enabled
     deadline = time.monotonic() + 3 * DELAY_S + 10
     while panel.state().connection != CONNECTED and time.monotonic() < deadline:
         timed(durations, panel.tick)
         time.sleep(0.02)
     assert panel.state().connection == CONNECTED  # the slow answers did arrive, through tick
+    enabled = panel.state().enabled  # connected, no inputs in this scene, no job
+    assert enabled["fine_tune"] and enabled["refresh_models"] and enabled["stop"] and enabled["connect"]
+    assert not enabled["add_case"] and not enabled["predict"] and not enabled["cancel"] and not enabled["reconnect"]
     timed(durations, panel.fine_tune)
+    assert not panel.state().enabled["fine_tune"]  # while the request is on its way
     timed(durations, panel.tick)
     timed(durations, panel.enter)
     timed(durations, panel.leave)
@@ -98,11 +107,49 @@ def test_no_handler_or_tick_waits_for_a_server_that_takes_5_s_per_answer(scene, 
     assert {"connect", "refresh_models", "tick", "fine_tune", "enter", "leave", "stop"} <= names
 
 
+class QuickHandler(SlowHandler):
+    delay_s = 0.0
+
+
+def test_remote_mode_trusts_a_custom_ca_bundle(scene, tmp_path):
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make the test's certificate: apt-get install openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), QuickHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        panel = PanelController(scene, MemorySettings())
+        panel.set_backend_kind("Remote")
+        panel.set_server_url(f"https://127.0.0.1:{server.server_address[1]}")
+        for ca_bundle, expected in (("", DISCONNECTED), (str(cert), CONNECTED)):
+            panel.set_ca_bundle(ca_bundle)
+            panel.connect()
+            deadline = time.monotonic() + 60
+            while panel.state().connection == "connecting" and time.monotonic() < deadline:
+                panel.tick()
+                time.sleep(0.02)
+            assert panel.state().connection == expected, panel.state().message
+            if expected == DISCONNECTED:
+                assert "CA bundle" in panel.state().message.hint
+        assert panel.settings.get("BackSplit/CABundle") == str(cert)
+    finally:
+        server.shutdown()
+
+
 # ------------------------------------------------------------------------------------- a real local engine
 pytest.importorskip("torch")
 pytest.importorskip("fastapi")
 
-LOCAL_VENV = Path(os.environ.get("BACKSPLIT_LOCAL_VENV", REPO / ".venv-local"))
+LOCAL_VENV = Path(os.environ.get("BACKSPLIT_LOCAL_VENV", REPO / ".venv-local")).absolute()
 LOCAL_PYTHON = LOCAL_VENV / "bin" / "python"
 FAST_TRAINING = {"batch_size": 1, "val_every": 2, "patch_size": [32, 32, 16], "val_fraction": 0.0}
 
@@ -144,7 +191,7 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
     panel.connect()
     run_until(panel, lambda s: s.connection == CONNECTED, 90, "the local engine answering")
     engine = panel.backend
-    assert f"BackSplit server on {engine.url}" in engine.log_path.read_text()
+    assert f"BackSplit server on {engine.url}" in engine.log_path.read_text(encoding="utf-8", errors="replace")
     assert engine.token and "--no-auth" not in engine.command()  # a per-launch token, not on argv
     assert engine.token not in " ".join(engine.command())
     # Slicer 5.10's Python (3.12) reaches it with the bundled standard-library client.
@@ -183,6 +230,11 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
     panel.set_training(iterations=400)
     panel.fine_tune()
     run_until(panel, lambda s: s.job is not None and s.job["state"] in ("queued", "running"), 30, "job 2")
+    job_2 = panel.state().job["job_id"]
+    # With a model selected the panel asks for a fine-tune of it: the server trains it with the engine's one
+    # fine-tune recipe (training.finetune_config; test_finetune_recipe.py checks the settings it writes).
+    record = engine.client.get_job(job_2)
+    assert record["kind"] == "finetune" and record["base_model"] == panel.state().model_id, record
     engine.process.kill()
     run_until(panel, lambda s: s.connection == LOST, 30, "the lost connection noticed")
     errors = {s.message.serial for s in seen if s.message is not None and s.message.level == "error"}
@@ -195,5 +247,31 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
     panel.reconnect()
     run_until(panel, lambda s: s.connection == CONNECTED, 90, "reconnecting")
     assert panel.backend is not engine and panel.backend.running
+    check_the_self_tests_flow(panel.backend, job_2, volume, segmentation)
     panel.stop()
     assert panel.state().connection == DISCONNECTED and panel.state().enabled["connect"]
+
+
+def check_the_self_tests_flow(backend, old_job: str, volume, segmentation) -> None:
+    """BackSplitTest's end-to-end part (selftest.run_end_to_end) on a running engine: add the case, train
+    two iterations, predict, and the scene holds exactly the server's lesion voxels on the volume's grid."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from BackSplitLib.io import Geometry
+    from BackSplitSlicer.case import LESION_SEGMENT_NAME, prediction_mask, volume_geometry
+    from BackSplitSlicer.selftest import run_end_to_end
+
+    backend.cancel(old_job)  # the killed engine's job came back queued on this one
+    result = run_end_to_end(volume, segmentation, backend, iterations=2, training=FAST_TRAINING)
+    assert result.job.state == "succeeded" and result.job.iteration == 2
+    assert [m.model_id for m in backend.list_models() if m.current] == [result.job.model_id]
+    assert result.prediction.schema.target == "lesion"  # classes by name, and the schema travels back
+    assert set(result.prediction.schema.auxiliary_names) >= {"liver", "kidney_left"}
+    assert volume_geometry(volume).mismatch(Geometry.of(result.prediction.mask)) is None
+    server_lesion = sitk.GetArrayFromImage(result.prediction.classes) == result.prediction.schema.target_value
+    assert np.array_equal(prediction_mask(result.output_node, LESION_SEGMENT_NAME, volume), server_lesion)
+    assert np.array_equal(server_lesion, sitk.GetArrayFromImage(result.prediction.mask) > 0)
+    display = result.output_node.GetDisplayNode()
+    assert display.GetSegmentVisibility(result.segments[LESION_SEGMENT_NAME])
+    assert not display.GetSegmentVisibility(result.segments["liver"])

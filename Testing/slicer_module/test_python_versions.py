@@ -47,7 +47,7 @@ def stdlib_only_modules(layout: Path) -> list[str]:
             continue  # the module shell imports the Slicer application
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         found = set()
-        for node in ast.parse(path.read_text()).body:  # top level: what importing the module runs
+        for node in ast.parse(path.read_text(encoding="utf-8", errors="replace")).body:  # top level: what importing the module runs
             if isinstance(node, ast.Import):
                 found |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module != "__future__":

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
-from BackSplitLib.server.uploads import IMAGE_TYPES, validate_case
+from BackSplitLib.server.uploads import IMAGE_TYPES, check_client_name, validate_case
 
 router = APIRouter(tags=["cases"])
 
@@ -44,9 +44,9 @@ async def upload_case(request: Request, state: AppState = Depends(app_state)) ->
         form = await receive(request, staged, {"image": IMAGE_TYPES, "label": IMAGE_TYPES},
                              {"schema", "allow_empty_target", "modality"})
         image, label = form.file("image"), form.file("label")
+        modality = check_client_name((form.fields.get("modality") or "CT").strip()[:32] or "CT", "'modality'")
         record = await run_in_threadpool(validate_case, image, label, form.fields.get("schema"),
-                                         form.flag("allow_empty_target"))
-        modality = (form.fields.get("modality") or "CT").strip()[:32] or "CT"
+                                         form.flag("allow_empty_target"), state.limits.max_image_size)
         (staged / "schema.json").write_text(json.dumps(record["schema"], indent=2) + "\n")
         case = store.add_case(staged, {**record, "modality": modality, "image_file": image.path.name,
                                        "label_file": label.path.name})

@@ -6,19 +6,22 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from BackSplitLib.errors import BackSplitError
 from BackSplitLib.schema import LabelSchema
 from BackSplitLib.server.state import AppState, app_state
 from BackSplitLib.server.store import PROGRESS_KEYS, TERMINAL_STATES, NotFound, Store
-from BackSplitLib.server.uploads import UploadError
-from BackSplitLib.vocabulary import (ARCHITECTURES, DEFAULT_ARCHITECTURE, DEFAULT_ITERATIONS, DEFAULT_TRAINING_MODE,
-                                     JobKind, JobState, PartialLabelMode, TrainingMode)
+from BackSplitLib.server.uploads import UploadError, has_unsafe_characters
+from BackSplitLib.vocabulary import (
+    DEFAULT_ARCHITECTURE, DEFAULT_ITERATIONS, DEFAULT_TRAINING_MODE, Architecture, JobKind, JobState,
+    PartialLabelMode, TrainingMode,
+)
 
 router = APIRouter(tags=["jobs"])
 
@@ -36,15 +39,25 @@ class JobRequest(BaseModel):
     base_model: str | None = None
     mode: TrainingMode = DEFAULT_TRAINING_MODE
     iterations: int = Field(DEFAULT_ITERATIONS, ge=1, le=10_000_000)
-    arch: str = DEFAULT_ARCHITECTURE.value
+    arch: Architecture = DEFAULT_ARCHITECTURE
     auto_promote: bool = True
     batch_size: int | None = Field(None, ge=1, le=1024)
-    val_every: int | None = Field(None, ge=1)
-    patch_size: list[int] | None = Field(None, min_length=3, max_length=3)
-    seed: int | None = None
+    val_every: int | None = Field(None, ge=1, le=10_000_000)
+    patch_size: list[Annotated[int, Field(ge=1, le=512)]] | None = Field(
+        None, min_length=3, max_length=3, description="voxels (x, y, z); each side a multiple of the network's "
+                                                      "divisor (checked by the engine's configuration)")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
     learning_rate: float | None = Field(None, gt=0, lt=10)
     val_fraction: float | None = Field(None, ge=0, lt=1, description="share of the cases held out for validation")
     partial: PartialLabelMode | None = None
+
+    @field_validator("cases", "base_model")
+    @classmethod
+    def _plain_names(cls, value):
+        names = [value] if isinstance(value, str) else value or []
+        if any(has_unsafe_characters(name) for name in names):
+            raise ValueError("contains control or bidirectional-override characters")
+        return value
 
 
 class Job(BaseModel):
@@ -77,9 +90,12 @@ def job_json(job: dict) -> dict:
 def create_job(body: JobRequest, state: AppState = Depends(app_state)) -> dict:
     """Queue a train or fine-tune job; follow it with GET /jobs/{id}/events."""
     store = state.store
+    if body.iterations > state.limits.max_iterations:
+        raise UploadError(422, f"'iterations': at most {state.limits.max_iterations} on this server (--max-iterations)")
+    _check_engine_config(body)
     base = _job_base_model(store, body.kind, body.base_model)
     case_ids = _job_cases(store, body.cases)
-    _check_job_compatible(store, case_ids, base, body.arch if body.kind == "train" else None)
+    _check_job_compatible(store, case_ids, base)
     params = body.model_dump(exclude={"cases", "base_model", "kind"}, exclude_none=True)
     return job_json(store.add_job(body.kind, case_ids, base, params))
 
@@ -140,8 +156,8 @@ def _job_base_model(store: Store, kind: str, base_model: str | None) -> str | No
         raise UploadError(status, str(e)) from None
 
 
-def _check_job_compatible(store: Store, case_ids: list[str], base: str | None, arch: str | None) -> None:
-    """Refuse now what would only fail minutes later in the worker: mixed targets or modalities, unknown arch."""
+def _check_job_compatible(store: Store, case_ids: list[str], base: str | None) -> None:
+    """Refuse now what would only fail minutes later in the worker: mixed targets or modalities."""
     cases = [store.get_case(c) for c in case_ids]
     targets = {LabelSchema.from_dict(c["schema"]).target for c in cases}
     if base is not None:
@@ -153,8 +169,21 @@ def _check_job_compatible(store: Store, case_ids: list[str], base: str | None, a
     modalities = {c["modality"] for c in cases}
     if len(modalities) > 1:
         raise UploadError(422, f"the cases mix modalities ({', '.join(sorted(modalities))}); train one modality per job")
-    if arch is not None and arch not in ARCHITECTURES:
-        raise UploadError(422, f"unknown architecture '{arch}' (known: {', '.join(ARCHITECTURES)})")
+
+
+def _check_engine_config(body: JobRequest) -> None:
+    """The engine's own validation of the configuration the worker will build (patch size against the
+    network, ...), now rather than minutes later in the worker: the rule lives once, in TrainConfig."""
+    from BackSplitLib.server.worker import train_config
+
+    try:
+        config = train_config(body.model_dump(exclude={"cases", "base_model", "kind"}, exclude_none=True))
+    except ImportError:  # no training engine here: the job will fail in the worker with its reason
+        return
+    try:
+        config.validate()
+    except BackSplitError as e:
+        raise UploadError(422, str(e)) from None
 
 
 def _sse(event: str, data: dict) -> bytes:

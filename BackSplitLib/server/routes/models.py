@@ -10,7 +10,9 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from BackSplitLib.errors import BackSplitError, RunError
 from BackSplitLib.run_folder import ArchiveTooLarge, RunInfo, load_run, pack_run, run_metrics, unpack_run
+from BackSplitLib.server.model_check import check_uploaded_model
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
 from BackSplitLib.server.store import Store
 from BackSplitLib.server.uploads import FilePart, UploadError, format_bytes
@@ -88,11 +90,17 @@ def _export_zip(store: Store, model_id: str) -> Path:
 
 
 def _unpack_run(part: FilePart, dest: Path, max_upload: int) -> RunInfo:
-    """The uploaded zip unpacked safely (bounded, no paths outside ``dest``) and its model.json read."""
+    """The uploaded zip unpacked safely (bounded, no paths outside ``dest``), its model.json read, and its
+    network proven to load and run; messages name the client's file, never the staging folder."""
     try:
         run_dir = unpack_run(part.path, dest, 4 * max_upload, archive_name=part.filename)
     except ArchiveTooLarge:
         raise UploadError(413, f"'{part.filename}' unpacks to more than {format_bytes(4 * max_upload)}") from None
-    info = load_run(run_dir)
-    info.weights_path("best")  # RunError when there are no weights
+    except RunError as e:
+        raise UploadError(400, str(e)) from None
+    try:
+        info = load_run(run_dir)
+        check_uploaded_model(info)
+    except BackSplitError as e:
+        raise UploadError(422, str(e).replace(str(dest), f"'{part.filename}'")) from None
     return info

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib.run_folder import prediction_names, write_prediction_bundle
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
-from BackSplitLib.server.uploads import IMAGE_TYPES, FilePart, read_upload_image
+from BackSplitLib.server.uploads import IMAGE_TYPES, check_client_name, read_upload_image
 
 router = APIRouter(tags=["predict"])
 
@@ -28,8 +28,11 @@ async def predict(request: Request, classes: bool = Query(False, description="a 
     staged = state.store.staging_dir()
     try:
         form = await receive(request, staged, {"image": IMAGE_TYPES}, {"model"})
-        model = state.store.get_model((form.fields.get("model") or "current").strip())
-        path, media = await run_in_threadpool(_predict, state, model["id"], form.file("image"), staged, classes)
+        model_name = check_client_name((form.fields.get("model") or "current").strip(), "'model'")
+        part = form.file("image")
+        image = await run_in_threadpool(read_upload_image, part, state.limits.max_image_size)  # the gate first
+        model = state.store.get_model(model_name)
+        path, media = await run_in_threadpool(_predict, state, model["id"], image, part.filename, staged, classes)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
@@ -38,17 +41,16 @@ async def predict(request: Request, classes: bool = Query(False, description="a 
                         background=BackgroundTask(shutil.rmtree, staged, True))
 
 
-def _predict(state: AppState, model_id: str, part: FilePart, staged: Path, classes: bool) -> tuple[Path, str]:
+def _predict(state: AppState, model_id: str, image, filename: str, staged: Path, classes: bool) -> tuple[Path, str]:
     """Run the model on an uploaded image; the mask is written in the input's format next to it."""
     from BackSplitLib.io import output_extension, write_image
 
-    image = read_upload_image(part)
     with state.predict_lock:  # one prediction at a time: GPU memory, and the cached model is not re-entrant
         predictor = state.predictor(model_id)
         prediction = predictor.predict(image, classes=classes)
         schema = predictor.schema
-    base = _stem(part.filename)
-    ext = output_extension(part.filename)
+    base = _stem(filename)
+    ext = output_extension(filename)
     mask_name, classes_name = prediction_names(base, ext)
     mask_path = write_image(prediction.mask, staged / "out" / mask_name)
     if not classes:

@@ -1,0 +1,148 @@
+"""What the panel shows, as plain data: the state a face draws, the actions it offers, the settings keys.
+
+``PanelController`` (``panel.py``) produces a :class:`PanelState` after every change; the Qt widget and the
+browser app read it (``as_dict()`` is JSON-ready). Standard library only.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from BackSplitLib.vocabulary import DEFAULT_SERVER_URL
+
+BACKENDS = ("Local", "Remote")
+LOCAL_MIN_PYTHON = (3, 10)
+LOCAL_MODE_NOTE = ("Local mode needs Slicer 5.10 or later (Python 3.10+); this Slicer runs Python {version}. "
+                   "Use Remote mode with a BackSplit server.")
+
+# Connection states (plain strings: they travel to the browser as they are).
+DISCONNECTED, CHECKING, INSTALLING, STARTING, CONNECTING, CONNECTED, LOST = (
+    "disconnected", "checking", "installing", "starting", "connecting", "connected", "lost")
+
+# Every action a face can offer; ``state().enabled`` says which are possible now.
+ACTIONS = ("connect", "stop", "reconnect", "install", "refresh_models", "add_tissue_classes", "import_organ_map",
+           "open_segment_editor", "add_case", "fine_tune", "cancel", "predict")
+
+# Keys in the settings store (QSettings in Slicer). The token is never stored: not here, not in the scene.
+SETTINGS = {"backend": "BackSplit/Backend", "server_url": "BackSplit/ServerUrl",
+            "recent_servers": "BackSplit/RecentServers", "ca_bundle": "BackSplit/CABundle",
+            "local_data_folder": "BackSplit/LocalDataFolder", "wheel_folder": "BackSplit/WheelFolder",
+            "iterations": "BackSplit/Iterations"}
+
+
+class Settings:
+    """The settings store interface: ``get(key, default)`` and ``set(key, value)`` of plain values."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        raise NotImplementedError
+
+    def set(self, key: str, value: Any) -> None:
+        raise NotImplementedError
+
+
+class MemorySettings(Settings):
+    """Settings in a dict (tests, and a browser app that keeps nothing)."""
+
+    def __init__(self, values: dict | None = None):
+        self.values = dict(values or {})
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.values[key] = value
+
+
+@dataclass(frozen=True)
+class RoleRow:
+    """One row of the roles table."""
+
+    segment_id: str
+    name: str
+    color: tuple  # (r, g, b) in 0..255
+    role: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message the faces show once (a dialog for errors); ``serial`` grows with every new message."""
+
+    serial: int
+    level: str  # "error" or "info"
+    text: str
+    hint: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class PanelState:
+    """Everything a face draws, as plain data (``asdict`` gives JSON-ready values)."""
+
+    volume_id: Optional[str] = None
+    segmentation_id: Optional[str] = None
+    output_id: Optional[str] = None
+    organ_map_id: Optional[str] = None
+    organ_structures: str = ""
+    roles: tuple = ()
+    backend_kind: str = "Local"
+    server_url: str = DEFAULT_SERVER_URL
+    recent_servers: tuple = ()
+    ca_bundle: str = ""
+    local_data_folder: str = ""
+    wheel_folder: str = ""
+    local_mode_note: str = ""
+    connection: str = DISCONNECTED
+    server_info: str = "Not connected."
+    missing_packages: tuple = ()
+    install_log: str = ""
+    models: tuple = ()  # (model id, description)
+    model_id: Optional[str] = None
+    train_new: bool = False
+    iterations: int = 300
+    predict_auxiliary: bool = False
+    job: Optional[dict] = None  # JobStatus fields + "fraction" and "text"
+    busy: tuple = ()  # what runs in the background now
+    status: str = "Ready."
+    message: Optional[Message] = None
+    enabled: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def local_mode_supported(version: tuple = tuple(sys.version_info[:2])) -> bool:
+    """The server needs Python 3.10+ (pydantic evaluates ``X | None``): Slicer 5.10 and later."""
+    return tuple(version) >= LOCAL_MIN_PYTHON
+
+
+def as_list(value: Any) -> list[str]:
+    """QSettings returns a lone string for a one-item list, and None for an empty one."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def enabled_actions(s: PanelState, has_backend: bool, job_running: bool, busy: set) -> dict:
+    """Which actions are possible now, from the state, whether a backend exists, whether a job runs, and
+    what runs in the background (task names such as "Uploading case", "Starting training", "Predicting")."""
+    connected = s.connection == CONNECTED and has_backend
+    inputs = s.volume_id is not None and s.segmentation_id is not None
+    connecting = s.connection in (CHECKING, STARTING, CONNECTING, INSTALLING)
+    local_possible = s.backend_kind == "Local" and not s.local_mode_note
+    return {
+        "connect": not connecting and (s.backend_kind == "Remote" and bool(s.server_url) or local_possible),
+        "stop": has_backend,
+        "reconnect": s.connection == LOST,
+        "install": local_possible and not connecting and not has_backend,
+        "refresh_models": connected,
+        "add_tissue_classes": inputs,
+        "import_organ_map": inputs and s.organ_map_id is not None,
+        "open_segment_editor": s.segmentation_id is not None,
+        "add_case": connected and inputs and "Uploading case" not in busy,
+        "fine_tune": connected and not job_running and "Starting training" not in busy,
+        "cancel": connected and job_running,
+        "predict": connected and s.volume_id is not None and "Predicting" not in busy,
+    }

@@ -1,0 +1,427 @@
+"""What an image file received over the network holds, decided from its bytes before any reader opens it.
+
+A MetaImage header can name another file as its data (``ElementDataFile = /etc/passwd``), an NRRD header
+too (``data file:``), and ITK follows them; a 54-byte ``.nii.gz`` can declare 4 GiB of voxels; a truncated
+NIfTI is read zero-filled. So a received file is first *inspected* (standard library only, no ITK):
+
+- its format comes from its content (the single-file NIfTI magic ``n+1``/``n+2``, plain or gzipped;
+  ``NRRD000x``; a MetaImage text header), never from its name;
+- it must be self-contained: no NRRD ``data file``, MetaImage only with ``ElementDataFile = LOCAL`` (or
+  ``Local``/``local``, the spellings MetaIO compares with; ``lOcAl`` it would open as a file name);
+- the bytes its header declares (voxels x bytes per voxel) are compared with a limit before anything is
+  allocated;
+- its data is streamed once with bounded memory (compressed data decompressed a chunk at a time) to check
+  that it is all there, and for float NIfTI that it holds no NaN/inf (ITK's reader zeroes them silently).
+
+Then ``io.read_received_image`` reads it with the matching ImageIO set explicitly. The CLI and the Slicer
+module read local files the user chose with ``io.read_image`` and keep detached headers.
+"""
+
+from __future__ import annotations
+
+import bz2
+import math
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, Optional, Tuple, Union
+
+from BackSplitLib.errors import ImageError
+
+CHUNK = 1 << 20  # read and decompress at most this much at a time
+MAX_HEADER = 1 << 16  # NRRD / MetaImage text headers are a few hundred bytes
+
+# format -> (SimpleITK ImageIO name, canonical extension)
+FORMATS = {"nifti": ("NiftiImageIO", ".nii"), "nifti-gz": ("NiftiImageIO", ".nii.gz"),
+           "nrrd": ("NrrdImageIO", ".nrrd"), "meta": ("MetaImageIO", ".mha")}
+
+
+class UnsupportedImageFile(ImageError):
+    """Not a self-contained NIfTI / NRRD / MetaImage file (the server answers 415)."""
+
+
+class ImageTooLarge(ImageError):
+    """The header declares more bytes than allowed (the server answers 413)."""
+
+
+class TruncatedImage(ImageError):
+    """The file holds less data than its header declares."""
+
+
+@dataclass
+class ImageFileHeader:
+    """What a received file's header declares, read from its bytes."""
+
+    format: str  # a key of FORMATS
+    sizes: Tuple[int, ...]
+    bytes_per_voxel: int
+    type_name: str
+    data_offset: int  # where the voxel data starts (in the decompressed stream for nifti-gz)
+    encoding: str = "raw"  # raw, gzip, zlib, bzip2, ascii
+    float_dtype: Optional[str] = None  # numpy-style '<f4' when the data is float and worth scanning for NaN
+
+    @property
+    def imageio(self) -> str:
+        return FORMATS[self.format][0]
+
+    @property
+    def extension(self) -> str:
+        return FORMATS[self.format][1]
+
+    @property
+    def voxels(self) -> int:
+        return math.prod(self.sizes)
+
+    @property
+    def data_bytes(self) -> int:
+        return self.voxels * self.bytes_per_voxel
+
+    def describe(self) -> str:
+        return f"{'x'.join(map(str, self.sizes))} {self.type_name} voxels ({format_bytes(self.data_bytes)})"
+
+
+def check_self_contained(path: Union[str, Path], what: str = "the file") -> ImageFileHeader:
+    """The header of a self-contained NIfTI / NRRD / MetaImage file, decided from its content.
+
+    Raises UnsupportedImageFile for anything else: another format, a detached header (NIfTI pair, NRRD
+    ``data file``, MetaImage ``ElementDataFile`` other than LOCAL), or a damaged header. ``what`` names the
+    file in messages (e.g. the client's file name); messages never quote the file's bytes.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(MAX_HEADER)
+    if head[:2] == b"\x1f\x8b":
+        return _nifti_header(_gunzip_head(path, what), what, compressed=True)
+    if len(head) >= 348 and _nifti_magic(head):
+        return _nifti_header(head, what, compressed=False)
+    if re.match(rb"NRRD000[1-9]\r?\n", head):
+        return _nrrd_header(head, what)
+    if re.match(rb"\s*(ObjectType|NDims|Comment|ObjectSubType)\s*=", head):
+        return _meta_header(head, what)
+    raise UnsupportedImageFile(f"{what} is not a NIfTI, NRRD or MetaImage file (judged from its content)",
+                               "send a single-file .nii, .nii.gz, .nrrd or .mha volume")
+
+
+def check_declared_size(header: ImageFileHeader, max_bytes: int, what: str = "the file") -> None:
+    """ImageTooLarge when the header declares more voxel bytes than ``max_bytes``."""
+    if header.data_bytes > max_bytes:
+        raise ImageTooLarge(f"{what} declares {header.describe()}, more than this server's limit of "
+                            f"{format_bytes(max_bytes)}",
+                            "send a smaller or cropped volume, or ask the operator to raise --max-image-size")
+
+
+def check_data_complete(path: Union[str, Path], header: ImageFileHeader, what: str = "the file") -> None:
+    """Stream the voxel data once (bounded memory): TruncatedImage when it is shorter than declared,
+    ImageError when float NIfTI data holds NaN or infinite values."""
+    path = Path(path)
+    needed = header.data_bytes
+    if header.encoding == "ascii":  # one number per voxel component, as text
+        got = _count_text_values(path, header.data_offset, header.voxels)
+        if got < header.voxels:
+            raise TruncatedImage(f"{what} is truncated ({got} of {header.voxels} values)")
+        return
+    scan = _NonFiniteCounter(header.float_dtype) if header.float_dtype else None
+    got = 0
+    for chunk in _data_chunks(path, header, what):
+        take = chunk[: needed - got]
+        if scan is not None:
+            scan.feed(take)
+        got += len(take)
+        if got >= needed:
+            break
+    if got < needed:
+        raise TruncatedImage(f"{what} is truncated ({got} of {needed} bytes)",
+                             "the upload or the export was cut short; send the complete file")
+    if scan is not None and scan.bad:
+        raise ImageError(f"{what} has {scan.bad} NaN or infinite voxels",
+                         "fill them (e.g. with the minimum intensity) before using the image")
+
+
+def inspect_received_image(path: Union[str, Path], max_bytes: int, what: str = "the file") -> ImageFileHeader:
+    """All three checks in order: self-contained, declared size, complete data."""
+    header = check_self_contained(path, what)
+    check_declared_size(header, max_bytes, what)
+    check_data_complete(path, header, what)
+    return header
+
+
+# ---------------------------------------------------------------------- NIfTI
+_NIFTI_TYPES = {2: ("uint8", 1), 4: ("int16", 2), 8: ("int32", 4), 16: ("float32", 4), 32: ("complex64", 8),
+                64: ("float64", 8), 128: ("rgb24", 3), 256: ("int8", 1), 512: ("uint16", 2), 768: ("uint32", 4),
+                1024: ("int64", 8), 1280: ("uint64", 8), 2304: ("rgba32", 4)}
+
+
+def _nifti_magic(head: bytes) -> bool:
+    return head[344:348] in (b"n+1\0", b"ni1\0") or head[4:8] in (b"n+2\0", b"ni2\0")
+
+
+def _gunzip_head(path: Path, what: str) -> bytes:
+    """The first 540 bytes of a gzip file's content (enough for either NIfTI header)."""
+    out = b""
+    for chunk in _gunzip_chunks(path, what):
+        out += chunk
+        if len(out) >= 540:
+            break
+    return out[:540]
+
+
+def _nifti_header(head: bytes, what: str, compressed: bool) -> ImageFileHeader:
+    if len(head) < 348 or not _nifti_magic(head):
+        raise UnsupportedImageFile(f"{what} is gzip-compressed but holds no NIfTI image" if compressed else
+                                   f"{what} is not a NIfTI file", "send a single-file .nii or .nii.gz volume")
+    if head[344:347] == b"ni1" or head[4:7] == b"ni2":
+        raise UnsupportedImageFile(f"{what} is the header of a NIfTI pair (.hdr/.img): its voxels are in another "
+                                   "file", "send a single-file .nii or .nii.gz volume")
+    version = 2 if head[4:7] == b"n+2" else 1
+    size = 540 if version == 2 else 348
+    endian = next((e for e in "<>" if struct.unpack(f"{e}i", head[:4])[0] == size), None)
+    if endian is None:
+        raise UnsupportedImageFile(f"{what} has a damaged NIfTI header (sizeof_hdr is not {size})")
+    if version == 1:
+        dims = struct.unpack(f"{endian}8h", head[40:56])
+        datatype = struct.unpack(f"{endian}h", head[70:72])[0]
+        offset = struct.unpack(f"{endian}f", head[108:112])[0]
+    else:
+        if len(head) < 540:
+            raise UnsupportedImageFile(f"{what} has a damaged NIfTI-2 header (shorter than 540 bytes)")
+        datatype = struct.unpack(f"{endian}h", head[12:14])[0]
+        dims = struct.unpack(f"{endian}8q", head[16:80])
+        offset = struct.unpack(f"{endian}q", head[168:176])[0]
+    if not 1 <= dims[0] <= 7 or any(d < 1 for d in dims[1:dims[0] + 1]):
+        raise UnsupportedImageFile(f"{what} has a damaged NIfTI header (dimensions {list(dims[1:max(dims[0], 0) + 1])})")
+    if datatype not in _NIFTI_TYPES:
+        raise UnsupportedImageFile(f"{what} has NIfTI data type {datatype}, which BackSplit does not read")
+    if not math.isfinite(offset) or offset < size or offset > 1 << 30:
+        raise UnsupportedImageFile(f"{what} has a damaged NIfTI header (vox_offset {offset})")
+    name, nbytes = _NIFTI_TYPES[datatype]
+    floats = {"float32": "f4", "float64": "f8"}.get(name)
+    return ImageFileHeader("nifti-gz" if compressed else "nifti", tuple(int(d) for d in dims[1:dims[0] + 1]), nbytes,
+                           name, int(offset), "gzip" if compressed else "raw",
+                           f"{endian}{floats}" if floats else None)
+
+
+# ---------------------------------------------------------------------- NRRD
+_NRRD_TYPES: Dict[str, Tuple[str, int]] = {}
+for _names, _type in (
+    (("signed char", "int8", "int8_t"), ("int8", 1)),
+    (("uchar", "unsigned char", "uint8", "uint8_t"), ("uint8", 1)),
+    (("short", "short int", "signed short", "signed short int", "int16", "int16_t"), ("int16", 2)),
+    (("ushort", "unsigned short", "unsigned short int", "uint16", "uint16_t"), ("uint16", 2)),
+    (("int", "signed int", "int32", "int32_t"), ("int32", 4)),
+    (("uint", "unsigned int", "uint32", "uint32_t"), ("uint32", 4)),
+    (("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64", "int64_t"),
+     ("int64", 8)),
+    (("ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t"), ("uint64", 8)),
+    (("float",), ("float32", 4)), (("double",), ("float64", 8)),
+):
+    _NRRD_TYPES.update(dict.fromkeys(_names, _type))
+_NRRD_ENCODINGS = {"raw": "raw", "gzip": "gzip", "gz": "gzip", "bzip2": "bzip2", "bz2": "bzip2",
+                   "ascii": "ascii", "text": "ascii", "txt": "ascii"}
+
+
+def _text_header(head: bytes, what: str, end: Callable[[bytes], bool], kind: str) -> Tuple[list, int]:
+    """Header lines up to and including the one ``end`` accepts; returns (lines, offset after it)."""
+    lines, pos = [], 0
+    while True:
+        newline = head.find(b"\n", pos)
+        if newline < 0:
+            raise UnsupportedImageFile(f"{what} has no complete {kind} header in its first "
+                                       f"{MAX_HEADER // 1024} KiB")
+        line = head[pos:newline].rstrip(b"\r")
+        pos = newline + 1
+        if end(line):
+            return lines, pos
+        lines.append(line)
+
+
+def _nrrd_header(head: bytes, what: str) -> ImageFileHeader:
+    lines, offset = _text_header(head, what, lambda line: line == b"", "NRRD")
+    fields: Dict[str, str] = {}
+    for raw in lines[1:]:
+        line = raw.decode("latin-1")
+        if line.startswith("#") or (":=" in line and (": " not in line or line.index(":=") < line.index(": "))):
+            continue  # comments and key:=value pairs (free-form metadata)
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise UnsupportedImageFile(f"{what} has a damaged NRRD header (a line without ':')")
+        fields[key.strip().lower()] = value.strip()
+    if "data file" in fields or "datafile" in fields:
+        raise UnsupportedImageFile(f"{what} is an NRRD header whose voxels are in another file ('data file')",
+                                   "send a single-file .nrrd (data attached)")
+    for key in ("type", "dimension", "sizes", "encoding"):
+        if key not in fields:
+            raise UnsupportedImageFile(f"{what} has an NRRD header without '{key}'")
+    type_name, nbytes = _NRRD_TYPES.get(fields["type"].lower(), (None, 0))
+    encoding = _NRRD_ENCODINGS.get(fields["encoding"].lower())
+    if type_name is None or encoding is None:
+        raise UnsupportedImageFile(f"{what} has an NRRD type or encoding BackSplit does not read "
+                                   f"({fields['type'][:20]!r}, {fields['encoding'][:20]!r})")
+    try:
+        sizes = tuple(int(s) for s in fields["sizes"].split())
+        dimension = int(fields["dimension"])
+        line_skip = int(fields.get("line skip", fields.get("lineskip", "0")))
+        byte_skip = int(fields.get("byte skip", fields.get("byteskip", "0")))
+    except ValueError:
+        raise UnsupportedImageFile(f"{what} has a damaged NRRD header (sizes or skips are not integers)") from None
+    if len(sizes) != dimension or not sizes or any(s < 1 for s in sizes):
+        raise UnsupportedImageFile(f"{what} has a damaged NRRD header (sizes {fields['sizes'][:60]!r})")
+    if line_skip != 0 or byte_skip < -1 or (byte_skip == -1 and encoding != "raw"):
+        raise UnsupportedImageFile(f"{what} uses NRRD line/byte skips, which the server does not accept")
+    header = ImageFileHeader("nrrd", sizes, nbytes, type_name, offset, encoding)
+    if byte_skip == -1:  # the data is the last data_bytes of the file
+        header.data_offset = -1
+    else:
+        header.data_offset = offset + byte_skip
+    return header
+
+
+# ---------------------------------------------------------------------- MetaImage
+_META_TYPES = {"MET_CHAR": ("int8", 1), "MET_UCHAR": ("uint8", 1), "MET_SHORT": ("int16", 2),
+               "MET_USHORT": ("uint16", 2), "MET_INT": ("int32", 4), "MET_UINT": ("uint32", 4),
+               "MET_LONG": ("int32", 4), "MET_ULONG": ("uint32", 4), "MET_LONG_LONG": ("int64", 8),
+               "MET_ULONG_LONG": ("uint64", 8), "MET_FLOAT": ("float32", 4), "MET_DOUBLE": ("float64", 8)}
+
+
+def _meta_header(head: bytes, what: str) -> ImageFileHeader:
+    lines, offset = _text_header(head, what, lambda line: line.split(b"=", 1)[0].strip().lower() == b"elementdatafile",
+                                 "MetaImage")
+    last = head[:offset].rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+    fields = {k.strip().lower(): v.strip() for k, _, v in (ln.decode("latin-1").partition("=") for ln in lines)}
+    data_file = last.split(b"=", 1)[1].strip().decode("latin-1") if b"=" in last else ""
+    if data_file not in ("LOCAL", "Local", "local"):  # MetaIO's own spellings; anything else it opens as a file
+        raise UnsupportedImageFile(f"{what} is a MetaImage header whose voxels are in another file "
+                                   "(ElementDataFile is not LOCAL)", "send a single-file .mha (ElementDataFile = LOCAL)")
+    type_name, nbytes = _META_TYPES.get(fields.get("elementtype", "").upper(), (None, 0))
+    if type_name is None:
+        raise UnsupportedImageFile(f"{what} has a MetaImage element type BackSplit does not read "
+                                   f"({fields.get('elementtype', 'none')[:20]!r})")
+    try:
+        sizes = tuple(int(s) for s in fields.get("dimsize", "").split())
+        ndims = int(fields.get("ndims", len(sizes)))
+        channels = int(fields.get("elementnumberofchannels", "1"))
+    except ValueError:
+        raise UnsupportedImageFile(f"{what} has a damaged MetaImage header (DimSize or NDims is not integers)") from None
+    if not sizes or len(sizes) != ndims or any(s < 1 for s in sizes) or not 1 <= channels <= 64:
+        raise UnsupportedImageFile(f"{what} has a damaged MetaImage header (DimSize {fields.get('dimsize', '')[:60]!r})")
+    if fields.get("headersize", "0") not in ("0", ""):
+        raise UnsupportedImageFile(f"{what} uses a MetaImage HeaderSize, which the server does not accept")
+    compressed = fields.get("compresseddata", "false").lower() == "true"
+    binary = fields.get("binarydata", "true").lower() != "false"
+    encoding = "zlib" if compressed else ("raw" if binary else "ascii")
+    return ImageFileHeader("meta", sizes + ((channels,) if channels > 1 else ()), nbytes, type_name, offset, encoding)
+
+
+# ---------------------------------------------------------------------- streaming the data
+def _gunzip_chunks(path: Path, what: str, wbits: int = 16 + zlib.MAX_WBITS, start: int = 0) -> Iterator[bytes]:
+    """Decompressed content, at most CHUNK bytes at a time whatever the compression ratio (concatenated
+    gzip members included, as zlib's gzread reads them)."""
+    decoder = zlib.decompressobj(wbits)
+    try:
+        for data in _file_chunks(path, start):
+            while data:
+                out = decoder.decompress(data, CHUNK)
+                if out:
+                    yield out
+                if decoder.eof:  # the next gzip member, unless only padding follows
+                    data = decoder.unused_data
+                    decoder = zlib.decompressobj(wbits)
+                    if data.strip(b"\0") == b"":
+                        data = b""
+                else:
+                    data = decoder.unconsumed_tail
+    except zlib.error:
+        raise ImageError(f"{what} could not be read: its compressed data is damaged") from None
+
+
+def _bunzip_chunks(path: Path, start: int) -> Iterator[bytes]:
+    decoder = bz2.BZ2Decompressor()
+    with open(path, "rb") as f:
+        f.seek(start)
+        while not decoder.eof:
+            data = f.read(CHUNK) if decoder.needs_input else b""
+            if not data and decoder.needs_input:
+                return
+            yield decoder.decompress(data, CHUNK)
+
+
+def _data_chunks(path: Path, header: ImageFileHeader, what: str) -> Iterator[bytes]:
+    """The voxel bytes, decompressed, a bounded chunk at a time."""
+    if header.format == "nifti-gz":
+        skip = header.data_offset
+        for chunk in _gunzip_chunks(path, what):
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            yield chunk[skip:]
+            skip = 0
+        return
+    start = header.data_offset
+    if start < 0:  # NRRD "byte skip: -1": the data ends the file
+        start = max(path.stat().st_size - header.data_bytes, 0)
+    if header.encoding == "gzip":
+        yield from _gunzip_chunks(path, what, 16 + zlib.MAX_WBITS, start)
+    elif header.encoding == "zlib":
+        yield from _gunzip_chunks(path, what, 32 + zlib.MAX_WBITS, start)
+    elif header.encoding == "bzip2":
+        try:
+            yield from _bunzip_chunks(path, start)
+        except (OSError, ValueError, EOFError):
+            raise ImageError(f"{what} could not be read: its compressed data is damaged") from None
+    else:
+        yield from _file_chunks(path, start)
+
+
+def _file_chunks(path: Path, start: int) -> Iterator[bytes]:
+    """The file's bytes from ``start`` on, CHUNK bytes at a time."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        while data := f.read(CHUNK):
+            yield data
+
+
+def _count_text_values(path: Path, start: int, needed: int) -> int:
+    """Whitespace-separated values from ``start`` on (ASCII encodings), counted up to ``needed`` a chunk at a time."""
+    count, partial = 0, False
+    with open(path, "rb") as f:
+        f.seek(start)
+        while count < needed:
+            data = f.read(CHUNK)
+            if not data:
+                break
+            tokens = data.split()
+            # a value cut by the chunk boundary continues the previous chunk's last token
+            count += len(tokens) - (1 if partial and tokens and not data[:1].isspace() else 0)
+            partial = not data[-1:].isspace()
+    return count
+
+
+class _NonFiniteCounter:
+    """Counts NaN/inf in a stream of float bytes without holding more than one chunk."""
+
+    def __init__(self, dtype: str):
+        import numpy as np
+
+        self.np = np
+        self.dtype = np.dtype(dtype)
+        self.rest = b""
+        self.bad = 0
+
+    def feed(self, data: bytes) -> None:
+        data = self.rest + data
+        usable = len(data) - len(data) % self.dtype.itemsize
+        self.rest = data[usable:]
+        if usable:
+            values = self.np.frombuffer(data[:usable], self.dtype)
+            self.bad += int(values.size - self.np.count_nonzero(self.np.isfinite(values)))
+
+
+
+def format_bytes(n: float) -> str:
+    """'2.0 GiB', '512 bytes': sizes in messages."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"

@@ -1,0 +1,35 @@
+"""One fine-tune recipe: a fine-tune job through the real server trains with the same settings as the
+CLI's ``finetune`` for the same request (issue 11: the server used to fall back to the from-scratch
+recipe, lr 3e-3 with a warm-up)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from server_harness import FAST_JOB
+
+from BackSplitLib.cli import main
+from BackSplitLib.training import FINETUNE_RECIPE, TrainConfig
+
+
+def test_a_finetune_job_trains_with_the_same_settings_as_the_cli(server, phantom_cases, phantom_dataset, tmp_path):
+    client = server.client()
+    cases = [client.upload_case(c.image, c.label, c.schema)["id"] for c in phantom_cases]
+    base = client.wait(client.create_job("train", cases, iterations=2, **FAST_JOB)["id"])
+    assert base["state"] == "succeeded", base
+    base_run = client.download_model(base["model_id"], tmp_path / "base")
+
+    tuned = client.wait(client.create_job("finetune", cases, base_model=base["model_id"], iterations=2)["id"])
+    assert tuned["state"] == "succeeded", tuned
+    server_training = json.loads((client.download_model(tuned["model_id"], tmp_path / "server") / "model.json")
+                                 .read_text())["training"]
+
+    code = main(["finetune", str(base_run), str(phantom_dataset), "--out", str(tmp_path / "cli"), "--iterations", "2"])
+    assert code == 0
+    cli_training = json.loads((tmp_path / "cli" / "model.json").read_text())["training"]
+
+    settings = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert {k: server_training[k] for k in settings} == {k: cli_training[k] for k in settings}
+    assert {k: cli_training[k] for k in FINETUNE_RECIPE if k != "iterations"} == \
+        {k: v for k, v in FINETUNE_RECIPE.items() if k != "iterations"}
