@@ -33,6 +33,23 @@ def test_complete_files_read_back_exactly(tmp_path, dtype, ext, compress):
     assert received.image.GetSpacing() == pytest.approx((0.5, 0.7, 2.0))
 
 
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz", ".nrrd", ".mha"])
+@pytest.mark.parametrize("dtype", TYPES, ids=lambda d: np.dtype(d).name)
+def test_every_pixel_type_cut_short_is_truncated(tmp_path, dtype, ext):
+    values = (np.arange(6 * 7 * 8) % 50).reshape(6, 7, 8).astype(dtype)
+    whole = tmp_path / f"whole{ext}"
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(whole), False)
+    data = whole.read_bytes()
+    if ext == ".nii.gz":
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        cut = gzip.compress(raw[: len(raw) - values.nbytes // 2])
+    else:
+        cut = data[: len(data) - values.nbytes // 2]
+    (tmp_path / f"cut{ext}").write_bytes(cut)
+    with pytest.raises(TruncatedImage, match=rf"truncated \({values.nbytes - values.nbytes // 2} of {values.nbytes} bytes\)"):
+        read_received_image(tmp_path / f"cut{ext}", "x", 1 << 20)
+
+
 def test_the_content_decides_not_the_name(tmp_path):
     image = sitk.GetImageFromArray(np.ones((3, 4, 5), np.int16))
     sitk.WriteImage(image, str(tmp_path / "a.nrrd"), True)

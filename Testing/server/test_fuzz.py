@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from server_harness import multipart, stored
 
-FUZZ = settings(max_examples=25, database=None, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+FUZZ = settings(max_examples=15, database=None, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=12),

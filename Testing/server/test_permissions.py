@@ -58,8 +58,20 @@ def test_the_environment_token_wins_over_the_token_file(env_server):
     assert ENV_TOKEN not in env_server.log()  # never printed
 
 
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
-def test_a_token_file_others_can_read_is_refused_with_the_fix(tmp_path, mode):
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620])
+def test_load_or_create_token_refuses_any_group_or_other_bit(tmp_path, mode):
+    from BackSplitLib.errors import BackSplitError
+    from BackSplitLib.server.serve import load_or_create_token
+
+    token_file = tmp_path / "token"
+    token_file.write_text("t" * 40 + "\n")
+    token_file.chmod(mode)
+    with pytest.raises(BackSplitError, match="chmod 600"):
+        load_or_create_token(token_file)
+
+
+def test_backsplit_serve_refuses_a_readable_token_file_with_the_fix(tmp_path):
+    mode = 0o644
     token_file = tmp_path / "token"
     token_file.write_text("t" * 40 + "\n")
     token_file.chmod(mode)

@@ -1,5 +1,5 @@
 """Issue 9, truncation: a file holding less voxel data than its header declares is refused with 400 "the
-file is truncated (N of M bytes)", for every pixel type and for .nii, .nii.gz, .nrrd and .mha."""
+file is truncated (N of M bytes)", for .nii, .nii.gz, .nrrd and .mha (every pixel type: test_image_files)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import SimpleITK as sitk
 
 from server_harness import case_form, stored
 
-PIXEL_TYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.int64, np.uint64, np.float32,
-               np.float64]
+# Through HTTP: one integer and one float type per format (every pixel type x format is covered without a
+# server in Testing/engine/test_image_files.py, where the gate is the same function).
+PIXEL_TYPES = [np.int16, np.float32]
 FORMATS = [".nii", ".nii.gz", ".nrrd", ".mha"]
 
 
