@@ -11,12 +11,12 @@ test case with the largest |Dice difference| between the arms (:func:`figure_cas
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from BackSplitLib.atomic import write_json_atomic
 from BackSplitLib.dataset import Dataset
 
 FULL = {"cases": 16, "test_cases": 6, "iterations": 500}
@@ -75,9 +75,7 @@ def run_demo(out: Path, quick: bool = False, iterations: int | None = None, seed
         }
     summary["settings"] = {**settings, "schema": dataset.schema.to_dict(),
                            "auxiliary_classes": dataset.schema.auxiliary_names}
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(out / "summary.json")
+    write_json_atomic(out / "summary.json", summary)
 
     draw_demo_figure(out, dataset, summary)
     return summary
