@@ -11,11 +11,13 @@ test case with the largest |Dice difference| between the arms (:func:`figure_cas
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
 from BackSplitLib.atomic import write_json_atomic
 from BackSplitLib.dataset import Dataset
 
