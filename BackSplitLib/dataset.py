@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from BackSplitLib.atomic import write_json_atomic
 from BackSplitLib.errors import DatasetError, LabelError
 from BackSplitLib.io import case_name, image_extension
 from BackSplitLib.schema import BACKGROUND, IGNORE, LabelSchema
@@ -173,9 +174,4 @@ def write_dataset_json(root: str | Path, schema: LabelSchema, num_training: int,
         "file_ending": file_ending,
         **extra,
     }
-    path = Path(root) / "dataset.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".dataset.json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(Path(root) / "dataset.json", data)

@@ -326,3 +326,21 @@ def adapt_head(model: SegmentationNetwork, schema_from: LabelSchema, schema_to: 
     new_head.bias.requires_grad_(head.bias.requires_grad)
     model.head = new_head
     return model
+
+
+def init_head_prior(model: SegmentationNetwork, schema: LabelSchema, target_prior: float) -> SegmentationNetwork:
+    """Start every voxel at the class prior, the focal-loss (RetinaNet) initialisation (in place).
+
+    The head's weights are drawn from N(0, 0.01) and its biases set so that the softmax gives the target
+    ``target_prior`` and shares the rest equally among the other classes. A binary and a BackSplit head
+    then start from the same collapsed lesion probability, whatever the number of auxiliary classes:
+    neither arm begins with a handicap (with PyTorch's default initialisation the target starts near 1/K).
+    """
+    if not 0.0 < target_prior < 1.0:
+        raise RunError(f"the head's target prior must be between 0 and 1, got {target_prior}")
+    others = model.num_classes - 1
+    with torch.no_grad():
+        nn.init.normal_(model.head.weight, std=0.01)
+        model.head.bias.fill_(math.log((1.0 - target_prior) / others))
+        model.head.bias[schema.target_value] = math.log(target_prior)
+    return model

@@ -6,10 +6,17 @@ these are the *auxiliary* classes of :data:`PHANTOM_SCHEMA`. The *target* (``les
 low-attenuation cysts (radius 2-8 in-plane voxels, 10-30 HU) inside the liver (~60 HU) or a kidney
 (~150 HU). **Lesion mimics** have the lesions' intensity and size but are not lesions, so only their
 context tells them apart - which is what a binary model cannot learn well and auxiliary classes help
-with: the gallbladder beside the liver, fluid-filled bowel loops, renal sinus (fluid) in each kidney, cysts
-in the spleen and cysts free in visceral fat. A mimic carries the label a real organ map would give it
-(a fluid bowel loop is ``bowel``, a splenic cyst is ``spleen``) or background where none would
-(gallbladder, renal sinus, free cysts); it is never the target.
+with. Each mimic carries the label an automatic organ map would give it, with TotalSegmentator v2's
+``total`` class list as the reference; a class that would be the target itself (``kidney_cyst_left/right``
+of that list) is never auxiliary, so no mimic leaks the label:
+
+- gallbladder beside the liver: ``gallbladder`` (a ``total`` class, so an auxiliary class here);
+- fluid-filled bowel loops: ``bowel`` (``total``'s small_bowel / colon / duodenum, merged);
+- renal sinus (fluid) in each kidney: background (no ``total`` class covers the renal pelvis);
+- cysts in the spleen: ``spleen`` (the ``total`` spleen mask covers its cysts);
+- cysts free in visceral fat: background (no ``total`` class).
+
+A second family with other anatomy, modality, hosts and mimics is in :mod:`BackSplitLib.phantom_mr`.
 
 Shapes are randomly sized, rotated and perturbed ellipsoids placed relative to the volume size, so small
 test volumes work. The intensity model is: tissue means per case, a smooth texture, partial-volume blur,
@@ -20,6 +27,7 @@ blur and distance maps.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,12 +42,14 @@ from BackSplitLib.schema import LabelSchema
 
 AUXILIARY_CLASSES = (
     "fat", "muscle", "spine", "aorta", "ivc", "liver", "spleen", "kidney_left", "kidney_right", "bowel",
+    "gallbladder",
 )
 # Colours close to Slicer's anatomical colour table, so phantom segmentations look familiar.
 _COLORS = {
     "fat": (230, 220, 70), "muscle": (192, 104, 88), "spine": (241, 214, 145), "aorta": (216, 101, 79),
     "ivc": (0, 151, 206), "liver": (221, 130, 101), "spleen": (157, 108, 162),
     "kidney_left": (185, 102, 83), "kidney_right": (185, 122, 83), "bowel": (255, 253, 229),
+    "gallbladder": (139, 150, 98),
 }
 PHANTOM_SCHEMA: LabelSchema = LabelSchema.from_names(target="lesion", auxiliary=AUXILIARY_CLASSES, colors=_COLORS)
 
@@ -50,6 +60,7 @@ MIN_SHAPE: tuple[int, int, int] = (12, 24, 24)
 LESION_HOSTS = ("liver", "kidney_left", "kidney_right")
 LESION_HU_RANGE: tuple[float, float] = (10.0, 30.0)  # cyst-like; mimics are drawn from the same range
 LESION_RADIUS_VOXELS: tuple[float, float] = (2.0, 8.0)  # in-plane voxels
+FIRST_HOST_ATTEMPTS = 20  # tries to place a test case's first lesion in its assigned host
 MIN_BLOB_VOXELS = 10  # every lesion and cyst mimic is at least this big (evaluation's default threshold)
 MIMIC_KINDS = ("gallbladder", "bowel_fluid", "renal_sinus", "spleen_cyst", "free_cyst")
 _AIR_HU = -1000.0
@@ -200,21 +211,30 @@ class _Builder:
     grid: _Grid
     spacing_xyz: tuple[float, float, float]
     label: np.ndarray
-    mean_hu: np.ndarray
+    mean_hu: np.ndarray  # mean intensity (HU here; arbitrary MR units in phantom_mr)
     wobble_field: _SmoothField  # perturbs organ and blob surfaces
+    schema: LabelSchema = PHANTOM_SCHEMA
     interior: np.ndarray | None = None  # the abdominal cavity inside the muscular wall
     mimics: dict[str, np.ndarray] = field(default_factory=dict)
+    mimic_values: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> intensity painted (NaN elsewhere)
     host_hu: dict[str, float] = field(default_factory=dict)
     placed: list[tuple[np.ndarray, float]] = field(default_factory=list)  # (centre mm, radius mm)
 
     def paint(self, mask: np.ndarray, name: str | None, hu: float) -> None:
         """Label ``mask`` as class ``name`` (None keeps the labels) with mean intensity ``hu``."""
         if name is not None:
-            self.label[mask] = PHANTOM_SCHEMA.labels[name]
+            self.label[mask] = self.schema.labels[name]
         self.mean_hu[mask] = hu
 
     def add_mimic(self, kind: str, mask: np.ndarray) -> None:
+        """Record ``mask`` (just painted) as a mimic of ``kind``, with the intensity it was painted with."""
         self.mimics[kind] = self.mimics.get(kind, np.zeros_like(mask)) | mask
+        painted = self.mimic_values.setdefault(kind, np.full(mask.shape, np.nan, dtype=np.float32))
+        painted[mask] = self.mean_hu[mask]
+
+    def surviving_mimics(self) -> dict[str, np.ndarray]:
+        """Each mimic's voxels that later structures (vessels, nodes, lesions) did not paint over."""
+        return {kind: mask & (self.mean_hu == self.mimic_values[kind]) for kind, mask in self.mimics.items()}
 
     def fluid_hu(self) -> float:
         return float(self.rng.uniform(*LESION_HU_RANGE))
@@ -311,11 +331,11 @@ def _organs(b: _Builder) -> None:
         sinus = _ellipsoid(b.grid, centre + medial, semi * np.array([0.55, 0.4, 0.45]), rot) & kidney
         b.paint(sinus, "background", b.fluid_hu())
         b.add_mimic("renal_sinus", sinus)
-    # Gallbladder: a pear-shaped fluid sac at the liver's inferior-medial edge, labelled background.
+    # Gallbladder: a pear-shaped fluid sac at the liver's inferior-medial edge, labelled gallbladder.
     rot = _rotation_inplane(np.deg2rad(rng.normal(-30, 10)), np.deg2rad(rng.normal(20, 8)))
     gallbladder = _ellipsoid(b.grid, b.jitter((-0.2, -0.38, -0.18), 0.04), _fraction(b.grid, (0.22, 0.13, 0.1)),
                              rot, b.wobble_field, 0.05) & b.interior
-    b.paint(gallbladder, "background", b.fluid_hu())
+    b.paint(gallbladder, "gallbladder", b.fluid_hu())
     b.add_mimic("gallbladder", gallbladder)
 
 
@@ -392,23 +412,35 @@ def _cyst_mimics(b: _Builder) -> None:
             b.add_mimic("free_cyst", blob)
 
 
-def _lesions(b: _Builder) -> tuple[list[str], list[float]]:
+def _lesions(b: _Builder, first_host: str | None = None) -> tuple[list[str], list[float]]:
     """1-4 cyst-like lesions in the liver and kidneys; at least one is always placed."""
+    return place_lesions(b, LESION_HOSTS, (0.5, 0.25, 0.25), LESION_RADIUS_VOXELS, b.fluid_hu, first_host)
+
+
+def place_lesions(b: _Builder, hosts: Sequence[str], weights: Sequence[float], radius_voxels: tuple[float, float],
+                  value: Callable[[], float], first_host: str | None = None) -> tuple[list[str], list[float]]:
+    """1-4 blobs of the schema's target in ``hosts`` (drawn with ``weights``), each with intensity
+    ``value()``; returns their hosts and intensities. ``first_host`` puts the first one there when it fits
+    (a test set can then hold every host); when hosts stay full, the liver (every family's largest host)
+    takes the rest, so at least one lesion is always placed."""
     wanted = int(b.rng.integers(1, 5))
-    hosts, hus = [], []
+    placed, values = [], []
     attempts = 0
-    while len(hosts) < wanted and attempts < 4 * wanted + 8:
+    extra = FIRST_HOST_ATTEMPTS if first_host is not None else 0  # without it: the draws of earlier versions
+    while len(placed) < wanted and attempts < 4 * wanted + 8 + extra:
         attempts += 1
-        # The liver is large enough for a lesion in any volume, so fall back to it to guarantee one.
-        name = "liver" if attempts > 4 * wanted else str(b.rng.choice(LESION_HOSTS, p=[0.5, 0.25, 0.25]))
-        blob = _place_blob(b, b.label == PHANTOM_SCHEMA.labels[name], LESION_RADIUS_VOXELS)
+        if first_host is not None and not placed and attempts <= FIRST_HOST_ATTEMPTS:
+            name = first_host
+        else:
+            name = "liver" if attempts > 4 * wanted + extra else str(b.rng.choice(hosts, p=weights))
+        blob = _place_blob(b, b.label == b.schema.labels[name], radius_voxels)
         if blob is None:
             continue
-        hu = b.fluid_hu()
-        b.paint(blob, "lesion", hu)
-        hosts.append(name)
-        hus.append(hu)
-    return hosts, hus
+        intensity = value()
+        b.paint(blob, b.schema.target, intensity)
+        placed.append(name)
+        values.append(intensity)
+    return placed, values
 
 
 # --------------------------------------------------------------------------- intensity model
@@ -441,11 +473,12 @@ def _check_geometry(shape, spacing) -> tuple[tuple[int, int, int], tuple[float, 
 
 
 def build_phantom(seed: int, shape: tuple[int, int, int] | None = None,
-                  spacing: tuple[float, float, float] | None = None) -> Phantom:
+                  spacing: tuple[float, float, float] | None = None, first_host: str | None = None) -> Phantom:
     """The phantom for ``seed`` as arrays plus where its lesions and mimics are (same seed, same phantom).
 
     ``shape`` is (z, y, x) in numpy order (default 64 x 80 x 96); ``spacing`` is (x, y, z) mm in SimpleITK
     order (default 1.5 x 1.5 x 2.5). Anatomy scales with the volume; lesion radii are in voxels.
+    ``first_host`` (one of :data:`LESION_HOSTS`) places the first lesion there when it fits.
     """
     shape, spacing = _check_geometry(shape, spacing)
     rng = np.random.default_rng(int(seed))
@@ -459,7 +492,7 @@ def build_phantom(seed: int, shape: tuple[int, int, int] | None = None,
     _vessels(b)
     _bowel(b)
     _cyst_mimics(b)
-    hosts, lesion_hu = _lesions(b)
+    hosts, lesion_hu = _lesions(b, first_host)
     if not hosts:  # cannot happen for shapes >= MIN_SHAPE; guard the ">= 1 lesion" promise anyway
         raise ImageError(f"phantom seed {seed} with shape {shape} has no room for a lesion; use a larger shape")
     # Later structures (vessels, lesions) may cover part of a mimic: keep the voxels still painted as fluid.
@@ -494,15 +527,36 @@ def _is_phantom_dataset(folder: Path) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class PhantomFamily:
+    """A kind of phantom the dataset writer can write: its schema, its builder
+    (``build(seed, shape, spacing, first_host)`` -> :class:`Phantom`), where its lesions grow, and the
+    dataset.json channel name ("CT" gives CT normalisation, anything else z-score)."""
+
+    name: str
+    schema: LabelSchema
+    build: Callable[..., Phantom]
+    lesion_hosts: tuple[str, ...]
+    channel: str
+    description: str
+
+
+CT_FAMILY = PhantomFamily("ct", PHANTOM_SCHEMA, build_phantom, LESION_HOSTS, "CT",
+                          "BackSplit synthetic abdominal CT phantoms (BackSplitLib.phantom)")
+
+
 def write_phantom_dataset(out: str | Path, cases: int = 20, test_cases: int = 5, seed: int = 0,
                           shape: tuple[int, int, int] | None = None,
-                          spacing: tuple[float, float, float] | None = None, progress=None) -> Path:
-    """Write a phantom dataset folder (nnU-Net v2 layout) and return it.
+                          spacing: tuple[float, float, float] | None = None, progress=None,
+                          family: PhantomFamily = CT_FAMILY) -> Path:
+    """Write a phantom dataset folder (nnU-Net v2 layout) of ``family`` and return it.
 
     Training cases go to imagesTr/labelsTr, test cases (other seeds, names continuing the numbering) to
-    imagesTs/labelsTs. The folder is built beside ``out`` and renamed into place, so an interrupted run
-    leaves nothing half-written; an existing phantom dataset is replaced, any other non-empty folder is
-    refused. ``progress(done, total)`` is called after each case when given.
+    imagesTs/labelsTs; test case j has its first lesion in the family's host j (cycling), so a test set
+    with at least as many cases as hosts holds a lesion in every host. The folder is built beside ``out``
+    and renamed into place, so an interrupted run leaves nothing half-written; an existing phantom
+    dataset is replaced, any other non-empty folder is refused. ``progress(done, total)`` is called after
+    each case when given.
     """
     out = Path(out)
     if cases < 1 or test_cases < 0:
@@ -512,21 +566,23 @@ def write_phantom_dataset(out: str | Path, cases: int = 20, test_cases: int = 5,
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_phantom_dataset(out))):
         raise DatasetError(f"{out} exists and is not an empty folder or a phantom dataset; refusing to overwrite it",
                            "choose a new output folder or remove it first")
+    hosts = family.lesion_hosts
     with staged_folder(out) as work:
         width = max(3, len(str(cases + test_cases - 1)))
         jobs = [("train", i, i) for i in range(cases)] + [("test", j, cases + j) for j in range(test_cases)]
         for done, (split, index, number) in enumerate(jobs, start=1):
             name = f"phantom_{number:0{width}d}"
-            image, label = make_phantom(case_seed(seed, split, index), shape, spacing)
+            first_host = hosts[index % len(hosts)] if split == "test" else None
+            image, label = family.build(case_seed(seed, split, index), shape, spacing, first_host).to_images()
             images, labels = ("imagesTr", "labelsTr") if split == "train" else ("imagesTs", "labelsTs")
             write_image(image, work / images / f"{name}_0000.nii.gz")
             write_image(label, work / labels / f"{name}.nii.gz")
             if progress is not None:
                 progress(done, len(jobs))
         write_dataset_json(
-            work, PHANTOM_SCHEMA, num_training=cases, file_ending=".nii.gz", channel_names={"0": "CT"},
-            name=out.name, description="BackSplit synthetic abdominal CT phantoms (BackSplitLib.phantom)",
-            **{DATASET_MARKER: {"seed": int(seed), "shape": list(shape), "spacing": list(spacing),
-                                "cases": int(cases), "test_cases": int(test_cases)}},
+            work, family.schema, num_training=cases, file_ending=".nii.gz", channel_names={"0": family.channel},
+            name=out.name, description=family.description,
+            **{DATASET_MARKER: {"family": family.name, "seed": int(seed), "shape": list(shape),
+                                "spacing": list(spacing), "cases": int(cases), "test_cases": int(test_cases)}},
         )
     return out

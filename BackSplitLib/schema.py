@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from BackSplitLib.atomic import write_json_atomic
 from BackSplitLib.errors import LabelError
 
 BACKGROUND = "background"
@@ -190,7 +191,7 @@ class LabelSchema:
         return cls.from_dict(data, source)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> LabelSchema:

@@ -35,8 +35,9 @@ from BackSplitLib.vocabulary import PARTIAL_LABEL_MODES as PARTIAL_MODES
 from BackSplitLib.vocabulary import TRAINING_MODES as MODES
 SCHEDULES = ("cosine", "poly")
 # "target+auxiliary": the lesion's Dice loss plus the mean auxiliary Dice loss (the lesion keeps the weight
-# it has in a binary model); "mean": MONAI's plain mean over classes (the lesion gets 1/K of the Dice term).
-DICE_MODES = ("target+auxiliary", "mean")
+# it has in a binary model); "mean": MONAI's plain mean over classes (the lesion gets 1/K of the Dice term);
+# "ce": cross-entropy only, no Dice term.
+DICE_MODES = ("target+auxiliary", "mean", "ce")
 
 
 @dataclass
@@ -63,6 +64,9 @@ class TrainConfig:
     dice: str = "target+auxiliary"
     auxiliary_weight: float = 1.0
     lesion_fraction: float = 0.5
+    # the head's initial target probability (focal-loss initialisation, networks.init_head_prior);
+    # None: PyTorch's default initialisation. Not applied when fine-tuning (the base model's head is kept).
+    head_prior: float | None = None
     augment: bool = True
     resample_labels: bool = False
     log_every: int = 10
@@ -82,6 +86,8 @@ class TrainConfig:
             raise DatasetError("iterations and batch size must be at least 1")
         if not 0 <= self.lesion_fraction <= 1:
             raise DatasetError("lesion_fraction must be between 0 and 1")
+        if self.head_prior is not None and not 0 < self.head_prior < 1:
+            raise DatasetError("head_prior must be between 0 and 1 (exclusive)")
         if self.patch_size is not None:
             from BackSplitLib.networks import check_patch_size
 
@@ -220,7 +226,7 @@ class Trainer:
         from monai.data import CacheDataset
 
         from BackSplitLib.losses import BackSplitLoss
-        from BackSplitLib.networks import adapt_head, build_network, default_params
+        from BackSplitLib.networks import adapt_head, build_network, default_params, init_head_prior
         from BackSplitLib.transforms import training_transforms, validation_transforms
 
         config, dataset, base = self.config, self.dataset, self.base
@@ -246,6 +252,8 @@ class Trainer:
         if base is not None:
             base_model = runfiles.build_model(base, "best")
             self.model.load_state_dict(adapt_head(base_model, base.schema, self.schema).state_dict())
+        elif config.head_prior is not None:
+            init_head_prior(self.model, self.schema, config.head_prior)
         self.model.to(self.device)
 
         self.transform = training_transforms(self.preprocessing, self.plan.lookup, self.schema.target_value,
@@ -264,7 +272,8 @@ class Trainer:
         schema = self.schema
         self.loss_fn = BackSplitLoss(schema.num_classes, ignore_value=schema.ignore_value, partial=config.partial,
                                      target_value=schema.target_value if config.dice == "target+auxiliary" else None,
-                                     auxiliary_weight=config.auxiliary_weight)
+                                     auxiliary_weight=config.auxiliary_weight,
+                                     lambda_dice=0.0 if config.dice == "ce" else 1.0)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(config))

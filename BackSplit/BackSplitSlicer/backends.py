@@ -286,7 +286,6 @@ class LocalBackend(RemoteBackend):
         if self.running:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._write_token_file()
         log = open(self.log_path, "ab")
         try:
             # stdin is a pipe only we hold: when this process dies, the engine reads EOF and exits.
@@ -298,15 +297,6 @@ class LocalBackend(RemoteBackend):
                                "check Slicer's Python installation") from None
         finally:
             log.close()  # the child keeps its own handle
-
-    def _write_token_file(self) -> None:
-        """The per-launch token also in DIR/token (mode 0600), for a server that reads only its token file."""
-        path = self.data_dir / "token"
-        tmp = path.with_name(".token.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.token + "\n")
-        os.replace(tmp, path)
 
     @property
     def running(self) -> bool:

@@ -62,11 +62,8 @@ class PanelController:
                  ask: Callable[[str], bool] = lambda question: False,
                  install_torch: Callable[[], bool] | None = None, training_options: dict | None = None,
                  clock: Callable[[], float] = time.monotonic, python_version: tuple = tuple(sys.version_info[:2])):
-        self.scene = scene
-        self.settings = settings
-        self.backend_factory = backend_factory
-        self.ask = ask
-        self.install_torch = install_torch
+        self.scene, self.settings, self.backend_factory, self.ask = scene, settings, backend_factory, ask
+        self.install_torch = install_torch  # the PyTorch extension's installer, when Slicer has it
         self.training_options = dict(training_options or {})  # extra job fields (the self-test keeps jobs tiny)
         self.clock = clock
         self.backend: Backend | None = None
@@ -75,9 +72,7 @@ class PanelController:
         self._models: list[ModelInfo] = []
         self._tasks: list[_Task] = []
         self._observers: list[Callable[[PanelState], None]] = []
-        self._next_poll = 0.0
-        self._next_probe = 0.0
-        self._ready_deadline = 0.0
+        self._next_poll = self._next_probe = self._ready_deadline = 0.0
         self._installer = None
         self._message_serial = 0
         self._published: PanelState | None = None
@@ -288,8 +283,7 @@ class PanelController:
     def set_training(self, iterations: int | None = None, train_new: bool | None = None,
                      predict_auxiliary: bool | None = None) -> None:
         if iterations is not None:
-            self.settings.set(SETTINGS["iterations"], int(iterations))
-            self._set(iterations=int(iterations))
+            self._remember("iterations", int(iterations))
         if train_new is not None:
             self._set(train_new=bool(train_new))
         if predict_auxiliary is not None:
@@ -364,7 +358,10 @@ class PanelController:
             self.connect()
             return
         if isinstance(self.backend, LocalBackend) and not self.backend.running:
+            job = self._job  # the new engine requeues it (it resumes from its checkpoint): keep following it
             self.connect()
+            if job is not None:
+                self._show_job(job)
             return
         self._describe()
         self._publish()
@@ -402,8 +399,7 @@ class PanelController:
             torch_done = bool(self.install_torch and self.install_torch())
             python = self.backend_factory("Local", data_folder=self._state.local_data_folder).python
             self._installer = PipInstall(python, wheel_folder=self._state.wheel_folder or None, skip_torch=torch_done)
-            self._set(install_log=self._installer.log())
-            self._set(connection=INSTALLING, install_log="")
+            self._set(connection=INSTALLING, install_log=self._installer.log())
             self._run("Installing the local engine's packages", self._installer.wait,
                       on_done=self._on_installed)
         except Exception as e:  # noqa: BLE001
@@ -480,8 +476,7 @@ class PanelController:
         self._publish()
 
     def _on_job(self, job: JobStatus) -> None:
-        self._job = job
-        self._set(job={**asdict(job), "fraction": job.fraction, "text": job.describe()}, status=job.describe())
+        self._show_job(job)
         if job.finished:
             if job.state == "failed":
                 self._error("Training failed", BackSplitError(job.error or "no reason given",
@@ -490,6 +485,11 @@ class PanelController:
                 self.refresh_models()
         else:
             self._next_poll = self.clock() + POLL_S
+
+    def _show_job(self, job: JobStatus) -> None:
+        self._job = job
+        self._set(job={**asdict(job), "fraction": job.fraction, "text": job.describe()}, status=job.describe())
+        self._publish()
 
     def _on_poll_failed(self, error: BaseException) -> None:
         """One message, polling stops, Reconnect is offered."""

@@ -35,6 +35,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from BackSplitLib.atomic import write_text_atomic
 from BackSplitLib.bench import torch_threads
 from BackSplitLib.bench.stats import meets
 from BackSplitLib import runs as runfiles
@@ -353,7 +354,7 @@ def _run_cost(out: Path, settings: CostSettings, log) -> dict:
         results["scale"] = scale_cost(work / "scale", settings, log=log)
     results["wall_s"] = time.perf_counter() - started
     _write_json(out / "cost.json", results)
-    (out / "cost.md").write_text("\n".join(cost_markdown(results)) + "\n")
+    write_text_atomic(out / "cost.md", "\n".join(cost_markdown(results)) + "\n")
     return results
 
 

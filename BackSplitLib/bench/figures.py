@@ -72,6 +72,8 @@ def experiment2(result: dict, path: Path) -> Path:
     its = result["iterations"]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     _line(ax, its, result, [f"fine-tuned {k} it" for k in its], "binary model fine-tuned with BackSplit", "tab:blue")
+    _line(ax, its, result, [f"binary continued {k} it" for k in its], "binary model continued in binary mode",
+          "tab:gray")
     _reference(ax, result, "backsplit (reference)", "BackSplit from scratch", _COLORS["backsplit"])
     _reference(ax, result, "binary (reference)", "binary", _COLORS["binary"])
     ax.set_xlabel("fine-tuning iterations")

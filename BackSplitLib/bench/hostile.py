@@ -172,6 +172,12 @@ def hold_idle_sockets(url: str, count: int, timeout: float = 60.0) -> dict:
     import httpx
 
     host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+    try:  # this process needs a descriptor per socket too (macOS starts with a soft limit of 256)
+        import resource
+
+        count = min(count, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 64)
+    except ImportError:
+        pass
     sockets, start = [], time.monotonic()
     try:
         for _ in range(count):

@@ -1,7 +1,9 @@
 """``backsplit bench quality``: the BackSplit paper's claims, one experiment each, mean +- std over seeds.
 
 1. BackSplit vs binary for each architecture: lesion Dice, FP components per case, lesion sensitivity, HD95.
-2. Fine-tuning a trained binary model with auxiliary classes: lesion Dice against fine-tuning iterations.
+2. Fine-tuning a trained binary model with auxiliary classes: lesion Dice against fine-tuning iterations,
+   with the one fine-tune recipe (``training.finetune_config``) and, as control, the binary model continued
+   in binary mode for the same iterations under the same recipe (equal budget).
 3. Partial auxiliary supervision: a share of the training cases with auxiliary labels, marginal vs naive loss.
 4. How many auxiliary structures: added one at a time (dataset order), and leave-one-out (which matter).
 5. Noisy and automatic auxiliary labels: masks eroded / dilated / shifted; CT tissue classes instead.
@@ -78,6 +80,10 @@ class Profile:
     # experiment 6
     fisher_voxels: int = 20000
     val_every: int | None = None
+    # the built-in phantom family (phantom_families: "ct" or "mr")
+    family: str = "ct"
+    # TrainConfig fields set for every run of both arms (an ablation changes one of them)
+    recipe: dict = field(default_factory=dict)
 
     def training_runs(self, auxiliary_classes: int) -> int:
         """How many trainings the profile needs (for the estimate printed before starting)."""
@@ -87,7 +93,7 @@ class Profile:
             base |= {(a, m) for a in self.archs for m in ("binary", "backsplit")}
         n += len(base)
         if 2 in self.experiments:
-            n += sum(1 for k in self.finetune_iterations if k > 0)
+            n += 2 * sum(1 for k in self.finetune_iterations if k > 0)
         if 3 in self.experiments:
             n += len(self.partial_modes) * sum(1 for f in self.partial_fractions if f < 1)
         if 4 in self.experiments:
@@ -117,6 +123,10 @@ PROFILES = {
                     iterations=2000, cases=20, test_cases=8, shape=None,
                     finetune_iterations=(0, 100, 250, 500, 1000), partial_fractions=(0.0, 0.25, 0.5, 0.75, 1.0),
                     val_every=200),
+    # issue 13's effect benchmark: experiment 1 with unet, 5 seeds, 12 test cases (4 per lesion host and
+    # more), sized for <= 30 min per family on 2 free CPU cores; run once per family (--family ct / mr).
+    "effect": Profile(name="effect", experiments=(1,), seeds=(0, 1, 2, 3, 4), iterations=300, cases=16,
+                      test_cases=12, shape=(40, 56, 64), patch_size=(32, 32, 32)),
 }
 
 
@@ -152,14 +162,20 @@ class QualityBench:
                                  "the benchmark scores every model on them; add some or use the built-in phantom")
         return self._source
 
-    def _config(self, mode: str, arch: str, seed: int, iterations: int | None = None, partial: str = "marginal"):
-        from BackSplitLib.training import TrainConfig
+    def _config(self, mode: str, arch: str, seed: int, iterations: int | None = None, partial: str = "marginal",
+                finetune: bool = False):
+        """Both arms' TrainConfig: the profile's sizes and recipe; ``finetune`` starts from the engine's one
+        fine-tune recipe (the CLI's, the server's and the panel's) instead of TrainConfig's defaults."""
+        from BackSplitLib.training import TrainConfig, finetune_config
 
         iterations = iterations or self.profile.iterations
         val_every = self.profile.val_every or max(1, iterations // 3)
-        return TrainConfig(mode=mode, arch=arch, iterations=iterations, seed=seed, device=self.device,
-                           batch_size=self.profile.batch_size, patch_size=self.profile.patch_size, partial=partial, val_every=min(val_every, iterations),
-                           log_every=max(1, iterations // 10))
+        settings = dict(mode=mode, arch=arch, iterations=iterations, seed=seed, device=self.device,
+                        batch_size=self.profile.batch_size, patch_size=self.profile.patch_size, partial=partial,
+                        val_every=min(val_every, iterations), log_every=max(1, iterations // 10))
+        if finetune:
+            return finetune_config(**settings)
+        return TrainConfig(**{**settings, **self.profile.recipe})
 
     def condition(self, name: str, dataset: Path, config, base_run: Path | None = None) -> Outcome:
         """Train ``name`` (or reuse / resume it) and evaluate it on the source test set (cached)."""
@@ -226,15 +242,19 @@ class QualityBench:
             conditions.setdefault("binary (reference)", {})[seed] = binary.metrics
             conditions.setdefault("backsplit (reference)", {})[seed] = self.baseline("unet", "backsplit", seed).metrics
             for k in self.profile.finetune_iterations:
-                if k == 0:  # step 0 of fine-tuning predicts exactly what the binary model predicts
-                    metrics = binary.metrics
-                else:
-                    metrics = self.condition(f"finetune/{k}/seed{seed}", self.source.root,
-                                             self._config("backsplit", "unet", seed, iterations=k),
-                                             base_run=binary.run).metrics
-                conditions.setdefault(f"fine-tuned {k} it", {})[seed] = metrics
+                for mode, label, folder in (("backsplit", "fine-tuned", "finetune"),
+                                            ("binary", "binary continued", "continued")):
+                    if k == 0:  # step 0 of fine-tuning predicts exactly what the binary model predicts
+                        metrics = binary.metrics
+                    else:
+                        metrics = self.condition(f"{folder}/{k}/seed{seed}", self.source.root,
+                                                 self._config(mode, "unet", seed, iterations=k, finetune=True),
+                                                 base_run=binary.run).metrics
+                    conditions.setdefault(f"{label} {k} it", {})[seed] = metrics
         last = max(self.profile.finetune_iterations)
-        comparisons = [(f"fine-tuned {last} it", "binary (reference)"),
+        # The control is the binary model continued for the same iterations (equal budget), not the base model.
+        comparisons = [(f"fine-tuned {last} it", f"binary continued {last} it"),
+                       (f"fine-tuned {last} it", "binary (reference)"),
                        (f"fine-tuned {last} it", "backsplit (reference)")]
         result = _tabulate(conditions, comparisons)
         result["iterations"] = list(self.profile.finetune_iterations)
@@ -415,16 +435,41 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def prepare_dataset(dataset: Path | None, out: Path, profile: Profile, seed: int = 0) -> Path:
-    """The dataset to benchmark: the given folder, or the built-in phantom sized by the profile."""
+    """The dataset to benchmark: the given folder, or the profile's phantom family sized by the profile
+    (dataset seed 0 for every profile and family: fixed before the first ablation)."""
     if dataset is not None:
         return dataset
     from BackSplitLib.phantom import write_phantom_dataset
+    from BackSplitLib.phantom_families import phantom_family
 
-    path = out / "phantom"
+    family = phantom_family(profile.family)
+    path = out / ("phantom" if family.name == "ct" else f"phantom_{family.name}")
     if not (path / "dataset.json").is_file():
         write_phantom_dataset(path, cases=profile.cases, test_cases=profile.test_cases, seed=seed,
-                              shape=profile.shape)
+                              shape=profile.shape, family=family)
     return path
+
+
+def parse_recipe(text: str | None) -> dict | None:
+    """``"head_prior=0.01,dice=mean"`` -> ``{"head_prior": 0.01, "dice": "mean"}``, checked against TrainConfig."""
+    if not text:
+        return None
+    from dataclasses import fields
+
+    from BackSplitLib.training import TrainConfig
+
+    known = {f.name for f in fields(TrainConfig)}
+    recipe = {}
+    for item in text.split(","):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key not in known:
+            raise BenchError(f"cannot read recipe setting '{item}'",
+                             f"write name=value pairs of TrainConfig fields ({', '.join(sorted(known))})")
+        try:
+            recipe[key] = json.loads(value)
+        except ValueError:
+            recipe[key] = value
+    return recipe
 
 
 def get_profile(name: str, **overrides) -> Profile:

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from BackSplitLib.atomic import write_text_atomic
 from BackSplitLib.bench import torch_threads
 from BackSplitLib.bench.hostile import measure_hostile
 from BackSplitLib.bench.stats import meets
@@ -327,7 +328,7 @@ def _run(out: Path, settings: ServerBenchSettings, log: Callable[[str], None]) -
             results["predict"] = compare_prediction(client, run_dir, case.image, work / "predict", settings.repeats)
     results["wall_s"] = time.perf_counter() - started
     _write_json(out / "server_bench.json", results)
-    (out / "server_report.md").write_text("\n".join(server_markdown(results)) + "\n")
+    write_text_atomic(out / "server_report.md", "\n".join(server_markdown(results)) + "\n")
     return results
 
 

@@ -18,6 +18,12 @@ app.add_typer(bench_app, name="bench")
 class ProfileName(str, Enum):
     quick = "quick"
     full = "full"
+    effect = "effect"
+
+
+class FamilyName(str, Enum):
+    ct = "ct"
+    mr = "mr"
 
 
 def _log(message: str) -> None:
@@ -46,17 +52,20 @@ def _seeds(text: str | None) -> tuple[int, ...] | None:
 def quality(
     dataset: Path = typer.Argument(None, help="Dataset folder with a labelled test set (default: the built-in phantom)."),
     out: Path = typer.Option(..., "--out", help="Output folder: results.json, report.md, figures, runs (reused on rerun)."),
-    profile: ProfileName = typer.Option(ProfileName.quick, "--profile", help="quick: ~30 min on 2 CPU cores; full: all experiments, sized for one GPU."),
+    profile: ProfileName = typer.Option(ProfileName.quick, "--profile", help="quick: ~30 min on 2 CPU cores; full: all experiments, sized for one GPU; effect: experiment 1, 5 seeds, 12 test cases (<= 30 min per family on 2 free cores)."),
+    family: FamilyName = typer.Option(FamilyName.ct, "--family", help="Built-in phantom family when no DATASET is given: ct (cysts in liver/kidneys) or mr (metastases in liver/vertebrae/adrenals)."),
+    recipe: str = typer.Option(None, "--recipe", help="TrainConfig fields for every run of both arms, e.g. 'head_prior=0.01,learning_rate=0.001' (an ablation)."),
     seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the profile's 0,1,2)."),
     iterations: int = typer.Option(None, "--iterations", min=1, help="Training iterations per run (default: the profile's)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (on a busy shared machine 1 can be much faster)."),
 ) -> None:
     """Run the BackSplit paper's experiments: mean ± std over seeds, paired differences, one figure each."""
-    from BackSplitLib.bench.quality import QualityBench, get_profile, prepare_dataset
+    from BackSplitLib.bench.quality import QualityBench, get_profile, parse_recipe, prepare_dataset
 
     _set_threads(threads)
-    chosen = get_profile(profile.value, seeds=_seeds(seeds), iterations=iterations)
+    chosen = get_profile(profile.value, seeds=_seeds(seeds), iterations=iterations, family=family.value,
+                         recipe=parse_recipe(recipe))
     data = prepare_dataset(dataset, out, chosen)
     results = QualityBench(data, out, chosen, device=device, log=_log).run()
     table = Table(title=f"bench quality ({chosen.name}): lesion Dice, mean ± std over seeds")

@@ -50,11 +50,13 @@ def phantom(
     cases: int = typer.Option(20, "--cases", min=1, help="Training cases (imagesTr/labelsTr)."),
     test_cases: int = typer.Option(5, "--test-cases", min=0, help="Test cases (imagesTs/labelsTs)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same dataset."),
+    family: str = typer.Option("ct", "--family", help="ct: CT-like abdomen, cysts in liver and kidneys; mr: T2-like MR, metastases in liver, vertebrae and adrenals."),
 ) -> None:
-    """Write a synthetic CT-like dataset: organs as auxiliary classes, small lesions, lesion mimics."""
+    """Write a synthetic dataset: organs as auxiliary classes, small lesions, lesion mimics."""
     from BackSplitLib.phantom import write_phantom_dataset
+    from BackSplitLib.phantom_families import phantom_family
 
-    path = write_phantom_dataset(out_dir, cases=cases, test_cases=test_cases, seed=seed)
+    path = write_phantom_dataset(out_dir, cases=cases, test_cases=test_cases, seed=seed, family=phantom_family(family))
     console.print(f"wrote {cases} training and {test_cases} test cases to {path}")
 
 

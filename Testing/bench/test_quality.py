@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from BackSplitLib.bench.quality import BenchError, Profile, QualityBench, get_profile
+from BackSplitLib.bench.quality import BenchError, Profile, QualityBench, get_profile, parse_recipe
 from BackSplitLib.bench.stats import paired, summarise, verdict
 from BackSplitLib.bench.variants import partial_variant, perturb_auxiliary, subset_variant
 from BackSplitLib.dataset import Dataset
@@ -54,6 +54,19 @@ def test_finetuning_from_zero_iterations_is_the_binary_model(tiny_bench):
     _, results = tiny_bench
     conditions = results["experiments"]["2"]["conditions"]
     assert conditions["fine-tuned 0 it"]["per_seed"] == conditions["binary (reference)"]["per_seed"]
+
+
+def test_finetuning_uses_the_one_recipe_and_is_compared_with_binary_continued_for_the_same_budget(tiny_bench):
+    from BackSplitLib.training import FINETUNE_RECIPE
+
+    out, results = tiny_bench
+    second = results["experiments"]["2"]
+    assert {("fine-tuned 2 it", "binary continued 2 it")} <= {(c["a"], c["b"]) for c in second["comparisons"]}
+    for folder, mode in (("finetune", "backsplit"), ("continued", "binary")):
+        training = json.loads((out / "runs" / folder / "2" / "seed0" / "model.json").read_text())["training"]
+        assert training["mode"] == mode and training["base_run"] is not None
+        assert training["learning_rate"] == FINETUNE_RECIPE["learning_rate"]
+        assert training["warmup_iterations"] == FINETUNE_RECIPE["warmup_iterations"]
 
 
 def test_fisher_experiment_respects_the_loewner_order_on_the_trained_model(tiny_bench):
@@ -114,5 +127,16 @@ def test_paired_differences_and_honest_verdicts():
 
 
 def test_unknown_profile_is_refused_with_the_known_ones():
-    with pytest.raises(BenchError, match="quick, full"):
+    with pytest.raises(BenchError, match="quick, full, effect"):
         get_profile("huge")
+
+
+def test_the_effect_profile_and_an_ablation_recipe_for_both_arms(phantom_dataset, tmp_path):
+    effect = get_profile("effect", family="mr", recipe=parse_recipe("head_prior=0.01,dice=mean"))
+    assert len(effect.seeds) >= 5 and effect.test_cases >= 12 and effect.experiments == (1,)
+    bench = QualityBench(phantom_dataset, tmp_path, effect, device="cpu")
+    for mode in ("binary", "backsplit"):
+        config = bench._config(mode, "unet", seed=0)
+        assert (config.head_prior, config.dice, config.mode) == (0.01, "mean", mode)
+    with pytest.raises(BenchError, match="cannot read recipe setting"):
+        parse_recipe("no_such_field=1")

@@ -16,6 +16,7 @@ from BackSplitLib.networks import (
     default_params,
     dynunet_kernels_strides,
     dynunet_params,
+    init_head_prior,
     patch_divisor,
     patch_divisors,
 )
@@ -163,3 +164,21 @@ def test_dynunet_does_not_pool_thick_slices_early():
         for s in strides:
             pooled //= s[axis]
         assert pooled >= 4
+
+
+def test_the_head_prior_starts_binary_and_backsplit_at_the_same_lesion_probability():
+    x = torch.randn(1, 1, *PATCH)
+    lesion = {}
+    for schema in (BINARY, SPLIT):
+        model = init_head_prior(small("unet", schema.num_classes), schema, 0.01)
+        with torch.no_grad():
+            probabilities = torch.softmax(model(x), dim=1)
+        lesion[schema.num_classes] = probabilities[:, schema.target_value]
+        others = probabilities[:, [i for i in range(schema.num_classes) if i != schema.target_value]]
+        # near-zero weights: on average exactly the prior, every voxel close to it whatever the features
+        assert float(others.mean()) == pytest.approx(0.99 / (schema.num_classes - 1), rel=0.05)
+    for p in lesion.values():
+        assert float(p.mean()) == pytest.approx(0.01, rel=0.05)
+        assert float((p - 0.01).abs().max()) < 0.005
+    with pytest.raises(RunError, match="between 0 and 1"):
+        init_head_prior(small("unet", 2), BINARY, 1.0)

@@ -58,7 +58,7 @@ def test_schema_has_background_auxiliary_organs_and_lesion_target_with_consecuti
     for organ in ("fat", "muscle", "spine", "aorta", "ivc", "liver", "spleen", "kidney_left", "kidney_right",
                   "bowel"):
         assert organ in PHANTOM_SCHEMA.auxiliary_names
-    assert "gallbladder" not in PHANTOM_SCHEMA.labels  # a mimic: it must stay background
+    assert "gallbladder" in PHANTOM_SCHEMA.auxiliary_names  # a TotalSegmentator v2 'total' class (issue 13)
 
 
 def test_same_seed_gives_the_same_phantom_and_other_seeds_differ():
@@ -154,10 +154,10 @@ def test_every_phantom_has_gallbladder_renal_sinus_fluid_bowel_and_a_free_cyst(p
     assert any("spleen_cyst" in p.mimics for p in phantoms.values())
 
 
-def test_gallbladder_is_background_beside_the_liver(phantoms):
+def test_gallbladder_is_its_own_auxiliary_class_beside_the_liver(phantoms):
     for phantom in phantoms.values():
         gallbladder = phantom.mimics["gallbladder"]
-        assert np.all(phantom.label[gallbladder] == V["background"])
+        assert np.all(phantom.label[gallbladder] == V["gallbladder"])
         assert np.any(phantom.label[dilate(gallbladder)] == V["liver"])
 
 
@@ -209,3 +209,10 @@ def test_a_non_empty_folder_that_is_not_a_phantom_dataset_is_not_overwritten(tmp
         write_phantom_dataset(folder, cases=1, test_cases=0, shape=SMALL)
     assert (folder / "notes.txt").read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["mine"]
+
+
+def test_the_test_set_holds_a_lesion_in_every_host(tmp_path):
+    root = write_phantom_dataset(tmp_path / "Phantom", cases=1, test_cases=3, seed=5, shape=(40, 56, 64))
+    for case, host in zip(Dataset.load(root).test, LESION_HOSTS):
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
+        assert np.any(label[dilate(label == LESION) & ~(label == LESION)] == V[host]), (case.name, host)

@@ -124,5 +124,5 @@ def test_no_source_file_is_over_600_lines():
         for path in (REPO / folder).rglob("*.py"):
             lines = len(path.read_text(encoding="utf-8").splitlines())
             if lines > MAX_LINES:
-                sizes[str(path.relative_to(REPO))] = lines
+                sizes[path.relative_to(REPO).as_posix()] = lines
     assert not sizes, f"split these by subject (over {MAX_LINES} lines): {sizes}"

@@ -83,9 +83,18 @@ def test_the_server_and_its_worker_exit_when_their_parent_dies_and_the_lock_is_t
         for pid in [server_pid, *worker_pids(server_pid)]:
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-    handle = lock_data_folder(data)  # the dead server's lock is free again
+    handles = []
+
+    def take_lock() -> bool:
+        try:
+            handles.append(lock_data_folder(data))
+            return True
+        except BackSplitError:
+            return False
+
+    wait_for(take_lock, 30, "the dead server's lock was not released")  # the OS drops it with the last fd
     assert (data / "server.lock").read_text(encoding="utf-8", errors="replace") == str(os.getpid())
-    handle.close()
+    handles[0].close()
 
 
 def _zombie(pid: int) -> bool:

@@ -194,6 +194,7 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
     assert f"BackSplit server on {engine.url}" in engine.log_path.read_text(encoding="utf-8", errors="replace")
     assert engine.token and "--no-auth" not in engine.command()  # a per-launch token, not on argv
     assert engine.token not in " ".join(engine.command())
+    assert not (engine.data_dir / "token").exists()  # the token lives in the engine's environment only
     # Slicer 5.10's Python (3.12) reaches it with the bundled standard-library client.
     python312 = sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python"))
     if python312:
@@ -247,6 +248,8 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
     panel.reconnect()
     run_until(panel, lambda s: s.connection == CONNECTED, 90, "reconnecting")
     assert panel.backend is not engine and panel.backend.running
+    # The new engine requeued the killed job; the panel follows it again and can cancel it.
+    assert panel.state().job["job_id"] == job_2 and panel.state().enabled["cancel"]
     check_the_self_tests_flow(panel.backend, job_2, volume, segmentation)
     panel.stop()
     assert panel.state().connection == DISCONNECTED and panel.state().enabled["connect"]
