@@ -225,9 +225,10 @@ class BackSplitClient:
 
     # ------------------------------------------------------------------ jobs
     def create_job(self, kind: str = "train", cases: list[str] | str = "all", base_model: str | None = None,
-                   mode: str = "backsplit", iterations: int = 500, arch: str = "unet", auto_promote: bool = True,
-                   **extra: Any) -> dict:
-        """Queue a job (kind 'train' or 'finetune'); extra keys: batch_size, val_every, patch_size, seed, ..."""
+                   mode: str = "backsplit", iterations: int | None = None, arch: str = "unet",
+                   auto_promote: bool = True, **extra: Any) -> dict:
+        """Queue a job (kind 'train' or 'finetune'); extra keys: batch_size, val_every, patch_size, seed, ...
+        ``iterations=None`` lets the server choose the kind's default (the fine-tune recipe's for a fine-tune)."""
         payload = {"kind": kind, "cases": cases, "base_model": base_model, "mode": mode, "iterations": iterations,
                    "arch": arch, "auto_promote": auto_promote, **{k: v for k, v in extra.items() if v is not None}}
         return self._json("POST", "/jobs", payload)

@@ -31,6 +31,7 @@ from BackSplitLib.devices import resolve_device
 from BackSplitLib.errors import DatasetError, RunError, TrainingCancelled
 from BackSplitLib.planning import plan
 from BackSplitLib.schema import LabelSchema
+from BackSplitLib.vocabulary import DEFAULT_FINETUNE_ITERATIONS
 from BackSplitLib.vocabulary import PARTIAL_LABEL_MODES as PARTIAL_MODES
 from BackSplitLib.vocabulary import TRAINING_MODES as MODES
 SCHEDULES = ("cosine", "poly")
@@ -101,7 +102,7 @@ class TrainConfig:
 # The one fine-tune recipe, used by the CLI's ``finetune``, the server's fine-tune jobs and the panel: the
 # model is already good, so a lower peak learning rate and no warm-up (a warm-up would first move the
 # adapted head away from the base model's predictions); everything else as when training from scratch.
-FINETUNE_RECIPE = {"learning_rate": 1e-3, "warmup_iterations": 0, "iterations": 200}
+FINETUNE_RECIPE = {"learning_rate": 1e-3, "warmup_iterations": 0, "iterations": DEFAULT_FINETUNE_ITERATIONS}
 
 
 def finetune_config(**settings) -> TrainConfig:

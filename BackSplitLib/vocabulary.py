@@ -95,4 +95,11 @@ DEFAULT_PARTIAL_LABEL_MODE = PartialLabelMode.marginal
 DEFAULT_ARCHITECTURE = Architecture.unet
 #: Training iterations of a new model (CLI ``train`` and a server ``train`` job).
 DEFAULT_ITERATIONS = 500
+#: Iterations of the one fine-tune recipe (``training.FINETUNE_RECIPE``: CLI ``finetune``, server and panel).
+DEFAULT_FINETUNE_ITERATIONS = 200
+
+
+def default_iterations(kind: str) -> int:
+    """The iterations a job of ``kind`` gets when its request names none: the same from every entry point."""
+    return DEFAULT_FINETUNE_ITERATIONS if kind == JobKind.finetune else DEFAULT_ITERATIONS
 

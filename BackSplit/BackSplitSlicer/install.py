@@ -15,6 +15,8 @@ a small parser that a test checks against ``tomllib``.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import importlib.metadata
 import os
 import re
@@ -65,7 +67,15 @@ def bundled_requirements() -> Path:
     pyproject = here.parents[1] / "pyproject.toml"
     if not pyproject.is_file():
         raise FileNotFoundError(f"{REQUIREMENTS_NAME} is not bundled and no pyproject.toml is beside the module")
-    return write_requirements(pyproject, Path(tempfile.mkdtemp(prefix="BackSplit-install-")) / REQUIREMENTS_NAME)
+    return _generated_requirements(pyproject)
+
+
+@functools.lru_cache(maxsize=None)
+def _generated_requirements(pyproject: Path) -> Path:
+    """Generated once per process (a checkout, not a built extension) and removed when the process exits."""
+    folder = tempfile.TemporaryDirectory(prefix="BackSplit-install-")
+    atexit.register(folder.cleanup)
+    return write_requirements(pyproject, Path(folder.name) / REQUIREMENTS_NAME)
 
 
 def requirement_names(requirements: Path) -> list[str]:

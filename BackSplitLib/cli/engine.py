@@ -10,8 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from BackSplitLib.cli.app import app, console
 from BackSplitLib.errors import RunError
-from BackSplitLib.vocabulary import (DEFAULT_ARCHITECTURE, DEFAULT_ITERATIONS, DEFAULT_PARTIAL_LABEL_MODE,
-                                     DEFAULT_TRAINING_MODE)
+from BackSplitLib.vocabulary import (DEFAULT_ARCHITECTURE, DEFAULT_FINETUNE_ITERATIONS, DEFAULT_ITERATIONS,
+                                     DEFAULT_PARTIAL_LABEL_MODE, DEFAULT_TRAINING_MODE)
 from BackSplitLib.vocabulary import Architecture as Arch
 from BackSplitLib.vocabulary import PartialLabelMode as Partial
 from BackSplitLib.vocabulary import TrainingMode as Mode
@@ -95,7 +95,7 @@ def finetune(
     base_run: Path = typer.Argument(..., help="Run folder of the model to start from (binary or BackSplit)."),
     dataset: Path = typer.Argument(..., help="Dataset folder with auxiliary labels."),
     out: Path = typer.Option(..., "--out", help="Run folder to write."),
-    iterations: int = typer.Option(None, "--iterations", min=1, help="Fine-tune iterations (default: the fine-tune recipe's, 200)."),
+    iterations: int = typer.Option(None, "--iterations", min=1, help=f"Fine-tune iterations (default: the fine-tune recipe's, {DEFAULT_FINETUNE_ITERATIONS})."),
     mode: Mode = typer.Option(DEFAULT_TRAINING_MODE, "--mode"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),

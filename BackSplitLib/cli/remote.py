@@ -21,8 +21,8 @@ from BackSplitLib.cli.app import app, console
 from BackSplitLib.client import SERVER_ENV, TOKEN_ENV, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.server.limits import DEFAULT_MAX_IMAGE_SIZE, Limits, parse_size
-from BackSplitLib.vocabulary import (ARCHITECTURES, DEFAULT_ARCHITECTURE, DEFAULT_HOST, DEFAULT_ITERATIONS,
-                                     DEFAULT_MAX_UPLOAD, DEFAULT_PORT, DEFAULT_SERVER_URL, DEFAULT_TRAINING_MODE)
+from BackSplitLib.vocabulary import (ARCHITECTURES, DEFAULT_ARCHITECTURE, DEFAULT_FINETUNE_ITERATIONS, DEFAULT_HOST,
+                                     DEFAULT_ITERATIONS, DEFAULT_MAX_UPLOAD, DEFAULT_PORT, DEFAULT_SERVER_URL, DEFAULT_TRAINING_MODE)
 from BackSplitLib.vocabulary import TrainingMode as Mode
 
 remote_app = typer.Typer(help="Talk to a BackSplit server: upload cases, train, fine-tune, predict.",
@@ -139,13 +139,13 @@ def _patch(text: str | None) -> list[int] | None:
     return values
 
 
-def _submit(kind: str, server, token_file, cases: str, base_model: str | None, mode: Mode, iterations: int,
+def _submit(kind: str, server, token_file, cases: str, base_model: str | None, mode: Mode, iterations: int | None,
             arch: str, auto_promote: bool, detach: bool, **extra) -> None:
     case_ids: list[str] | str = "all" if cases.strip() == "all" else [c.strip() for c in cases.split(",") if c.strip()]
     extra["patch_size"] = _patch(extra.get("patch_size"))
     with _client(server, token_file) as client:
         job = client.create_job(kind, case_ids, base_model, mode.value, iterations, arch, auto_promote, **extra)
-        console.print(f"queued job {job['id']} ({len(job['cases'])} cases, {iterations} iterations)")
+        console.print(f"queued job {job['id']} ({len(job['cases'])} cases, {job['total_iterations']} iterations)")
         if detach:
             return
         _report_job(follow_job(client, job))
@@ -263,7 +263,10 @@ def remote_train(cases: str = _CASES, mode: Mode = _MODE, iterations: int = _ITE
 
 @remote_app.command("finetune")
 def remote_finetune(base_model: str = typer.Option("current", "--base-model", help="Model id or 'current'."),
-                    cases: str = _CASES, mode: Mode = _MODE, iterations: int = _ITER,
+                    cases: str = _CASES, mode: Mode = _MODE,
+                    iterations: int = typer.Option(None, "--iterations", min=1,
+                                                   help="Fine-tune iterations (default: the fine-tune recipe's, "
+                                                        f"{DEFAULT_FINETUNE_ITERATIONS})."),
                     auto_promote: bool = _PROMOTE, batch_size: int = _BATCH, val_every: int = _VAL,
                     patch_size: str = _PATCH, val_fraction: float = _VALFRAC, detach: bool = _DETACH,
                     server: str = SERVER, token_file: Path = TOKEN_FILE) -> None:

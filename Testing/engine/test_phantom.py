@@ -4,7 +4,6 @@ host organ, and lesion mimics with the lesions' intensity that are never labelle
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -30,9 +29,7 @@ def phantoms():
 
 @pytest.fixture(scope="module")
 def full_size():
-    start = time.perf_counter()
-    phantom = build_phantom(11)
-    return phantom, time.perf_counter() - start
+    return build_phantom(11)  # no timing asserted here: speed is a benchmark's job
 
 
 def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -84,12 +81,11 @@ def test_too_small_a_shape_is_refused_with_the_minimum():
         make_phantom(0, (4, 40, 48))
 
 
-def test_default_phantom_is_abdominal_sized_complete_and_fast(full_size):
-    phantom, seconds = full_size
+def test_default_phantom_is_abdominal_sized_and_complete(full_size):
+    phantom = full_size
     assert phantom.label.shape == (64, 80, 96)
     assert phantom.spacing == pytest.approx((1.5, 1.5, 2.5))
     assert set(np.unique(phantom.label)) == set(PHANTOM_SCHEMA.labels.values())
-    assert seconds < 2.0  # ~0.2 s on one core; generous for a shared machine
 
 
 # --------------------------------------------------------------------------- anatomy
@@ -99,7 +95,7 @@ def test_label_values_are_all_schema_values(phantoms):
 
 
 def test_organs_sit_where_they_do_in_a_supine_patient(full_size):
-    label = full_size[0].label
+    label = full_size.label
 
     def centroid(name):  # (z, y, x) indices; LPS: +x is patient left, +y posterior, +z superior
         return np.argwhere(label == V[name]).mean(axis=0)
@@ -119,7 +115,7 @@ def test_every_phantom_has_one_to_four_separate_lesions_of_at_least_ten_voxels(p
 
 
 def test_lesions_lie_in_liver_or_kidneys_and_are_darker_than_their_host(phantoms, full_size):
-    for phantom in [*phantoms.values(), full_size[0]]:
+    for phantom in [*phantoms.values(), full_size]:
         ids, count = components(phantom.label == LESION)
         for i in range(1, count + 1):
             lesion = ids == i

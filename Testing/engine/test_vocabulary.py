@@ -62,7 +62,9 @@ def test_server_schema_and_defaults_come_from_the_vocabulary():
 
     fields = JobRequest.model_fields
     assert fields["mode"].default == v.DEFAULT_TRAINING_MODE
-    assert fields["iterations"].default == v.DEFAULT_ITERATIONS
+    assert fields["iterations"].default is None  # filled per kind by vocabulary.default_iterations
+    assert (v.default_iterations("train"), v.default_iterations("finetune")) == \
+        (v.DEFAULT_ITERATIONS, v.DEFAULT_FINETUNE_ITERATIONS)
     assert fields["arch"].default == v.DEFAULT_ARCHITECTURE
     request = JobRequest.model_validate({"kind": "finetune", "mode": "binary", "partial": "naive"})
     assert (type(request.mode), type(request.partial), type(request.kind)) == (str, str, str)

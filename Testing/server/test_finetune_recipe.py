@@ -33,3 +33,19 @@ def test_a_finetune_job_trains_with_the_same_settings_as_the_cli(server, phantom
     assert {k: server_training[k] for k in settings} == {k: cli_training[k] for k in settings}
     assert {k: cli_training[k] for k in FINETUNE_RECIPE if k != "iterations"} == \
         {k: v for k, v in FINETUNE_RECIPE.items() if k != "iterations"}
+
+
+def test_a_job_without_iterations_gets_the_same_budget_as_the_cli(server, phantom_cases):
+    """No iteration count: a fine-tune job gets the recipe's budget (as ``backsplit finetune``), a train
+    job the CLI train's default; the job is cancelled before it trains."""
+    from BackSplitLib.vocabulary import DEFAULT_ITERATIONS
+
+    client = server.client()
+    cases = [client.upload_case(c.image, c.label, c.schema)["id"] for c in phantom_cases]
+    base = client.wait(client.create_job("train", cases, iterations=2, **FAST_JOB)["id"])
+    assert base["state"] == "succeeded", base
+    for kind, expected in (("finetune", FINETUNE_RECIPE["iterations"]), ("train", DEFAULT_ITERATIONS)):
+        job = client.create_job(kind, cases, base_model=base["model_id"] if kind == "finetune" else None)
+        client.cancel_job(job["id"])
+        assert job["total_iterations"] == expected
+        assert job["params"]["iterations"] == expected

@@ -19,8 +19,8 @@ from BackSplitLib.server.state import AppState, app_state
 from BackSplitLib.server.store import PROGRESS_KEYS, TERMINAL_STATES, NotFound, Store
 from BackSplitLib.server.uploads import UploadError, has_unsafe_characters
 from BackSplitLib.vocabulary import (
-    DEFAULT_ARCHITECTURE, DEFAULT_ITERATIONS, DEFAULT_TRAINING_MODE, Architecture, JobKind, JobState,
-    PartialLabelMode, TrainingMode,
+    DEFAULT_ARCHITECTURE, DEFAULT_FINETUNE_ITERATIONS, DEFAULT_ITERATIONS, DEFAULT_TRAINING_MODE, Architecture,
+    JobKind, JobState, PartialLabelMode, TrainingMode, default_iterations,
 )
 
 router = APIRouter(tags=["jobs"])
@@ -38,7 +38,8 @@ class JobRequest(BaseModel):
     cases: list[str] | Literal["all"] = "all"
     base_model: str | None = None
     mode: TrainingMode = DEFAULT_TRAINING_MODE
-    iterations: int = Field(DEFAULT_ITERATIONS, ge=1, le=10_000_000)
+    iterations: int | None = Field(None, ge=1, le=10_000_000, description=(
+        f"default: {DEFAULT_ITERATIONS} for train, the fine-tune recipe's {DEFAULT_FINETUNE_ITERATIONS} for finetune"))
     arch: Architecture = DEFAULT_ARCHITECTURE
     auto_promote: bool = True
     batch_size: int | None = Field(None, ge=1, le=1024)
@@ -90,6 +91,8 @@ def job_json(job: dict) -> dict:
 def create_job(body: JobRequest, state: AppState = Depends(app_state)) -> dict:
     """Queue a train or fine-tune job; follow it with GET /jobs/{id}/events."""
     store = state.store
+    if body.iterations is None:  # the same budget a CLI train / finetune gets
+        body.iterations = default_iterations(body.kind)
     if body.iterations > state.limits.max_iterations:
         raise UploadError(422, f"'iterations': at most {state.limits.max_iterations} on this server (--max-iterations)")
     _check_engine_config(body)
