@@ -157,8 +157,7 @@ def pack_run(run_dir: Union[str, Path], archive: Union[str, Path]) -> Path:
                 if file.is_file() and not file.name.startswith("."):
                     zf.write(file, file.relative_to(run_dir).as_posix())
 
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(archive, write)
+    atomic_write(archive, write)  # creates the parent folder
     return archive
 
 

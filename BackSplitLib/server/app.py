@@ -66,7 +66,7 @@ def health(state: AppState = Depends(app_state)) -> dict:
     return {"status": "ok", "version": __version__, "device": state.device,
             "queue_length": state.store.queue_length(),
             "workers": len(state.supervisor.worker_pids()) if state.supervisor else 0,
-            "max_upload": state.max_upload, "max_image_size": state.limits.max_image_size,
+            "max_upload": state.limits.max_upload, "max_image_size": state.limits.max_image_size,
             "max_iterations": state.limits.max_iterations, "auth": state.token is not None}
 
 

@@ -24,7 +24,6 @@ class AppState:
         self.store = store
         self.token = token
         self.limits = limits
-        self.max_upload = limits.max_upload
         self.workers = workers
         self.supervisor = None
         self.device = "unknown"
@@ -77,11 +76,11 @@ async def receive(request: Request, staged: Path, file_types: dict, text_fields:
     """The request's multipart form streamed into ``staged`` under the size limit; every file field present."""
     state = app_state(request)
     length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > state.max_upload:  # refuse before reading a byte
+    if length and length.isdigit() and int(length) > state.limits.max_upload:  # refuse before reading a byte
         raise UploadError(413, f"the upload ({format_bytes(int(length))}) is larger than this server's limit "
-                               f"of {format_bytes(state.max_upload)}")
+                               f"of {format_bytes(state.limits.max_upload)}")
     form = await receive_form(request.headers.get("content-type", ""), request.stream(), staged,
-                              state.max_upload, file_types, text_fields)
+                              state.limits.max_upload, file_types, text_fields)
     missing = [name for name in file_types if name not in form.files]
     if missing:
         raise UploadError(422, f"the request has no file field '{missing[0]}'")

@@ -63,7 +63,7 @@ async def upload_model(request: Request, state: AppState = Depends(app_state)) -
     staged = store.staging_dir()
     try:
         form = await receive(request, staged, {"file": (".zip",)}, {"promote"})
-        info = await run_in_threadpool(_unpack_run, form.file("file"), staged / "run", state.max_upload)
+        info = await run_in_threadpool(_unpack_run, form.file("file"), staged / "run", state.limits.max_upload)
         return await run_in_threadpool(
             store.register_model, info.path, schema=info.schema.to_dict(), metrics=run_metrics(info.meta),
             parent=None, case_ids=[], source="upload", promote=form.flag("promote"))
