@@ -25,7 +25,7 @@ from BackSplitLib.vocabulary import DEFAULT_SERVER_URL
 
 from BackSplitWeb import module_path
 from BackSplitWeb.security import APP_ROUTE_PREFIX, Gate, new_secret
-from BackSplitWeb.uploads import StreamedFile, UploadError, received_image, upload_name
+from BackSplitWeb.uploads import StreamedFile, UploadError, file_stem, received_image, upload_name
 
 module_path.ensure_slicer_module_on_path()
 
@@ -281,7 +281,7 @@ class WebApp:
     def open_volume(self, image, client_name: str) -> None:
         """Replace the scene's contents with ``image`` and show it in every view."""
         name = case_name(client_name) or "volume"
-        nrrd = write_image(image, Path(tempfile.mkdtemp(dir=self.work)) / f"{_safe(name)}.nrrd")
+        nrrd = write_image(image, Path(tempfile.mkdtemp(dir=self.work)) / f"{file_stem(name)}.nrrd")
         self.slicer_app.scene.Clear()
         volumes = self.slicer_app.io_manager.load_volumes([str(nrrd)])
         shutil.rmtree(nrrd.parent, ignore_errors=True)
@@ -359,8 +359,3 @@ class WebApp:
                               show_connection_info=False, timeout=0, **kwargs)
         finally:
             sys.argv = argv
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "volume"
-

@@ -17,6 +17,7 @@ from trame.widgets import vuetify3 as v3
 
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import image_from_array, write_image
+from BackSplitWeb.uploads import file_stem
 
 from BackSplitSlicer.case import LESION_SEGMENT_NAME, PREDICTION_NODE_NAME, prediction_mask, volume_geometry
 from BackSplitSlicer.panel import SETTINGS, TICK_MS, MemorySettings, PanelController
@@ -156,7 +157,7 @@ class PanelBinding:
             node = self.app.segmentation_node()
             if node is None:
                 raise BackSplitError("there is no segmentation yet")
-            path = folder / f"{_file_stem(volume.GetName())}.seg.nrrd"
+            path = folder / f"{file_stem(volume.GetName())}.seg.nrrd"
             storage = slicer.vtkMRMLSegmentationStorageNode()
             storage.SetFileName(str(path))
             if not storage.WriteData(node):
@@ -167,7 +168,7 @@ class PanelBinding:
             if node is None:
                 raise BackSplitError("there is no prediction yet", "click Predict first")
             mask = prediction_mask(node, LESION_SEGMENT_NAME, volume).astype("uint8")
-            path = folder / f"{_file_stem(volume.GetName())}_lesion.nii.gz"
+            path = folder / f"{file_stem(volume.GetName())}_lesion.nii.gz"
             write_image(image_from_array(mask, volume_geometry(volume)), path)
             return path
         raise BackSplitError(f"unknown download {what!r}", "use segmentation or prediction")
@@ -300,8 +301,3 @@ def _painted_voxels(segment) -> int:
 def _button(label: str, action: str, p: str) -> None:
     v3.VBtn(label, size="small", variant="tonal", id=f"bs-{action.replace('_', '-')}",
             disabled=(f"!{p}.enabled.{action}",), click=f"trigger('bs_action', ['{action}'])")
-
-
-def _file_stem(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "volume"
-

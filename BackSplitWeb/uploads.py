@@ -119,6 +119,11 @@ def upload_name(client_name: str) -> str:
     return "upload" + (engine_io.image_extension(client_name) or ".bin")
 
 
+def file_stem(name: str) -> str:
+    """A safe local file stem from a client's or a node's name (no paths, no odd characters)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "volume"
+
+
 def received_image(upload: Path, work: Path, max_bytes: int, what: str = "uploaded volume") -> sitk.Image:
     """An uploaded volume as a SimpleITK image: a file through the engine's upload gate (the same reader the
     server uses for what crosses the network), or the series in a DICOM zip."""
