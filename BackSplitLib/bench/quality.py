@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from BackSplitLib.atomic import write_json_atomic
-from BackSplitLib.bench import stats, variants
+from BackSplitLib.bench import stats, targets, variants
 from BackSplitLib.dataset import Dataset
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.vocabulary import PARTIAL_LABEL_MODES
@@ -65,8 +65,10 @@ class Profile:
     cases: int = 8
     test_cases: int = 4
     shape: tuple[int, int, int] | None = (32, 48, 56)
-    # experiment 2: fine-tuning budgets (0 = the binary model itself, exactly: adapt_head keeps predictions)
+    # experiment 2: fine-tuning budgets (0 = the binary model itself, exactly: adapt_head keeps predictions);
+    # with finetune_share, the budgets are (0, share x iterations) whatever the iterations (get_profile)
     finetune_iterations: tuple[int, ...] = (0, 40, 80)
+    finetune_share: float | None = None
     # experiment 3
     partial_fractions: tuple[float, ...] = (0.0, 0.5, 1.0)
     partial_modes: tuple[str, ...] = PARTIAL_LABEL_MODES
@@ -125,8 +127,9 @@ PROFILES = {
                     val_every=200),
     # issue 13's effect benchmark: experiment 1 with unet, 5 seeds, 12 test cases (4 per lesion host and
     # more), sized for <= 30 min per family on 2 free CPU cores; run once per family (--family ct / mr).
+    # --experiments 1,2,3 adds issue 13's fine-tuning (0.25 N iterations) and partial-supervision targets.
     "effect": Profile(name="effect", experiments=(1,), seeds=(0, 1, 2, 3, 4), iterations=300, cases=16,
-                      test_cases=12, shape=(40, 56, 64), patch_size=(32, 32, 32)),
+                      test_cases=12, shape=(40, 56, 64), patch_size=(32, 32, 32), finetune_share=0.25),
 }
 
 
@@ -380,6 +383,7 @@ class QualityBench:
             results["wall_s"] = time.perf_counter() - started
             _write_json(self.out / "results.json", results)  # partial results survive an interruption
         results["wall_s"] = time.perf_counter() - started
+        results["targets"] = targets.check(results)
         _write_json(self.out / "results.json", results)
         write_report(results, self.out / "report.md")
         return results
@@ -475,4 +479,10 @@ def parse_recipe(text: str | None) -> dict | None:
 def get_profile(name: str, **overrides) -> Profile:
     if name not in PROFILES:
         raise BenchError(f"unknown profile '{name}'", f"use one of {', '.join(PROFILES)}")
-    return replace(PROFILES[name], **{k: v for k, v in overrides.items() if v is not None})
+    profile = replace(PROFILES[name], **{k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(profile.experiments) - set(EXPERIMENTS))
+    if unknown or not profile.experiments:
+        raise BenchError(f"unknown experiment(s) {unknown or '(none given)'}", f"choose from {sorted(EXPERIMENTS)}")
+    if profile.finetune_share is not None:
+        profile.finetune_iterations = (0, max(1, round(profile.finetune_share * profile.iterations)))
+    return profile

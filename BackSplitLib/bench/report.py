@@ -6,6 +6,7 @@ from pathlib import Path
 
 from BackSplitLib.atomic import write_text_atomic
 from BackSplitLib.bench.stats import fmt
+from BackSplitLib.bench.targets import targets_table
 
 _COLUMNS = (("dice", "lesion Dice", 3), ("fp_per_case", "FP comp./case", 2), ("sensitivity", "lesion sens.", 2),
             ("hd95", "HD95 (mm)", 1))
@@ -61,6 +62,7 @@ def write_report(results: dict, path: Path) -> Path:
              "(same data, same initial weights, one thing changed) with a two-sided paired t-test. With 3 seeds "
              "only large, consistent differences reach p < 0.05: a difference called not significant may still be "
              "real, it is just not shown by this run.", ""]
+    lines += targets_table(results.get("targets", []))
     for number, result in results["experiments"].items():
         lines += [f"## Experiment {number}: {result['title']}", "", f"![experiment {number}]({result['figure']})", ""]
         if number == "6":
