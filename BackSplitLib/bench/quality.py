@@ -188,7 +188,9 @@ class QualityBench:
         run = self.out / "runs" / name
         evaluation = self.out / "evaluations" / f"{name.replace('/', '__')}.json"
         meta_path = run / "model.json"
-        finished = meta_path.is_file() and json.loads(meta_path.read_text()).get("iteration") == config.iterations
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        _check_same_settings(run, meta.get("training"), config)
+        finished = meta.get("iteration") == config.iterations
         start = time.perf_counter()
         if not finished:
             run.parent.mkdir(parents=True, exist_ok=True)
@@ -387,6 +389,26 @@ class QualityBench:
         _write_json(self.out / "results.json", results)
         write_report(results, self.out / "report.md")
         return results
+
+
+#: TrainConfig fields that say where or how often, not what is trained: a run may be reused across them.
+_NOT_COMPARED = {"device", "amp", "compile", "log_every", "checkpoint_every_s", "cache_workers"}
+
+
+def _check_same_settings(run: Path, stored: dict | None, config) -> None:
+    """A run under OUT is reused or resumed only if it was trained with the settings asked for now (a rerun
+    with another ``--recipe`` or budget into the same OUT must not silently score the old runs)."""
+    if stored is None:
+        return
+    wanted = _jsonable(asdict(config))
+    for name, value in wanted.items():
+        # None asks for the trainer's default, which the run stores resolved (arch_params, warm-up, ...)
+        if name in _NOT_COMPARED or value is None:
+            continue
+        if name in stored and _jsonable(stored[name]) != value:
+            raise BenchError(f"{run} was trained with {name} = {stored[name]!r}, this benchmark asks for {value!r}",
+                             "use another --out for another recipe (finished runs are reused only with the "
+                             "same settings), or delete that run folder")
 
 
 def _tabulate(conditions: dict[str, dict[int, dict]], comparisons: list[tuple[str, str]]) -> dict:

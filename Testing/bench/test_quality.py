@@ -80,9 +80,18 @@ def test_fisher_experiment_respects_the_loewner_order_on_the_trained_model(tiny_
 def test_a_rerun_reuses_finished_runs(tiny_bench, phantom_dataset):
     out, results = tiny_bench
     lines: list[str] = []
-    profile = Profile(name="tiny", experiments=(1,), seeds=(0,), iterations=2, patch_size=(32, 32, 16))
+    profile = Profile(name="tiny", experiments=(1,), seeds=(0,), iterations=2, patch_size=(32, 32, 16), val_every=2)
     QualityBench(phantom_dataset, out, profile, device="cpu", log=lines.append).run()
     assert not any(line.startswith("train ") for line in lines)
+
+
+def test_a_rerun_with_another_recipe_or_budget_is_refused_not_scored_with_the_old_runs(tiny_bench, phantom_dataset):
+    out, _ = tiny_bench
+    same = dict(name="tiny", experiments=(1,), seeds=(0,), patch_size=(32, 32, 16), val_every=2)
+    for profile, changed in ((Profile(**same, iterations=2, recipe={"head_prior": 0.01}), "head_prior"),
+                             (Profile(**same, iterations=3), "iterations")):
+        with pytest.raises(BenchError, match=f"trained with {changed}"):
+            QualityBench(phantom_dataset, out, profile, device="cpu", log=lambda m: None).run()
 
 
 def test_partial_variant_strips_auxiliary_labels_of_unlisted_cases(phantom_dataset, tmp_path):
