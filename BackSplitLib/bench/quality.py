@@ -393,6 +393,8 @@ class QualityBench:
 
 #: TrainConfig fields that say where or how often, not what is trained: a run may be reused across them.
 _NOT_COMPARED = {"device", "amp", "compile", "log_every", "checkpoint_every_s", "cache_workers"}
+#: Fields a two-class (binary) loss does not read: it has no auxiliary part and no unlabelled classes.
+_NO_EFFECT_ON_BINARY = {"auxiliary_weight", "partial"}
 
 
 def _check_same_settings(run: Path, stored: dict | None, config) -> None:
@@ -403,7 +405,7 @@ def _check_same_settings(run: Path, stored: dict | None, config) -> None:
     wanted = _jsonable(asdict(config))
     for name, value in wanted.items():
         # None asks for the trainer's default, which the run stores resolved (arch_params, warm-up, ...)
-        if name in _NOT_COMPARED or value is None:
+        if name in _NOT_COMPARED or value is None or (config.mode == "binary" and name in _NO_EFFECT_ON_BINARY):
             continue
         if name in stored and _jsonable(stored[name]) != value:
             raise BenchError(f"{run} was trained with {name} = {stored[name]!r}, this benchmark asks for {value!r}",
@@ -486,7 +488,7 @@ def parse_recipe(text: str | None) -> dict | None:
 
     known = {f.name for f in fields(TrainConfig)}
     recipe = {}
-    for item in text.split(","):
+    for item in _top_level_items(text):
         key, sep, value = (part.strip() for part in item.partition("="))
         if not sep or key not in known:
             raise BenchError(f"cannot read recipe setting '{item}'",
@@ -496,6 +498,17 @@ def parse_recipe(text: str | None) -> dict | None:
         except ValueError:
             recipe[key] = value
     return recipe
+
+
+def _top_level_items(text: str) -> list[str]:
+    """Split at the commas outside brackets and braces: ``patch_size=[48,48,32],dice=mean`` has two items."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "[{") - (char in "]}")
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return items + [text[start:]]
 
 
 def get_profile(name: str, **overrides) -> Profile:

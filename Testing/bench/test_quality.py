@@ -149,3 +149,20 @@ def test_the_effect_profile_and_an_ablation_recipe_for_both_arms(phantom_dataset
         assert (config.head_prior, config.dice, config.mode) == (0.01, "mean", mode)
     with pytest.raises(BenchError, match="cannot read recipe setting"):
         parse_recipe("no_such_field=1")
+    assert parse_recipe('patch_size=[48,48,32],arch_params={"feature_channels":32,"dropout":0.1},dice=mean') == {
+        "patch_size": [48, 48, 32], "arch_params": {"feature_channels": 32, "dropout": 0.1}, "dice": "mean"}
+
+
+def test_the_fields_a_binary_rerun_may_differ_in_do_not_change_a_two_class_loss():
+    import torch
+
+    from BackSplitLib.bench.quality import _NO_EFFECT_ON_BINARY
+    from BackSplitLib.losses import BackSplitLoss
+
+    assert _NO_EFFECT_ON_BINARY == {"auxiliary_weight", "partial"}
+    torch.manual_seed(0)
+    logits, label = torch.randn(2, 2, 4, 4, 4), torch.randint(0, 2, (2, 1, 4, 4, 4))
+    labelled = torch.tensor([[True, True], [True, True]])
+    reference = BackSplitLoss(2, target_value=1)(logits, label, labelled)
+    for settings in ({"auxiliary_weight": 0.25}, {"partial": "naive"}, {"auxiliary_weight": 0.0, "partial": "naive"}):
+        assert torch.equal(BackSplitLoss(2, target_value=1, **settings)(logits, label, labelled), reference)
