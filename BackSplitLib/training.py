@@ -31,7 +31,7 @@ from BackSplitLib.devices import resolve_device
 from BackSplitLib.errors import DatasetError, RunError, TrainingCancelled
 from BackSplitLib.planning import plan
 from BackSplitLib.schema import LabelSchema
-from BackSplitLib.vocabulary import DEFAULT_FINETUNE_ITERATIONS
+from BackSplitLib.vocabulary import DEFAULT_AUXILIARY_WEIGHT, DEFAULT_FINETUNE_ITERATIONS
 from BackSplitLib.vocabulary import PARTIAL_LABEL_MODES as PARTIAL_MODES
 from BackSplitLib.vocabulary import TRAINING_MODES as MODES
 SCHEDULES = ("cosine", "poly")
@@ -63,7 +63,7 @@ class TrainConfig:
     compile: bool = False
     partial: str = "marginal"
     dice: str = "target+auxiliary"
-    auxiliary_weight: float = 1.0
+    auxiliary_weight: float = DEFAULT_AUXILIARY_WEIGHT
     lesion_fraction: float = 0.5
     # the head's initial target probability (focal-loss initialisation, networks.init_head_prior);
     # None: PyTorch's default initialisation. Not applied when fine-tuning (the base model's head is kept).
