@@ -425,10 +425,10 @@ def missing_packages(python: str | None = None, engine_path: str | Path | None =
                      requirements: Sequence[str] | None = None) -> list[str]:
     """What the local engine needs that ``python`` lacks: distributions of the requirements generated from
     pyproject (checked with importlib.metadata in that interpreter), and the engine's server package."""
-    from BackSplitSlicer.install import bundled_requirements, requirement_names
+    from BackSplitSlicer.install import requirement_lines, requirement_names
 
     python = python or default_python()
-    names = list(requirements) if requirements is not None else requirement_names(bundled_requirements())
+    names = list(requirements) if requirements is not None else requirement_names(requirement_lines())
     script = ("import importlib.metadata, importlib.util, json, sys\n"
               "def has(name):\n"
               "    try:\n"

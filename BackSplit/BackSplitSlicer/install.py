@@ -15,11 +15,10 @@ a small parser that a test checks against ``tomllib``.
 
 from __future__ import annotations
 
-import atexit
-import functools
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,29 +58,28 @@ def write_requirements(pyproject: str | Path, out: str | Path) -> Path:
     return out
 
 
-def bundled_requirements() -> Path:
-    """The requirements file of the built extension, or one generated from the checkout's pyproject."""
-    here = Path(__file__).resolve().parent
-    if (here / REQUIREMENTS_NAME).is_file():
-        return here / REQUIREMENTS_NAME
-    pyproject = here.parents[1] / "pyproject.toml"
+def bundled_requirements() -> Path | None:
+    """The requirements file of the built extension (None in a checkout, which has pyproject instead)."""
+    path = Path(__file__).resolve().parent / REQUIREMENTS_NAME
+    return path if path.is_file() else None
+
+
+def requirement_lines() -> list[str]:
+    """What Local mode needs: the built extension's bundled list, or in a checkout the same list generated in
+    memory from the pyproject beside the module (no file: nothing to leave behind)."""
+    bundled = bundled_requirements()
+    if bundled is not None:
+        return bundled.read_text(encoding="utf-8").splitlines()
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     if not pyproject.is_file():
         raise FileNotFoundError(f"{REQUIREMENTS_NAME} is not bundled and no pyproject.toml is beside the module")
-    return _generated_requirements(pyproject)
+    return runtime_requirements(pyproject.read_text(encoding="utf-8"))
 
 
-@functools.lru_cache(maxsize=None)
-def _generated_requirements(pyproject: Path) -> Path:
-    """Generated once per process (a checkout, not a built extension) and removed when the process exits."""
-    folder = tempfile.TemporaryDirectory(prefix="BackSplit-install-")
-    atexit.register(folder.cleanup)
-    return write_requirements(pyproject, Path(folder.name) / REQUIREMENTS_NAME)
-
-
-def requirement_names(requirements: Path) -> list[str]:
-    """The distribution names in a requirements file (``torch>=2.2  # why`` -> ``torch``)."""
+def requirement_names(lines: list[str]) -> list[str]:
+    """The distribution names in requirements lines (``torch>=2.2  # why`` -> ``torch``)."""
     names = []
-    for line in requirements.read_text(encoding="utf-8").splitlines():
+    for line in lines:
         match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
         if match and not line.lstrip().startswith("#"):
             names.append(match.group(1))
@@ -116,8 +114,10 @@ class PipInstall:
         from BackSplitSlicer.backends import default_python
 
         self.python = python or default_python()
-        folder = Path(tempfile.mkdtemp(prefix="BackSplit-install-"))
-        lines = (requirements or bundled_requirements()).read_text(encoding="utf-8").splitlines()
+        # pip reads both files from this folder; it is removed when pip has exited (wait)
+        self._folder = Path(tempfile.mkdtemp(prefix="BackSplit-install-"))
+        folder = self._folder
+        lines = requirements.read_text(encoding="utf-8").splitlines() if requirements else requirement_lines()
         if skip_torch:  # installed by the PyTorch extension with the right CUDA build
             lines = [line for line in lines if not re.match(r"\s*torch\b", line)]
         self.requirements = folder / REQUIREMENTS_NAME
@@ -142,6 +142,7 @@ class PipInstall:
         """Block until pip exits (call it from a background thread); its exit code."""
         code = self.process.wait()
         self._reader.join(10)
+        shutil.rmtree(self._folder, ignore_errors=True)
         return code
 
     def log(self) -> str:

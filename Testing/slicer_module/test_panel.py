@@ -250,7 +250,8 @@ def test_the_install_step_keeps_slicers_numpy_and_simpleitk(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     install = PipInstall(python=sys.executable, wheel_folder=str(wheels), requirements=requirements)
-    assert install.wait() == 0, install.log()
     pins = install.constraints.read_text(encoding="utf-8", errors="replace").split()
+    assert install.wait() == 0, install.log()
     assert f"numpy=={numpy.__version__}" in pins and f"SimpleITK=={SimpleITK.Version_VersionString()}" in pins
     assert "-c" in install.command and str(install.constraints) in install.command
+    assert not install.constraints.parent.exists()  # pip's files go when pip is done
