@@ -98,9 +98,9 @@ DEFAULT_ITERATIONS = 500
 #: Weight of the auxiliary part of the BackSplit loss (``losses.BackSplitLoss``): the loss is the binary loss
 #: of the collapsed lesion probability plus this weight times the auxiliary classes' own terms (conditional
 #: cross-entropy given "not lesion" and their mean Dice). 1 is the plain split loss, whose lesion head stalled
-#: for hundreds of iterations on some seeds; 0.5 started on every seed of both phantom families (issue 13,
-#: docs/RESULTS.md "Ablation: auxiliary weight"). Binary training does not read it.
-DEFAULT_AUXILIARY_WEIGHT = 0.5
+#: for hundreds of iterations on some seeds; 0.5 and 0.25 started on every seed of both phantom families, and
+#: 0.25 was as good or better on both (issue 13, docs/RESULTS.md, "Ablations"). Binary training does not read it.
+DEFAULT_AUXILIARY_WEIGHT = 0.25
 #: Iterations of the one fine-tune recipe (``training.FINETUNE_RECIPE``: CLI ``finetune``, server and panel).
 DEFAULT_FINETUNE_ITERATIONS = 200
 
