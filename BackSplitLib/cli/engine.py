@@ -75,7 +75,7 @@ def train(
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9, help="Seeded share of imagesTr held out for validation."),
     val_every: int = typer.Option(None, "--val-every", min=1, help="Validate every N iterations (default: a tenth of the budget)."),
     learning_rate: float = typer.Option(3e-3, "--lr", help="AdamW peak learning rate (cosine schedule after a short warm-up)."),
-    auxiliary_weight: float = typer.Option(DEFAULT_AUXILIARY_WEIGHT, "--auxiliary-weight", min=0.0, max=1.0, help="Weight of the auxiliary classes' terms added to the binary loss of the collapsed lesion probability: 1 = the plain split loss, 0 = the binary loss (see docs/RESULTS.md, "Ablations")."),
+    auxiliary_weight: float = typer.Option(DEFAULT_AUXILIARY_WEIGHT, "--auxiliary-weight", min=0.0, max=1.0, help="Weight of the auxiliary classes' terms added to the binary loss of the collapsed lesion probability: 1 = the plain split loss, 0 = the binary loss (see docs/RESULTS.md, Ablations)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),
     resample_labels: bool = typer.Option(False, "--resample-labels", help="Resample labels that are on another grid onto their image (nearest neighbour, physical space) instead of refusing them."),
 ) -> None:
