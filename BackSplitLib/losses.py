@@ -7,6 +7,13 @@ background before Dice and cross-entropy, so the network is never told that an u
 background. ``partial="naive"`` keeps the alternative for comparison: unlabelled classes are treated as
 background (the label map is used as is).
 
+``auxiliary_weight`` w mixes the split loss with the binary loss of the collapsed lesion probability:
+``w * split + (1 - w) * collapsed``. Cross-entropy factorises as collapsed CE + CE of the auxiliary class given
+"not lesion", and the split Dice is the lesion's Dice plus the mean auxiliary Dice, so the mix is the binary
+loss plus ``w`` times the auxiliary classes' own terms: the lesion's gradient is the binary model's, the
+auxiliary classes add ``w`` of their supervision. Training uses ``vocabulary.DEFAULT_AUXILIARY_WEIGHT``
+(0.25): with w = 1 the lesion head stalled for hundreds of iterations on some seeds (docs/RESULTS.md).
+
 The loss is MONAI's ``DiceCELoss`` (softmax, one-hot target, ``smooth_nr = smooth_dr = 1e-5``, cross-entropy
 averaged over voxels) computed by hand, because ``DiceCELoss`` can neither merge a per-sample set of
 channels into the background nor leave ignore voxels out, and it materialises one-hot and product tensors
