@@ -131,7 +131,9 @@ class PanelController:
             volume = self._first("vtkMRMLScalarVolumeNode", exclude="vtkMRMLLabelMapVolumeNode")
             self._set(volume_id=volume.GetID() if volume else None)
         if self._node(self._state.segmentation_id) is None:
-            segmentation = self._first("vtkMRMLSegmentationNode", exclude_name="BackSplit prediction")
+            from BackSplitSlicer.case import PREDICTION_NODE_NAME
+
+            segmentation = self._first("vtkMRMLSegmentationNode", exclude_name=PREDICTION_NODE_NAME)
             self._watch_segmentation(segmentation)
         self._publish()
 
