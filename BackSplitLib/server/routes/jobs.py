@@ -180,7 +180,8 @@ def _check_engine_config(body: JobRequest) -> None:
     from BackSplitLib.server.worker import train_config
 
     try:
-        config = train_config(body.model_dump(exclude={"cases", "base_model", "kind"}, exclude_none=True))
+        config = train_config(body.model_dump(exclude={"cases", "base_model", "kind"}, exclude_none=True),
+                              finetune=body.kind == JobKind.finetune)
     except ImportError:  # no training engine here: the job will fail in the worker with its reason
         return
     try:
