@@ -61,6 +61,7 @@ class BackSplitLoss(nn.Module):
         smooth: float = 1e-5,
         target_value: int | None = None,
         auxiliary_weight: float = 1.0,
+        plain_dice_mean: bool = False,
     ):
         super().__init__()
         if partial not in PARTIAL_MODES:
@@ -83,6 +84,8 @@ class BackSplitLoss(nn.Module):
         if auxiliary_weight != 1.0 and target_value is None:
             raise LabelError("auxiliary_weight needs target_value (which class is the lesion)")
         self.auxiliary_weight = float(auxiliary_weight)
+        # the plain class mean of the Dice losses even when the target is known (TrainConfig.dice = "mean")
+        self.plain_dice_mean = plain_dice_mean
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor, labelled: torch.Tensor | None = None) -> torch.Tensor:
         # Autocast off: voxel counts and sums over a patch overflow half precision (65504).
@@ -154,7 +157,7 @@ class BackSplitLoss(nn.Module):
             scored = (scored.sum(0) > 0).to(scored.dtype)
         score = (2 * intersection + self.smooth) / (pred_sum + truth_sum + self.smooth)
         losses = (1 - score) * scored
-        if self.target_value is None:
+        if self.target_value is None or self.plain_dice_mean:
             return self.lambda_dice * losses.sum() / scored.sum().clamp_min(1.0)
         # Target Dice plus the mean auxiliary Dice: a plain mean over K classes would give the lesion
         # 1/K of the Dice term, so adding auxiliary classes would weaken the lesion's own signal.

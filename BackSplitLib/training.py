@@ -272,7 +272,7 @@ class Trainer:
 
         schema = self.schema
         self.loss_fn = BackSplitLoss(schema.num_classes, ignore_value=schema.ignore_value, partial=config.partial,
-                                     target_value=schema.target_value if config.dice == "target+auxiliary" else None,
+                                     target_value=schema.target_value, plain_dice_mean=config.dice == "mean",
                                      auxiliary_weight=config.auxiliary_weight,
                                      lambda_dice=0.0 if config.dice == "ce" else 1.0)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate,

@@ -201,3 +201,18 @@ def test_auxiliary_weight_mixes_the_split_and_the_collapsed_loss():
     for weight in (0.0, 0.3, 1.0):
         mixed = BackSplitLoss(c, target_value=target, auxiliary_weight=weight)(logits, label).item()
         assert mixed == pytest.approx(weight * full + (1 - weight) * binary, rel=1e-6)
+
+
+def test_every_dice_weighting_trains_with_the_default_auxiliary_weight():
+    # dice = "mean" / "ce" with the default auxiliary weight (< 1) must build a loss (it raised before)
+    from BackSplitLib.vocabulary import DEFAULT_AUXILIARY_WEIGHT
+
+    torch.manual_seed(2)
+    c, target = 4, 3
+    logits, label = torch.randn(2, c, 4, 4, 4), torch.randint(0, c, (2, 1, 4, 4, 4))
+    plain = BackSplitLoss(c)(logits, label).item()
+    as_mean = BackSplitLoss(c, target_value=target, plain_dice_mean=True)(logits, label).item()
+    assert as_mean == pytest.approx(plain)
+    for settings in ({"plain_dice_mean": True}, {"lambda_dice": 0.0}):
+        loss = BackSplitLoss(c, target_value=target, auxiliary_weight=DEFAULT_AUXILIARY_WEIGHT, **settings)
+        assert torch.isfinite(loss(logits, label))
