@@ -116,13 +116,12 @@ class PipInstall:
         self.python = python or default_python()
         # pip reads both files from this folder; it is removed when pip has exited (wait)
         self._folder = Path(tempfile.mkdtemp(prefix="BackSplit-install-"))
-        folder = self._folder
         lines = requirements.read_text(encoding="utf-8").splitlines() if requirements else requirement_lines()
         if skip_torch:  # installed by the PyTorch extension with the right CUDA build
             lines = [line for line in lines if not re.match(r"\s*torch\b", line)]
-        self.requirements = folder / REQUIREMENTS_NAME
+        self.requirements = self._folder / REQUIREMENTS_NAME
         self.requirements.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self.constraints = folder / "constraints.txt"
+        self.constraints = self._folder / "constraints.txt"
         self.constraints.write_text("\n".join(slicer_constraints()) + "\n", encoding="utf-8")
         self.command = pip_command(self.requirements, self.constraints, self.python, wheel_folder)
         self._lines: list[str] = [" ".join(self.command)]

@@ -23,6 +23,8 @@ FP_FLOOR = 0.1
 FINETUNE_SHARE_OF_GAP = 0.8
 FINETUNE_OVER_CONTINUED = 0.03
 MIN_SEEDS = 5
+#: How a target's ``met`` reads in the report and on the command line.
+VERDICTS = {True: "met", False: "missed", None: "not checked"}
 
 
 def _mean(result: dict, condition: str, metric: str = "dice") -> float | None:
@@ -124,7 +126,6 @@ def targets_table(targets: list[dict]) -> list[str]:
     if not targets:
         return []
     lines = ["## Targets (issue 13)", "", "| experiment | target | measured | verdict |", "|---|---|---|---|"]
-    verdicts = {True: "met", False: "missed", None: "not checked"}
     for t in targets:
-        lines.append(f"| {t['experiment']} | {t['target']} | {t['measured']} | {verdicts[t['met']]} |")
+        lines.append(f"| {t['experiment']} | {t['target']} | {t['measured']} | {VERDICTS[t['met']]} |")
     return lines + [""]

@@ -55,7 +55,7 @@ def quality(
     profile: ProfileName = typer.Option(ProfileName.quick, "--profile", help="quick: ~30 min on 2 CPU cores; full: all experiments, sized for one GPU; effect: experiment 1, 5 seeds, 12 test cases (<= 30 min per family on 2 free cores)."),
     family: FamilyName = typer.Option(FamilyName.ct, "--family", help="Built-in phantom family when no DATASET is given: ct (cysts in liver/kidneys) or mr (metastases in liver/vertebrae/adrenals)."),
     recipe: str = typer.Option(None, "--recipe", help="TrainConfig fields for every run of both arms, e.g. 'head_prior=0.01,learning_rate=0.001' (an ablation)."),
-    seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the profile's 0,1,2)."),
+    seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the profile's)."),
     experiments: str = typer.Option(None, "--experiments", help="Comma-separated experiment numbers 1-6 (default: the profile's; effect: 1)."),
     iterations: int = typer.Option(None, "--iterations", min=1, help="Training iterations per run (default: the profile's)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
@@ -78,10 +78,12 @@ def quality(
         for name, entry in result.get("conditions", {}).items():
             table.add_row(number, name, fmt(entry["summary"]["dice"]), fmt(entry["summary"]["fp_per_case"], 2))
     console.print(table)
-    verdicts = {True: "[green]met[/green]", False: "[red]missed[/red]", None: "not checked"}
+    from BackSplitLib.bench.targets import VERDICTS
+
+    colours = {True: "green", False: "red", None: "default"}
     for target in results["targets"]:
         console.print(f"target (experiment {target['experiment']}): {target['target']}: {target['measured']}: "
-                      f"{verdicts[target['met']]}")
+                      f"[{colours[target['met']]}]{VERDICTS[target['met']]}[/]")
     console.print(f"wrote {out / 'results.json'}, {out / 'report.md'} and the figures in "
                   f"{results['wall_s'] / 60:.1f} min")
 
