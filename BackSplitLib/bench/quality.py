@@ -86,6 +86,9 @@ class Profile:
     family: str = "ct"
     # TrainConfig fields set for every run of both arms (an ablation changes one of them)
     recipe: dict = field(default_factory=dict)
+    # TrainConfig fields set for every fine-tune of experiment 2, the fine-tuned and the continued arm alike,
+    # over the engine's one fine-tune recipe (an ablation of that recipe; empty: the recipe itself)
+    finetune_recipe: dict = field(default_factory=dict)
 
     def training_runs(self, auxiliary_classes: int) -> int:
         """How many trainings the profile needs (for the estimate printed before starting)."""
@@ -105,6 +108,22 @@ class Profile:
         if 5 in self.experiments:
             n += len(self.noise) + int(self.tissue_classes)
         return n * seeds
+
+    def train_config(self, mode: str, arch: str, seed: int, device: str = "auto", iterations: int | None = None,
+                     partial: str = "marginal", finetune: bool = False):
+        """One run's TrainConfig under this profile (both arms alike): its sizes and recipe; ``finetune``
+        starts from the engine's one fine-tune recipe (the CLI's, the server's and the panel's) instead of
+        TrainConfig's defaults. ``backsplit demo`` trains with the effect profile's configs too."""
+        from BackSplitLib.training import TrainConfig, finetune_config
+
+        iterations = iterations or self.iterations
+        val_every = self.val_every or max(1, iterations // 3)
+        settings = dict(mode=mode, arch=arch, iterations=iterations, seed=seed, device=device,
+                        batch_size=self.batch_size, patch_size=self.patch_size, partial=partial,
+                        val_every=min(val_every, iterations), log_every=max(1, iterations // 10))
+        if finetune:
+            return finetune_config(**{**settings, **self.finetune_recipe})
+        return TrainConfig(**{**settings, **self.recipe})
 
     def counts(self, auxiliary_classes: int) -> list[int]:
         if self.auxiliary_counts is not None:
@@ -167,18 +186,7 @@ class QualityBench:
 
     def _config(self, mode: str, arch: str, seed: int, iterations: int | None = None, partial: str = "marginal",
                 finetune: bool = False):
-        """Both arms' TrainConfig: the profile's sizes and recipe; ``finetune`` starts from the engine's one
-        fine-tune recipe (the CLI's, the server's and the panel's) instead of TrainConfig's defaults."""
-        from BackSplitLib.training import TrainConfig, finetune_config
-
-        iterations = iterations or self.profile.iterations
-        val_every = self.profile.val_every or max(1, iterations // 3)
-        settings = dict(mode=mode, arch=arch, iterations=iterations, seed=seed, device=self.device,
-                        batch_size=self.profile.batch_size, patch_size=self.profile.patch_size, partial=partial,
-                        val_every=min(val_every, iterations), log_every=max(1, iterations // 10))
-        if finetune:
-            return finetune_config(**settings)
-        return TrainConfig(**{**settings, **self.profile.recipe})
+        return self.profile.train_config(mode, arch, seed, self.device, iterations, partial, finetune)
 
     def condition(self, name: str, dataset: Path, config, base_run: Path | None = None) -> Outcome:
         """Train ``name`` (or reuse / resume it) and evaluate it on the source test set (cached)."""

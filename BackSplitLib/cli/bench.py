@@ -55,6 +55,7 @@ def quality(
     profile: ProfileName = typer.Option(ProfileName.quick, "--profile", help="quick: ~30 min on 2 CPU cores; full: all experiments, sized for one GPU; effect: experiment 1, 5 seeds, 12 test cases (<= 30 min per family on 2 free cores)."),
     family: FamilyName = typer.Option(FamilyName.ct, "--family", help="Built-in phantom family when no DATASET is given: ct (cysts in liver/kidneys) or mr (metastases in liver/vertebrae/adrenals)."),
     recipe: str = typer.Option(None, "--recipe", help="TrainConfig fields for every run of both arms, e.g. 'head_prior=0.01,learning_rate=0.001' (an ablation)."),
+    finetune_recipe: str = typer.Option(None, "--finetune-recipe", help="TrainConfig fields over the engine's fine-tune recipe for experiment 2's fine-tuned and continued runs alike, e.g. 'auxiliary_weight=1' (an ablation)."),
     seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the profile's)."),
     experiments: str = typer.Option(None, "--experiments", help="Comma-separated experiment numbers 1-6 (default: the profile's; effect: 1)."),
     iterations: int = typer.Option(None, "--iterations", min=1, help="Training iterations per run (default: the profile's)."),
@@ -66,7 +67,8 @@ def quality(
 
     _set_threads(threads)
     chosen = get_profile(profile.value, seeds=_integers(seeds, "seeds"), iterations=iterations, family=family.value,
-                         experiments=_integers(experiments, "experiments"), recipe=parse_recipe(recipe))
+                         experiments=_integers(experiments, "experiments"), recipe=parse_recipe(recipe),
+                         finetune_recipe=parse_recipe(finetune_recipe))
     data = prepare_dataset(dataset, out, chosen)
     results = QualityBench(data, out, chosen, device=device, log=_log).run()
     table = Table(title=f"bench quality ({chosen.name}): lesion Dice, mean ± std over seeds")

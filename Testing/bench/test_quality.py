@@ -166,3 +166,17 @@ def test_the_fields_a_binary_rerun_may_differ_in_do_not_change_a_two_class_loss(
     reference = BackSplitLoss(2, target_value=1)(logits, label, labelled)
     for settings in ({"auxiliary_weight": 0.25}, {"partial": "naive"}, {"auxiliary_weight": 0.0, "partial": "naive"}):
         assert torch.equal(BackSplitLoss(2, target_value=1, **settings)(logits, label, labelled), reference)
+
+
+def test_a_finetune_recipe_ablation_reaches_both_finetuned_arms_and_nothing_else():
+    from BackSplitLib.training import FINETUNE_RECIPE
+
+    profile = get_profile("effect", finetune_recipe=parse_recipe("auxiliary_weight=1,learning_rate=0.003"))
+    for mode in ("binary", "backsplit"):
+        tuned = profile.train_config(mode, "unet", 0, "cpu", iterations=75, finetune=True)
+        assert (tuned.auxiliary_weight, tuned.learning_rate, tuned.mode, tuned.iterations) == (1, 0.003, mode, 75)
+        assert tuned.warmup_iterations == FINETUNE_RECIPE["warmup_iterations"]  # the rest of the one recipe
+        scratch = profile.train_config(mode, "unet", 0, "cpu")
+        assert (scratch.auxiliary_weight, scratch.learning_rate) != (1, 0.003)
+    plain = get_profile("effect").train_config("backsplit", "unet", 0, "cpu", finetune=True)
+    assert plain.learning_rate == FINETUNE_RECIPE["learning_rate"]
