@@ -31,7 +31,8 @@ from BackSplitLib.devices import resolve_device
 from BackSplitLib.errors import DatasetError, RunError, TrainingCancelled
 from BackSplitLib.planning import plan
 from BackSplitLib.schema import LabelSchema
-from BackSplitLib.vocabulary import DEFAULT_AUXILIARY_WEIGHT, DEFAULT_FINETUNE_ITERATIONS
+from BackSplitLib.vocabulary import (DEFAULT_AUXILIARY_WEIGHT, DEFAULT_BATCH_SIZE, DEFAULT_FINETUNE_ITERATIONS,
+                                     DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE, DEFAULT_VAL_FRACTION)
 from BackSplitLib.vocabulary import PARTIAL_LABEL_MODES as PARTIAL_MODES
 from BackSplitLib.vocabulary import TRAINING_MODES as MODES
 SCHEDULES = ("cosine", "poly")
@@ -48,15 +49,15 @@ class TrainConfig:
     mode: str = "backsplit"
     arch: str = "unet"
     arch_params: dict | None = None
-    iterations: int = 500
-    batch_size: int = 2
+    iterations: int = DEFAULT_ITERATIONS
+    batch_size: int = DEFAULT_BATCH_SIZE
     patch_size: tuple[int, int, int] | None = None
-    learning_rate: float = 3e-3
+    learning_rate: float = DEFAULT_LEARNING_RATE
     weight_decay: float = 1e-5
     schedule: str = "cosine"
     warmup_iterations: int | None = None
     val_every: int | None = None
-    val_fraction: float = 0.2
+    val_fraction: float = DEFAULT_VAL_FRACTION
     seed: int = 0
     device: str = "auto"
     amp: bool = True

@@ -101,6 +101,11 @@ DEFAULT_ITERATIONS = 500
 #: for hundreds of iterations on some seeds; 0.5 and 0.25 started on every seed of both phantom families, and
 #: 0.25 was as good or better on both (issue 13, docs/RESULTS.md, "Ablations"). Binary training does not read it.
 DEFAULT_AUXILIARY_WEIGHT = 0.25
+#: The from-scratch recipe's batch size, AdamW peak learning rate and seeded validation share
+#: (``training.TrainConfig``, CLI ``train``).
+DEFAULT_BATCH_SIZE = 2
+DEFAULT_LEARNING_RATE = 3e-3
+DEFAULT_VAL_FRACTION = 0.2
 #: Iterations of the one fine-tune recipe (``training.FINETUNE_RECIPE``: CLI ``finetune``, server and panel).
 DEFAULT_FINETUNE_ITERATIONS = 200
 

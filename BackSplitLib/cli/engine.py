@@ -10,8 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from BackSplitLib.cli.app import app, console
 from BackSplitLib.errors import RunError
-from BackSplitLib.vocabulary import (DEFAULT_ARCHITECTURE, DEFAULT_AUXILIARY_WEIGHT, DEFAULT_FINETUNE_ITERATIONS,
-                                     DEFAULT_ITERATIONS, DEFAULT_PARTIAL_LABEL_MODE, DEFAULT_TRAINING_MODE)
+from BackSplitLib.vocabulary import (DEFAULT_ARCHITECTURE, DEFAULT_AUXILIARY_WEIGHT, DEFAULT_BATCH_SIZE,
+                                     DEFAULT_FINETUNE_ITERATIONS, DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE,
+                                     DEFAULT_PARTIAL_LABEL_MODE, DEFAULT_TRAINING_MODE, DEFAULT_VAL_FRACTION)
 from BackSplitLib.vocabulary import Architecture as Arch
 from BackSplitLib.vocabulary import PartialLabelMode as Partial
 from BackSplitLib.vocabulary import TrainingMode as Mode
@@ -71,10 +72,10 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     resume: bool = typer.Option(False, "--resume", help="Continue a stopped run in --out from its last checkpoint."),
     partial: Partial = typer.Option(DEFAULT_PARTIAL_LABEL_MODE, "--partial", help="Cases without some auxiliary labels: marginal loss or naive (as background)."),
-    batch_size: int = typer.Option(2, "--batch-size", min=1),
-    val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.0, max=0.9, help="Seeded share of imagesTr held out for validation."),
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1),
+    val_fraction: float = typer.Option(DEFAULT_VAL_FRACTION, "--val-fraction", min=0.0, max=0.9, help="Seeded share of imagesTr held out for validation."),
     val_every: int = typer.Option(None, "--val-every", min=1, help="Validate every N iterations (default: a tenth of the budget)."),
-    learning_rate: float = typer.Option(3e-3, "--lr", help="AdamW peak learning rate (cosine schedule after a short warm-up)."),
+    learning_rate: float = typer.Option(DEFAULT_LEARNING_RATE, "--lr", help="AdamW peak learning rate (cosine schedule after a short warm-up)."),
     auxiliary_weight: float = typer.Option(DEFAULT_AUXILIARY_WEIGHT, "--auxiliary-weight", min=0.0, max=1.0, help="Weight of the auxiliary classes' terms added to the binary loss of the collapsed lesion probability: 1 = the plain split loss, 0 = the binary loss (see docs/RESULTS.md, Ablations)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),
     resample_labels: bool = typer.Option(False, "--resample-labels", help="Resample labels that are on another grid onto their image (nearest neighbour, physical space) instead of refusing them."),

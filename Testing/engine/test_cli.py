@@ -227,3 +227,15 @@ def test_resample_labels_trains_on_labels_from_another_grid(capsys, phantom_data
     expected = validation_transforms(preprocessing, None)({"image": str(case.image), "label": str(reference)})
     mismatch = (item["label"] != expected["label"]).float().mean().item()
     assert mismatch == 0.0, mismatch
+
+
+def test_the_train_command_defaults_are_the_engine_defaults():
+    """One place per default: ``backsplit train`` without options trains TrainConfig's recipe."""
+    import inspect
+
+    from BackSplitLib.cli.engine import train
+    from BackSplitLib.training import TrainConfig
+
+    options, engine = inspect.signature(train).parameters, TrainConfig()
+    for name in ("iterations", "batch_size", "val_fraction", "learning_rate", "auxiliary_weight", "seed"):
+        assert options[name].default.default == getattr(engine, name), name
