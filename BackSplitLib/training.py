@@ -32,7 +32,8 @@ from BackSplitLib.errors import DatasetError, RunError, TrainingCancelled
 from BackSplitLib.planning import plan
 from BackSplitLib.schema import LabelSchema
 from BackSplitLib.vocabulary import (DEFAULT_AUXILIARY_WEIGHT, DEFAULT_BATCH_SIZE, DEFAULT_FINETUNE_ITERATIONS,
-                                     DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE, DEFAULT_VAL_FRACTION)
+                                     DEFAULT_HEAD_PRIOR, DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE,
+                                     DEFAULT_VAL_FRACTION, UNIFORM_HEAD_PRIOR)
 from BackSplitLib.vocabulary import PARTIAL_LABEL_MODES as PARTIAL_MODES
 from BackSplitLib.vocabulary import TRAINING_MODES as MODES
 SCHEDULES = ("cosine", "poly")
@@ -66,9 +67,10 @@ class TrainConfig:
     dice: str = "target+auxiliary"
     auxiliary_weight: float = DEFAULT_AUXILIARY_WEIGHT
     lesion_fraction: float = 0.5
-    # the head's initial target probability (focal-loss initialisation, networks.init_head_prior);
-    # None: PyTorch's default initialisation. Not applied when fine-tuning (the base model's head is kept).
-    head_prior: float | None = None
+    # the head's initial target probability (focal-loss initialisation, networks.init_head_prior): "uniform"
+    # (1/K of the dataset's K classes, both modes), a number, or None for PyTorch's initialisation. Not applied
+    # when fine-tuning (the base model's head is kept).
+    head_prior: float | str | None = DEFAULT_HEAD_PRIOR
     augment: bool = True
     resample_labels: bool = False
     log_every: int = 10
@@ -88,8 +90,10 @@ class TrainConfig:
             raise DatasetError("iterations and batch size must be at least 1")
         if not 0 <= self.lesion_fraction <= 1:
             raise DatasetError("lesion_fraction must be between 0 and 1")
-        if self.head_prior is not None and not 0 < self.head_prior < 1:
-            raise DatasetError("head_prior must be between 0 and 1 (exclusive)")
+        if self.head_prior is not None and self.head_prior != UNIFORM_HEAD_PRIOR and not (
+                isinstance(self.head_prior, (int, float)) and 0 < self.head_prior < 1):
+            raise DatasetError(f"head_prior must be '{UNIFORM_HEAD_PRIOR}', none or a probability between 0 and 1 "
+                               f"(exclusive), got {self.head_prior!r}")
         if self.patch_size is not None:
             from BackSplitLib.networks import check_patch_size
 
@@ -255,7 +259,9 @@ class Trainer:
             base_model = runfiles.build_model(base, "best")
             self.model.load_state_dict(adapt_head(base_model, base.schema, self.schema).state_dict())
         elif config.head_prior is not None:
-            init_head_prior(self.model, self.schema, config.head_prior)
+            prior = (1.0 / dataset.schema.num_classes if config.head_prior == UNIFORM_HEAD_PRIOR
+                     else config.head_prior)
+            init_head_prior(self.model, self.schema, prior)
         self.model.to(self.device)
 
         self.transform = training_transforms(self.preprocessing, self.plan.lookup, self.schema.target_value,

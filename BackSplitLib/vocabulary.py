@@ -106,6 +106,15 @@ DEFAULT_AUXILIARY_WEIGHT = 0.25
 DEFAULT_BATCH_SIZE = 2
 DEFAULT_LEARNING_RATE = 3e-3
 DEFAULT_VAL_FRACTION = 0.2
+#: The head's initial target probability for a model trained from scratch, binary and BackSplit alike
+#: (``networks.init_head_prior``, the focal-loss initialisation): "uniform" is 1/K for a dataset with K classes
+#: (background, target and auxiliary classes), the probability a BackSplit head that knows nothing gives the
+#: target, so a binary model of the same data starts from the same collapsed lesion probability instead of
+#: PyTorch's 1/2 (which began binary models with every voxel a lesion: many false positives). A number sets
+#: the prior itself; ``None`` keeps PyTorch's initialisation. 0.01 stalled the BackSplit lesion head on some
+#: seeds (issue 13, docs/RESULTS.md, "The head's initial prior").
+UNIFORM_HEAD_PRIOR = "uniform"
+DEFAULT_HEAD_PRIOR = UNIFORM_HEAD_PRIOR
 #: Iterations of the one fine-tune recipe (``training.FINETUNE_RECIPE``: CLI ``finetune``, server and panel).
 DEFAULT_FINETUNE_ITERATIONS = 200
 

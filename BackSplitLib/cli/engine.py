@@ -11,8 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from BackSplitLib.cli.app import app, console
 from BackSplitLib.errors import RunError
 from BackSplitLib.vocabulary import (DEFAULT_ARCHITECTURE, DEFAULT_AUXILIARY_WEIGHT, DEFAULT_BATCH_SIZE,
-                                     DEFAULT_FINETUNE_ITERATIONS, DEFAULT_ITERATIONS, DEFAULT_LEARNING_RATE,
-                                     DEFAULT_PARTIAL_LABEL_MODE, DEFAULT_TRAINING_MODE, DEFAULT_VAL_FRACTION)
+                                     DEFAULT_FINETUNE_ITERATIONS, DEFAULT_HEAD_PRIOR, DEFAULT_ITERATIONS,
+                                     DEFAULT_LEARNING_RATE, DEFAULT_PARTIAL_LABEL_MODE, DEFAULT_TRAINING_MODE,
+                                     DEFAULT_VAL_FRACTION, UNIFORM_HEAD_PRIOR)
 from BackSplitLib.vocabulary import Architecture as Arch
 from BackSplitLib.vocabulary import PartialLabelMode as Partial
 from BackSplitLib.vocabulary import TrainingMode as Mode
@@ -61,6 +62,21 @@ def phantom(
     console.print(f"wrote {cases} training and {test_cases} test cases to {path}")
 
 
+def _head_prior(text: str) -> float | str | None:
+    """``--head-prior``: 'uniform', 'none' (PyTorch's initialisation) or a probability."""
+    if text.lower() == "none":
+        return None
+    if text == UNIFORM_HEAD_PRIOR:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
+        raise typer.BadParameter(f"'{text}' is not {UNIFORM_HEAD_PRIOR}, none or a probability between 0 and 1")
+    return value
+
+
 @app.command()
 def train(
     dataset: Path = typer.Argument(..., help="Dataset folder (dataset.json, imagesTr, labelsTr)."),
@@ -77,6 +93,7 @@ def train(
     val_every: int = typer.Option(None, "--val-every", min=1, help="Validate every N iterations (default: a tenth of the budget)."),
     learning_rate: float = typer.Option(DEFAULT_LEARNING_RATE, "--lr", help="AdamW peak learning rate (cosine schedule after a short warm-up)."),
     auxiliary_weight: float = typer.Option(DEFAULT_AUXILIARY_WEIGHT, "--auxiliary-weight", min=0.0, max=1.0, help="Weight of the auxiliary classes' terms added to the binary loss of the collapsed lesion probability: 1 = the plain split loss, 0 = the binary loss (see docs/RESULTS.md, Ablations)."),
+    head_prior: str = typer.Option(DEFAULT_HEAD_PRIOR, "--head-prior", parser=_head_prior, metavar="uniform|none|P", help="The head's initial lesion probability, both modes: uniform = 1/K for the dataset's K classes (so binary and BackSplit start alike), a probability P, or none (PyTorch's initialisation)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),
     resample_labels: bool = typer.Option(False, "--resample-labels", help="Resample labels that are on another grid onto their image (nearest neighbour, physical space) instead of refusing them."),
 ) -> None:
@@ -86,7 +103,8 @@ def train(
     config = TrainConfig(mode=mode.value, arch=arch.value, iterations=iterations, seed=seed, device=device,
                          partial=partial.value, batch_size=batch_size, val_fraction=val_fraction,
                          val_every=val_every, learning_rate=learning_rate, compile=compile,
-                         auxiliary_weight=auxiliary_weight, resample_labels=resample_labels)
+                         auxiliary_weight=auxiliary_weight, head_prior=head_prior,
+                         resample_labels=resample_labels)
     run = run_training(dataset, out, config, resume=resume, label=f"{mode.value} {arch.value}")
     _report_run(run)
 

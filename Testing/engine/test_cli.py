@@ -237,5 +237,5 @@ def test_the_train_command_defaults_are_the_engine_defaults():
     from BackSplitLib.training import TrainConfig
 
     options, engine = inspect.signature(train).parameters, TrainConfig()
-    for name in ("iterations", "batch_size", "val_fraction", "learning_rate", "auxiliary_weight", "seed"):
+    for name in ("iterations", "batch_size", "val_fraction", "learning_rate", "auxiliary_weight", "head_prior", "seed"):
         assert options[name].default.default == getattr(engine, name), name

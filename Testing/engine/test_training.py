@@ -85,6 +85,23 @@ def test_finetuning_a_binary_run_starts_from_its_exact_predictions(binary_run, p
     np.testing.assert_allclose(p_after, p_before, atol=1e-5)
 
 
+def test_binary_and_backsplit_heads_start_at_the_same_uniform_lesion_probability(phantom_dataset, tmp_path):
+    # The default head prior: 1/K for a dataset of K classes, in both modes (binary no longer starts at 1/2).
+    # With a zero learning rate the run's model is its initialisation.
+    classes = Dataset.load(phantom_dataset).schema.num_classes
+    image = sitk.ReadImage(str(Dataset.load(phantom_dataset).test[0].image))
+    for mode in ("binary", "backsplit"):
+        config = TrainConfig(**{**TINY, "mode": mode, "iterations": 1, "learning_rate": 0.0})
+        assert config.head_prior == "uniform"
+        run = train(phantom_dataset, tmp_path / mode, config)
+        lesion = sitk.GetArrayFromImage(Predictor.from_run(run, device="cpu").predict(
+            image, probabilities=True).probability)
+        assert float(lesion.mean()) == pytest.approx(1.0 / classes, rel=0.05), mode
+        assert float(np.abs(lesion - 1.0 / classes).max()) < 0.5 / classes, mode
+    with pytest.raises(Exception, match="head_prior must be"):
+        train(phantom_dataset, tmp_path / "bad", TrainConfig(**{**TINY, "head_prior": "flat"}))
+
+
 def test_partial_dataset_trains_with_the_marginal_loss(phantom_dataset, tmp_path):
     # Mark two cases as having no auxiliary labels: their label maps keep only the lesion.
     import shutil
