@@ -59,9 +59,9 @@ def write_report(results: dict, path: Path) -> Path:
              f"{', ' + m['cuda'] if m.get('cuda') else ' (no GPU)'}, torch {m['torch']}. "
              f"Wall time {results.get('wall_s', 0) / 60:.1f} min.", "",
              "Every number is the mean ± sample std over seeds; differences are paired by seed "
-             "(same data, same initial weights, one thing changed) with a two-sided paired t-test. With 3 seeds "
-             "only large, consistent differences reach p < 0.05: a difference called not significant may still be "
-             "real, it is just not shown by this run.", ""]
+             "(same data, same initial weights, one thing changed) with a two-sided paired t-test. With "
+             f"{len(profile['seeds'])} seeds only large, consistent differences reach p < 0.05: a difference called "
+             "not significant may still be real, it is just not shown by this run.", ""]
     lines += targets_table(results.get("targets", []))
     for number, result in results["experiments"].items():
         lines += [f"## Experiment {number}: {result['title']}", "", f"![experiment {number}]({result['figure']})", ""]
