@@ -112,7 +112,7 @@ DEFAULT_VAL_FRACTION = 0.2
 #: target, so a binary model of the same data starts from the same collapsed lesion probability instead of
 #: PyTorch's 1/2 (which began binary models with every voxel a lesion: many false positives). A number sets
 #: the prior itself; ``None`` keeps PyTorch's initialisation. 0.01 stalled the BackSplit lesion head on some
-#: seeds (issue 13, docs/RESULTS.md, "The head's initial prior").
+#: seeds (issue 13, docs/RESULTS.md, "The final recipe: one initialisation for both heads").
 UNIFORM_HEAD_PRIOR = "uniform"
 DEFAULT_HEAD_PRIOR = UNIFORM_HEAD_PRIOR
 #: Iterations of the one fine-tune recipe (``training.FINETUNE_RECIPE``: CLI ``finetune``, server and panel).
