@@ -24,6 +24,11 @@ from server_harness import wait_for
 
 PHANTOM_SHAPE = (64, 88, 96)  # stored as float64 .nii: 4.1 MiB, more than one 4 MiB trame message
 FINE_TUNE_ITERATIONS = 3
+# The server's model before the page connects: a binary model trained for this many iterations on phantoms
+# of the uploaded case's size finds lesion voxels in it, so the browser's Fine-tune turns a working binary
+# model into a BackSplit one (a model trained for 3 iterations from scratch predicts no lesion: every head
+# starts at the uniform class prior).
+BASE_ITERATIONS = 200
 SCENARIO_BUDGET_S = 90  # on an otherwise idle machine; scaled by the load average when it is shared
 LESION_RGB_MARGIN = 60  # yellow: red and green both this much above blue (grey CT voxels have r = g = b)
 pytestmark = pytest.mark.slow
@@ -116,7 +121,20 @@ def phantom_files(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def page(browser, web_app):
+def base_model(backsplit_server, tmp_path_factory) -> dict:
+    from BackSplitLib.client import BackSplitClient
+    from BackSplitLib.phantom import write_phantom_dataset
+    from BackSplitLib.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("web-base-model")
+    data = write_phantom_dataset(root / "Dataset001_Phantom", cases=4, test_cases=0, seed=11, shape=PHANTOM_SHAPE)
+    run = train(data, root / "run", TrainConfig(mode="binary", iterations=BASE_ITERATIONS, patch_size=(32, 32, 32),
+                                                 device="cpu", seed=0))
+    return BackSplitClient(backsplit_server.url, backsplit_server.token).upload_model(run, promote=True)
+
+
+@pytest.fixture(scope="module")
+def page(browser, web_app, base_model):
     context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     page = context.new_page()
     page.goto(web_app.url)
