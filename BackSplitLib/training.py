@@ -90,10 +90,7 @@ class TrainConfig:
             raise DatasetError("iterations and batch size must be at least 1")
         if not 0 <= self.lesion_fraction <= 1:
             raise DatasetError("lesion_fraction must be between 0 and 1")
-        if self.head_prior is not None and self.head_prior != UNIFORM_HEAD_PRIOR and not (
-                isinstance(self.head_prior, (int, float)) and 0 < self.head_prior < 1):
-            raise DatasetError(f"head_prior must be '{UNIFORM_HEAD_PRIOR}', none or a probability between 0 and 1 "
-                               f"(exclusive), got {self.head_prior!r}")
+        check_head_prior(self.head_prior)
         if self.patch_size is not None:
             from BackSplitLib.networks import check_patch_size
 
@@ -102,6 +99,15 @@ class TrainConfig:
     @property
     def effective_val_every(self) -> int:
         return self.val_every or max(10, self.iterations // 10)
+
+
+def check_head_prior(value) -> None:
+    """A ``TrainConfig.head_prior`` is "uniform", None (PyTorch's initialisation) or a probability in (0, 1)."""
+    if value is None or value == UNIFORM_HEAD_PRIOR:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise DatasetError(f"head_prior must be '{UNIFORM_HEAD_PRIOR}', none or a probability between 0 and 1 "
+                           f"(exclusive), got {value!r}")
 
 
 # The one fine-tune recipe, used by the CLI's ``finetune``, the server's fine-tune jobs and the panel: the

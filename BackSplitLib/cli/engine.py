@@ -9,11 +9,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from BackSplitLib.cli.app import app, console
-from BackSplitLib.errors import RunError
+from BackSplitLib.errors import DatasetError, RunError
 from BackSplitLib.vocabulary import (DEFAULT_ARCHITECTURE, DEFAULT_AUXILIARY_WEIGHT, DEFAULT_BATCH_SIZE,
                                      DEFAULT_FINETUNE_ITERATIONS, DEFAULT_HEAD_PRIOR, DEFAULT_ITERATIONS,
                                      DEFAULT_LEARNING_RATE, DEFAULT_PARTIAL_LABEL_MODE, DEFAULT_TRAINING_MODE,
-                                     DEFAULT_VAL_FRACTION, UNIFORM_HEAD_PRIOR)
+                                     DEFAULT_VAL_FRACTION)
 from BackSplitLib.vocabulary import Architecture as Arch
 from BackSplitLib.vocabulary import PartialLabelMode as Partial
 from BackSplitLib.vocabulary import TrainingMode as Mode
@@ -63,17 +63,18 @@ def phantom(
 
 
 def _head_prior(text: str) -> float | str | None:
-    """``--head-prior``: 'uniform', 'none' (PyTorch's initialisation) or a probability."""
-    if text.lower() == "none":
-        return None
-    if text == UNIFORM_HEAD_PRIOR:
-        return text
+    """``--head-prior``: 'uniform', 'none' (PyTorch's initialisation) or a probability (checked by the engine)."""
+    from BackSplitLib.training import check_head_prior
+
+    value: float | str | None = None if text.lower() == "none" else text
     try:
         value = float(text)
     except ValueError:
-        value = None
-    if value is None or not 0 < value < 1:
-        raise typer.BadParameter(f"'{text}' is not {UNIFORM_HEAD_PRIOR}, none or a probability between 0 and 1")
+        pass
+    try:
+        check_head_prior(value)
+    except DatasetError as error:
+        raise typer.BadParameter(error.message) from None
     return value
 
 
