@@ -6,15 +6,23 @@ NIfTI is read zero-filled. So a received file is first *inspected* (standard lib
 
 - its format comes from its content (the single-file NIfTI magic ``n+1``/``n+2``, plain or gzipped;
   ``NRRD000x``; a MetaImage text header), never from its name;
-- it must be self-contained: no NRRD ``data file``, MetaImage only with ``ElementDataFile = LOCAL`` (or
-  ``Local``/``local``, the spellings MetaIO compares with; ``lOcAl`` it would open as a file name);
+- it must be self-contained, judged strictly: no NRRD ``data file`` in any spelling; MetaImage only with
+  exactly one ``ElementDataFile`` key, spelt as MetaIO spells it (MetaIO ignores ``elementdatafile`` and reads
+  on to a later ``ElementDataFile``), ending the header, whose value is ``LOCAL`` (or ``Local``/``local``, the
+  spellings MetaIO compares with; ``lOcAl`` it would open as a file name); no key twice; no control
+  character inside a header line (NrrdIO ends a line at a lone carriage return, so ``content: x\rdata file:
+  /etc/passwd`` is two lines to it and one to a ``\n`` splitter);
 - the bytes its header declares (voxels x bytes per voxel) are compared with a limit before anything is
   allocated;
 - its data is streamed once with bounded memory (compressed data decompressed a chunk at a time) to check
   that it is all there, and for float NIfTI that it holds no NaN/inf (ITK's reader zeroes them silently).
 
-Then ``io.read_received_image`` reads it with the matching ImageIO set explicitly. The CLI and the Slicer
-module read local files the user chose with ``io.read_image`` and keep detached headers.
+Whatever this parser concludes, the reader never sees the client's header: ``write_self_contained_copy``
+writes a new header of BackSplit's own (whitelisted keys, numbers re-formatted, ``ElementDataFile = LOCAL``,
+no ``data file``) followed by the received data bytes, and ``io.read_received_image`` reads that copy with the
+matching ImageIO set explicitly. A parser mistake can then only garble the voxels of the client's own file,
+never open another one. The CLI and the Slicer module read local files the user chose with ``io.read_image``
+and keep detached headers.
 """
 
 from __future__ import annotations
@@ -22,11 +30,12 @@ from __future__ import annotations
 import bz2
 import math
 import re
+import shutil
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from BackSplitLib.errors import ImageError
 
@@ -61,6 +70,8 @@ class ImageFileHeader:
     data_offset: int  # where the voxel data starts (in the decompressed stream for nifti-gz)
     encoding: str = "raw"  # raw, gzip, zlib, bzip2, ascii
     float_dtype: Optional[str] = None  # numpy-style '<f4' when the data is float and worth scanning for NaN
+    fields: Dict[str, str] = field(default_factory=dict)  # text headers: key (lower case) -> value
+    metadata: List[str] = field(default_factory=list)  # NRRD key:=value lines, kept as they are
 
     @property
     def imageio(self) -> str:
@@ -221,33 +232,64 @@ _NRRD_ENCODINGS = {"raw": "raw", "gzip": "gzip", "gz": "gzip", "bzip2": "bzip2",
                    "ascii": "ascii", "text": "ascii", "txt": "ascii"}
 
 
-def _text_header(head: bytes, what: str, end: Callable[[bytes], bool], kind: str) -> Tuple[list, int]:
-    """Header lines up to and including the one ``end`` accepts; returns (lines, offset after it)."""
+_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")  # any control character but tab (and the \n that ends a line)
+
+
+def _text_header(head: bytes, what: str, end: Callable[[bytes], bool], kind: str) -> Tuple[list, bytes, int]:
+    """Header lines before the one ``end`` accepts; returns (lines, that end line, offset after it).
+
+    A line holding a control character (a lone carriage return above all: NrrdIO and MetaIO may end a line
+    there, so what this parser sees as one line would be two to the reader) is refused.
+    """
     lines, pos = [], 0
     while True:
         newline = head.find(b"\n", pos)
         if newline < 0:
             raise UnsupportedImageFile(f"{what} has no complete {kind} header in its first "
                                        f"{MAX_HEADER // 1024} KiB")
-        line = head[pos:newline].rstrip(b"\r")
+        line = head[pos:newline]
+        line = line[:-1] if line.endswith(b"\r") else line
         pos = newline + 1
+        if _CONTROL.search(line):
+            raise UnsupportedImageFile(f"{what} has a control character inside a {kind} header line",
+                                       "send the file as the imaging software wrote it")
         if end(line):
-            return lines, pos
+            return lines, line, pos
         lines.append(line)
 
 
+def _nrrd_is_key_value(line: str) -> bool:
+    """A ``key:=value`` line (free-form metadata, e.g. a .seg.nrrd's segment names): its first colon starts
+    ':='. Anything else with a colon is a field, so a field can never hide behind a ':=' further on."""
+    colon = line.find(":")
+    return colon > 0 and line[colon:colon + 2] == ":="
+
+
+def _nrrd_field_name(key: str) -> str:
+    """Field names compared as loosely as any reader might: case, spaces and underscores ignored."""
+    return re.sub(r"[\s_]", "", key).lower()
+
+
 def _nrrd_header(head: bytes, what: str) -> ImageFileHeader:
-    lines, offset = _text_header(head, what, lambda line: line == b"", "NRRD")
+    lines, _, offset = _text_header(head, what, lambda line: line == b"", "NRRD")
     fields: Dict[str, str] = {}
+    metadata = []
     for raw in lines[1:]:
         line = raw.decode("latin-1")
-        if line.startswith("#") or (":=" in line and (": " not in line or line.index(":=") < line.index(": "))):
-            continue  # comments and key:=value pairs (free-form metadata)
+        if line.startswith("#"):
+            continue
+        if _nrrd_is_key_value(line):
+            metadata.append(line)
+            continue
         key, sep, value = line.partition(":")
         if not sep:
             raise UnsupportedImageFile(f"{what} has a damaged NRRD header (a line without ':')")
-        fields[key.strip().lower()] = value.strip()
-    if "data file" in fields or "datafile" in fields:
+        name = _nrrd_field_name(key)
+        if name in fields:
+            raise UnsupportedImageFile(f"{what} has an NRRD header that gives a field twice",
+                                       "send the file as the imaging software wrote it")
+        fields[name] = value.strip()
+    if "datafile" in fields or any(_nrrd_field_name(m.split(":=", 1)[0]) == "datafile" for m in metadata):
         raise UnsupportedImageFile(f"{what} is an NRRD header whose voxels are in another file ('data file')",
                                    "send a single-file .nrrd (data attached)")
     for key in ("type", "dimension", "sizes", "encoding"):
@@ -261,15 +303,15 @@ def _nrrd_header(head: bytes, what: str) -> ImageFileHeader:
     try:
         sizes = tuple(int(s) for s in fields["sizes"].split())
         dimension = int(fields["dimension"])
-        line_skip = int(fields.get("line skip", fields.get("lineskip", "0")))
-        byte_skip = int(fields.get("byte skip", fields.get("byteskip", "0")))
+        line_skip = int(fields.get("lineskip", "0"))
+        byte_skip = int(fields.get("byteskip", "0"))
     except ValueError:
         raise UnsupportedImageFile(f"{what} has a damaged NRRD header (sizes or skips are not integers)") from None
     if len(sizes) != dimension or not sizes or any(s < 1 for s in sizes):
         raise UnsupportedImageFile(f"{what} has a damaged NRRD header (sizes {fields['sizes'][:60]!r})")
     if line_skip != 0 or byte_skip < -1 or (byte_skip == -1 and encoding != "raw"):
         raise UnsupportedImageFile(f"{what} uses NRRD line/byte skips, which the server does not accept")
-    header = ImageFileHeader("nrrd", sizes, nbytes, type_name, offset, encoding)
+    header = ImageFileHeader("nrrd", sizes, nbytes, type_name, offset, encoding, fields=fields, metadata=metadata)
     if byte_skip == -1:  # the data is the last data_bytes of the file
         header.data_offset = -1
     else:
@@ -282,14 +324,33 @@ _META_TYPES = {"MET_CHAR": ("int8", 1), "MET_UCHAR": ("uint8", 1), "MET_SHORT": 
                "MET_USHORT": ("uint16", 2), "MET_INT": ("int32", 4), "MET_UINT": ("uint32", 4),
                "MET_LONG": ("int32", 4), "MET_ULONG": ("uint32", 4), "MET_LONG_LONG": ("int64", 8),
                "MET_ULONG_LONG": ("uint64", 8), "MET_FLOAT": ("float32", 4), "MET_DOUBLE": ("float64", 8)}
+META_DATA_KEY = "ElementDataFile"  # the one spelling MetaIO reads (its field names compare case-sensitively)
+
+
+def _meta_key(line: bytes) -> str:
+    return line.split(b"=", 1)[0].strip().decode("latin-1")
 
 
 def _meta_header(head: bytes, what: str) -> ImageFileHeader:
-    lines, offset = _text_header(head, what, lambda line: line.split(b"=", 1)[0].strip().lower() == b"elementdatafile",
-                                 "MetaImage")
-    last = head[:offset].rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
-    fields = {k.strip().lower(): v.strip() for k, _, v in (ln.decode("latin-1").partition("=") for ln in lines)}
-    data_file = last.split(b"=", 1)[1].strip().decode("latin-1") if b"=" in last else ""
+    # The header ends at the first key that any spelling of ElementDataFile; MetaIO would skip a variant
+    # spelling and read on, so a variant is refused rather than taken as the end.
+    lines, last, offset = _text_header(head, what, lambda line: _meta_key(line).lower() == META_DATA_KEY.lower(),
+                                       "MetaImage")
+    if _meta_key(last) != META_DATA_KEY:
+        raise UnsupportedImageFile(f"{what} is a MetaImage header that names its data file as "
+                                   f"{_meta_key(last)[:20]!r}, a spelling MetaIO skips to read a later key",
+                                   "send a single-file .mha (ElementDataFile = LOCAL)")
+    fields: Dict[str, str] = {}
+    for line in lines:
+        key, sep, value = line.decode("latin-1").partition("=")
+        if not sep:
+            raise UnsupportedImageFile(f"{what} has a damaged MetaImage header (a line without '=')")
+        name = key.strip().lower()
+        if name in fields:
+            raise UnsupportedImageFile(f"{what} has a MetaImage header that gives a key twice",
+                                       "send the file as the imaging software wrote it")
+        fields[name] = value.strip()
+    data_file = last.split(b"=", 1)[1].strip().decode("latin-1")
     if data_file not in ("LOCAL", "Local", "local"):  # MetaIO's own spellings; anything else it opens as a file
         raise UnsupportedImageFile(f"{what} is a MetaImage header whose voxels are in another file "
                                    "(ElementDataFile is not LOCAL)", "send a single-file .mha (ElementDataFile = LOCAL)")
@@ -307,10 +368,100 @@ def _meta_header(head: bytes, what: str) -> ImageFileHeader:
         raise UnsupportedImageFile(f"{what} has a damaged MetaImage header (DimSize {fields.get('dimsize', '')[:60]!r})")
     if fields.get("headersize", "0") not in ("0", ""):
         raise UnsupportedImageFile(f"{what} uses a MetaImage HeaderSize, which the server does not accept")
+    if fields.get("objecttype", "Image").lower() != "image":
+        raise UnsupportedImageFile(f"{what} is a MetaImage file of another object type than Image")
     compressed = fields.get("compresseddata", "false").lower() == "true"
     binary = fields.get("binarydata", "true").lower() != "false"
     encoding = "zlib" if compressed else ("raw" if binary else "ascii")
-    return ImageFileHeader("meta", sizes + ((channels,) if channels > 1 else ()), nbytes, type_name, offset, encoding)
+    return ImageFileHeader("meta", sizes + ((channels,) if channels > 1 else ()), nbytes, type_name, offset, encoding,
+                           fields=fields)
+
+
+# ---------------------------------------------------------------------- the header BackSplit writes itself
+_META_GEOMETRY = (("ElementSpacing", ("elementspacing", "elementsize"), 1),
+                  ("Offset", ("offset", "position", "origin"), 1),
+                  ("TransformMatrix", ("transformmatrix", "rotation", "orientation"), 2))
+# NRRD fields carried over, with what a value may hold: numbers and vectors, or a few words
+_NUMERIC = re.compile(r"^[\s\w().,+\-]*$")
+_NRRD_CARRIED = {"endian": ("endian", re.compile(r"^(little|big)$", re.I)),
+                 "space": ("space", re.compile(r"^[\w\-]+$")),
+                 "spacedimension": ("space dimension", re.compile(r"^\d+$")),
+                 "spacedirections": ("space directions", _NUMERIC),
+                 "spaceorigin": ("space origin", _NUMERIC),
+                 "spacings": ("spacings", _NUMERIC), "thicknesses": ("thicknesses", _NUMERIC),
+                 "axismins": ("axis mins", _NUMERIC), "axismaxs": ("axis maxs", _NUMERIC),
+                 "centerings": ("centerings", re.compile(r"^[\w\s]*$")),
+                 "kinds": ("kinds", re.compile(r"^[\w\s\-]*$")),
+                 "measurementframe": ("measurement frame", _NUMERIC),
+                 "spaceunits": ("space units", re.compile(r'^[\w\s"]*$'))}
+
+
+def _meta_numbers(value: str, count: int, key: str, what: str) -> str:
+    try:
+        numbers = [float(v) for v in value.split()]
+    except ValueError:
+        numbers = []
+    if len(numbers) != count:
+        raise UnsupportedImageFile(f"{what} has a damaged MetaImage header ({key} is not {count} numbers)")
+    return " ".join(repr(n) for n in numbers)
+
+
+def _own_meta_header(header: ImageFileHeader, data_size: int, what: str) -> bytes:
+    f = header.fields
+    ndims = len(header.sizes) - (1 if int(f.get("elementnumberofchannels", "1")) > 1 else 0)
+    out = ["ObjectType = Image", f"NDims = {ndims}", "DimSize = " + " ".join(map(str, header.sizes[:ndims]))]
+    if ndims < len(header.sizes):
+        out.append(f"ElementNumberOfChannels = {header.sizes[-1]}")
+    out.append("ElementType = " + f["elementtype"].upper())
+    out.append("BinaryData = " + ("False" if header.encoding == "ascii" else "True"))
+    msb = f.get("binarydatabyteordermsb", f.get("elementbyteordermsb", "False")).lower() == "true"
+    out.append(f"BinaryDataByteOrderMSB = {msb}")
+    out.append(f"CompressedData = {header.encoding == 'zlib'}")
+    if header.encoding == "zlib":
+        out.append(f"CompressedDataSize = {data_size}")
+    for name, keys, power in _META_GEOMETRY:
+        value = next((f[k] for k in keys if k in f), None)
+        if value is not None:
+            out.append(f"{name} = {_meta_numbers(value, ndims ** power, name, what)}")
+    orientation = f.get("anatomicalorientation", "")
+    if re.fullmatch(r"[RLAPSI?]+", orientation.upper()) and len(orientation) == ndims:
+        out.append(f"AnatomicalOrientation = {orientation.upper()}")
+    out.append(f"{META_DATA_KEY} = LOCAL")
+    return ("\n".join(out) + "\n").encode("latin-1")
+
+
+def _own_nrrd_header(header: ImageFileHeader, what: str) -> bytes:
+    f = header.fields
+    nrrd_type = {"float32": "float", "float64": "double"}.get(header.type_name, header.type_name)
+    out = ["NRRD0004", f"type: {nrrd_type}", f"dimension: {len(header.sizes)}",
+           "sizes: " + " ".join(map(str, header.sizes)), f"encoding: {header.encoding}"]
+    for name, (spelling, allowed) in _NRRD_CARRIED.items():
+        if name in f:
+            if not allowed.match(f[name]):
+                raise UnsupportedImageFile(f"{what} has an NRRD '{spelling}' field BackSplit does not read")
+            out.append(f"{spelling}: {f[name]}")
+    out.extend(header.metadata)  # key:=value lines, each checked by _nrrd_is_key_value
+    return ("\n".join(out) + "\n\n").encode("latin-1")
+
+
+def write_self_contained_copy(path: Union[str, Path], header: ImageFileHeader, dest: Union[str, Path],
+                              what: str = "the file") -> Path:
+    """Write ``dest``: a header BackSplit writes itself from ``header`` (whitelisted keys only, the data
+    always attached) followed by ``path``'s data bytes, copied unchanged; NIfTI, whose single-file form has no
+    text header, is copied as it is. Readers open only ``dest``, so nothing in the client's header can make
+    them open another file."""
+    path, dest = Path(path), Path(dest)
+    if header.format in ("nifti", "nifti-gz"):
+        shutil.copyfile(path, dest)
+        return dest
+    size = path.stat().st_size
+    start = header.data_offset if header.data_offset >= 0 else max(size - header.data_bytes, 0)
+    own = _own_meta_header(header, size - start, what) if header.format == "meta" else _own_nrrd_header(header, what)
+    with open(dest, "wb") as out:
+        out.write(own)
+        for chunk in _file_chunks(path, start):
+            out.write(chunk)
+    return dest
 
 
 # ---------------------------------------------------------------------- streaming the data

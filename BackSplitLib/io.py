@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from BackSplitLib.atomic import atomic_file
 from BackSplitLib.errors import GeometryError, ImageError
 from BackSplitLib.image_files import (  # noqa: F401 (check_self_contained: the upload gate's public name)
-    ImageFileHeader, ImageTooLarge, check_self_contained, inspect_received_image,
+    ImageFileHeader, ImageTooLarge, check_self_contained, inspect_received_image, write_self_contained_copy,
 )
 from BackSplitLib.schema import LabelSchema
 
@@ -182,8 +182,16 @@ def read_received_image(path: str | Path, what: str, max_bytes: int) -> Received
     path = Path(path)
     header = inspect_received_image(path, max_bytes, what)
     ext = image_extension(path)
-    if ext != header.extension:  # NiftiImageIO goes by the name to find gzip, so the name follows the content
-        path = path.rename(path.with_name((path.name[: -len(ext)] if ext else path.name) + header.extension))
+    # The reader opens a copy under a header BackSplit wrote (data attached, whitelisted keys), never the
+    # client's header; its name follows the content (NiftiImageIO goes by the name to find gzip).
+    own = path.with_name((path.name[: -len(ext)] if ext else path.name) + header.extension)
+    with atomic_file(own, suffix=header.extension) as tmp:
+        write_self_contained_copy(path, header, tmp, what)
+    if own != path:
+        path.unlink()
+    path = own
+    if check_self_contained(path, what).sizes != header.sizes:  # the copy says what the gate read, or nothing
+        raise ImageError(f"{what} could not be read: its header is damaged")
     reader = sitk.ImageFileReader()
     reader.SetImageIO(header.imageio)
     reader.SetFileName(str(path))

@@ -35,6 +35,14 @@ DETACHED = {
     "nrrd datafile": ("i.nrrd", _nrrd("datafile")),
     "mha content named .nii.gz": ("i.nii.gz", _mha("MET_FLOAT", SECRET)),
     "nrrd content named .mha": ("i.mha", _nrrd("data file")),
+    # issue 19: MetaIO skips the lower-case key and reads the later exact-case one; NrrdIO ends a line at \r
+    "mha label with a lower-case LOCAL before the real key":
+        ("l.mha", _mha("MET_ULONG_LONG", f"LOCAL\nHeaderSize = 0\nElementDataFile = {SECRET}")
+         .replace(b"ElementDataFile = LOCAL", b"elementdatafile = LOCAL")),
+    "mha image with a lower-case LOCAL before the real key":
+        ("i.mha", _mha("MET_FLOAT", f"LOCAL\nElementDataFile = {SECRET}").replace(b"ElementDataFile = LOCAL",
+                                                                                  b"elementdatafile = LOCAL")),
+    "nrrd data file after a carriage return": ("i.nrrd", _nrrd("content: x\rdata file")),
 }
 
 
