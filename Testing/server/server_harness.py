@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -32,6 +33,8 @@ SHAPE = (24, 40, 48)  # (z, y, x): tiny, so a few iterations take seconds on two
 # patches: prediction slides the training patch over the volume, and 16^3 windows make it ~30x slower.
 FAST_JOB = {"val_every": 2, "batch_size": 1, "patch_size": [32, 32, 16], "val_fraction": 0.0}
 STRICT_MAX_IMAGE = "64M"  # the strict server's --max-image-size: bombs are refused well below 1 GiB
+STRICT_DECODE_BUDGET = "128M"  # one case at the image limit (64 MiB float32 + a 16 MiB label) at a time
+STRICT_MAX_JOB_WORK = "2000000000"  # iterations x batch x patch voxels: 1000 x 2 x 64^3 fits
 MAX_UPLOAD = "24M"  # phantom cases are ~100 KiB, a tiny model zip ~17 MiB; the oversize test sends more
 
 
@@ -108,6 +111,10 @@ class ServerProcess:
                 return int(line.split()[1])
         raise AssertionError(f"no {field} in /proc/{self.process.pid}/status")
 
+    def reset_peak_memory(self) -> None:
+        """Start a new VmHWM measurement (Linux: writing 5 to clear_refs resets the peak resident size)."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
     def log(self) -> str:
         path = self.data.parent / f"{self.data.name}-server.log"
         return path.read_text()[-3000:] if path.exists() else ""
@@ -156,6 +163,36 @@ def case_form(case: CaseFiles, image: Path | None = None, label: Path | None = N
     image, label = image or case.image, label or case.label
     files = {"image": (image.name, image.read_bytes()), "label": (label.name, label.read_bytes())}
     return files, {"schema": schema if schema is not None else json.dumps(case.schema.to_dict())}
+
+
+def raw_exchange(port: int, head: bytes, body_chunks=(), timeout: float = 15.0) -> tuple[int | None, bytes, int]:
+    """Send a request head, then body chunks one at a time until the server answers; returns (status or
+    None when the server closed without answering, the response, body bytes sent before the answer)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sent, response = 0, b""
+    try:
+        sock.sendall(head)
+        for chunk in body_chunks:
+            if select.select([sock], [], [], 0.02)[0]:
+                break  # the server has answered (or closed): stop sending
+            try:
+                sock.sendall(chunk)
+            except OSError:
+                break
+            sent += len(chunk)
+        sock.settimeout(timeout)
+        try:
+            while b"\r\n\r\n" not in response:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                response += data
+        except OSError:
+            pass
+    finally:
+        sock.close()
+    status = int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else None
+    return status, response, sent
 
 
 def wait_for(predicate, timeout: float = 60.0, every: float = 0.1, what: str = "condition"):
