@@ -23,8 +23,10 @@ from BackSplitLib.errors import GeometryError
 
 SPACING_RANGE_MM = (1e-4, 1e4)  # 0.1 micrometre (micro-CT is ~1 um) to 10 m
 MIN_DIRECTION_DETERMINANT = 1e-6  # direction cosines are orthonormal (|det| = 1); near 0 cannot be inverted
-_META_GEOMETRY_KEYS = {"offset", "position", "origin", "elementspacing", "elementsize", "transformmatrix",
-                       "rotation", "orientation", "centerofrotation"}
+# MetaImage keys (compared lower-case) that hold geometry, and the part each one sets
+_META_GEOMETRY_KEYS = {"offset": "origin", "position": "origin", "origin": "origin", "elementspacing": "spacing",
+                       "elementsize": "spacing", "transformmatrix": "direction", "rotation": "direction",
+                       "orientation": "direction", "centerofrotation": "center of rotation"}
 _HINT = "fix the image's header (spacing in mm, origin, direction) where it was exported"
 
 
@@ -76,19 +78,19 @@ def _check_nifti_header(path: Path, source: str) -> None:
     spatial = max(1, min(3, ndim))
     pixdim = [float(v) for v in header["pixdim"][1:1 + spatial]]
     for axis, value in zip("xyz", pixdim):
-        if not math.isfinite(value) or value == 0:
-            raise GeometryError(f"{source} declares spacing (pixdim) {value!r} along {axis}; the NIfTI reader "
-                                "would silently use 1.0", _HINT)
+        if not math.isfinite(value) or value <= 0:  # ITK reads 0, NaN and inf as 1.0 and keeps the sign
+            raise GeometryError(f"{source} declares spacing (pixdim) {value!r} along {axis}; spacing must be a "
+                                "positive, finite number (the NIfTI reader would have silently changed it)", _HINT)
     if int(header["qform_code"]) > 0:
         quaternion = [float(header[k]) for k in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y",
                                                  "qoffset_z")]
         if not all(math.isfinite(v) for v in quaternion):
-            raise GeometryError(f"{source} declares a non-finite qform (origin or rotation); the NIfTI reader "
-                                "would silently use 0", _HINT)
+            raise GeometryError(f"{source} declares a non-finite origin or direction (NIfTI qform); the NIfTI "
+                                "reader would silently use 0", _HINT)
     if int(header["sform_code"]) > 0:
         rows = [float(v) for k in ("srow_x", "srow_y", "srow_z") for v in header[k]]
         if not all(math.isfinite(v) for v in rows):
-            raise GeometryError(f"{source} declares a non-finite sform (origin or axes)", _HINT)
+            raise GeometryError(f"{source} declares a non-finite origin or direction (NIfTI sform)", _HINT)
 
 
 def _check_meta_header(path: Path, source: str) -> None:
@@ -108,8 +110,8 @@ def _check_meta_header(path: Path, source: str) -> None:
                 except ValueError:
                     number = math.nan
                 if not math.isfinite(number):
-                    raise GeometryError(f"{source} declares a MetaImage {key!r} that is not all finite numbers "
-                                        "(MetaIO would silently read 0)", _HINT)
+                    raise GeometryError(f"{source} declares a non-finite {_META_GEOMETRY_KEYS[key]} (MetaImage "
+                                        f"{key!r}); MetaIO would silently read 0", _HINT)
 
 
 def resampled_voxels(size: Sequence[int], spacing: Sequence[float], target_spacing: Sequence[float]) -> float:

@@ -143,6 +143,9 @@ def read_image(path: str | Path, what: str = "image", require_3d: bool = True,
     path = Path(path)
     if not path.exists():
         raise ImageError(f"{what} {path} does not exist")
+    kind = {".nii": "nifti", ".nii.gz": "nifti-gz", ".mha": "meta", ".mhd": "meta"}.get(image_extension(path))
+    if kind and path.is_file():  # the numbers the header holds, before a reader repairs them silently
+        check_declared_geometry(path, kind, f"{what} {path}")
     try:
         if path.is_dir():
             image = _read_dicom_series(path, what)
@@ -159,10 +162,6 @@ def read_image(path: str | Path, what: str = "image", require_3d: bool = True,
         raise ImageError(f"{what} {path} could not be read: it is damaged or not an image ({detail.strip()[:160]})") from None
     if require_3d:
         check_3d(image, f"{what} {path}")
-    if path.is_file():  # the numbers the header holds (readers repair some silently), then what was read
-        kind = {".nii": "nifti", ".nii.gz": "nifti-gz", ".mha": "meta", ".mhd": "meta"}.get(image_extension(path))
-        if kind:
-            check_declared_geometry(path, kind, f"{what} {path}")
     check_geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), f"{what} {path}")
     if require_finite:
         check_finite(image, f"{what} {path}")

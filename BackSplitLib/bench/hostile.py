@@ -76,6 +76,45 @@ def compressed_metaimage(sizes: str) -> bytes:
             f"CompressedDataSize = {len(data)}\nElementDataFile = LOCAL\n").encode() + data
 
 
+def nifti_volume(dims=(8, 8, 8), pixdim=(1.0, 1.0, 1.0), qoffset=None, datatype: int = 2, bitpix: int = 8,
+                 data: bytes | None = None) -> bytes:
+    """A complete single-file NIfTI-1 (uint8 zeros by default) with the given pixdim and, when given, a
+    qform whose offset is ``qoffset`` (the geometry probes of issue 19)."""
+    header = bytearray(nifti_header(dims, datatype, bitpix))
+    struct.pack_into("<3f", header, 80, *pixdim)
+    if qoffset is not None:
+        struct.pack_into("<h", header, 252, 1)
+        struct.pack_into("<6f", header, 256, 0, 0, 0, *qoffset)
+    size = bitpix // 8
+    for n in dims:
+        size *= n
+    return bytes(header) + (data if data is not None else bytes(size))
+
+
+def metaimage_volume(geometry: str, sizes: str = "8 8 8") -> bytes:
+    """A complete single-file MetaImage of uint8 zeros with extra geometry lines (``Offset = nan 0 0``...)."""
+    voxels = 1
+    for n in sizes.split():
+        voxels *= int(n)
+    return (f"ObjectType = Image\nNDims = 3\nDimSize = {sizes}\n{geometry}\nElementType = MET_UCHAR\n"
+            "ElementDataFile = LOCAL\n").encode() + bytes(voxels)
+
+
+def gzip_nifti(dims, datatype: int = 16, bitpix: int = 32) -> bytes:
+    """A complete .nii.gz of zeros, built a chunk at a time: megabytes on the wire, ``dims`` once decoded."""
+    size = bitpix // 8
+    for n in dims:
+        size *= n
+    out, chunk = io.BytesIO(), bytes(min(size, 16 << 20))
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1) as gz:
+        gz.write(nifti_header(dims, datatype, bitpix))
+        left = size
+        while left > 0:
+            gz.write(chunk[:left])
+            left -= len(chunk)
+    return out.getvalue()
+
+
 def nrrd(fields: str, data: bytes = b"") -> bytes:
     return f"NRRD0004\n{fields}\n\n".encode() + data
 
