@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -21,7 +20,7 @@ import httpx
 import numpy as np
 import SimpleITK as sitk
 
-from BackSplitLib.bench.hostile import multipart  # noqa: F401 (the tests' raw multipart builder)
+from BackSplitLib.bench.hostile import multipart, raw_exchange  # noqa: F401 (the tests' raw HTTP builders)
 from BackSplitLib.client import BackSplitClient
 from BackSplitLib.dataset import CaseFiles
 from BackSplitLib.schema import LabelSchema
@@ -163,36 +162,6 @@ def case_form(case: CaseFiles, image: Path | None = None, label: Path | None = N
     image, label = image or case.image, label or case.label
     files = {"image": (image.name, image.read_bytes()), "label": (label.name, label.read_bytes())}
     return files, {"schema": schema if schema is not None else json.dumps(case.schema.to_dict())}
-
-
-def raw_exchange(port: int, head: bytes, body_chunks=(), timeout: float = 15.0) -> tuple[int | None, bytes, int]:
-    """Send a request head, then body chunks one at a time until the server answers; returns (status or
-    None when the server closed without answering, the response, body bytes sent before the answer)."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    sent, response = 0, b""
-    try:
-        sock.sendall(head)
-        for chunk in body_chunks:
-            if select.select([sock], [], [], 0.02)[0]:
-                break  # the server has answered (or closed): stop sending
-            try:
-                sock.sendall(chunk)
-            except OSError:
-                break
-            sent += len(chunk)
-        sock.settimeout(timeout)
-        try:
-            while b"\r\n\r\n" not in response:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                response += data
-        except OSError:
-            pass
-    finally:
-        sock.close()
-    status = int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else None
-    return status, response, sent
 
 
 def wait_for(predicate, timeout: float = 60.0, every: float = 0.1, what: str = "condition"):

@@ -98,6 +98,7 @@ def create_job(body: JobRequest, state: AppState = Depends(app_state)) -> dict:
     if body.iterations > state.limits.max_iterations:
         raise UploadError(422, f"'iterations': at most {state.limits.max_iterations} on this server (--max-iterations)")
     config = _check_engine_config(body)
+    _check_job_size(state, body, config)  # the combination alone, before any lookup (an unset patch waits)
     base = _job_base_model(store, body.kind, body.base_model)
     case_ids = _job_cases(store, body.cases)
     _check_job_compatible(store, case_ids, base)
@@ -194,22 +195,26 @@ def _check_engine_config(body: JobRequest):
     return config
 
 
-def _check_job_size(state: AppState, body: JobRequest, config, case_ids: list[str], base: str | None) -> None:
+def _check_job_size(state: AppState, body: JobRequest, config, case_ids: list[str] | None = None,
+                    base: str | None = None) -> None:
     """A job's memory (batch x patch voxels x classes, its output tensor) and time (iterations x batch x
     patch voxels) within the server's bounds; each field alone being in range is not enough (batch 1024 x
     patch 512^3 x 10^6 iterations was queued once). An unset patch is the planner's largest, or the base
-    model's for a fine-tune."""
+    model's for a fine-tune. Without ``case_ids`` (before any lookup) the classes count as 2 and an unset
+    patch is not checked yet."""
     from BackSplitLib.planning import DEFAULT_PATCH
 
     store, limits = state.store, state.limits
     base_model = store.get_model(base) if base is not None else None
     patch = (config.patch_size if config is not None else None) or body.patch_size
+    if patch is None and case_ids is None:
+        return
     if patch is None and base_model is not None:
         patch = load_run(store.model_dir(base)).preprocessing.get("patch_size")
     patch_voxels = math.prod(int(n) for n in (patch or (DEFAULT_PATCH,) * 3))
     batch = config.batch_size if config is not None else (body.batch_size or DEFAULT_BATCH_SIZE)
     iterations = int(body.iterations)
-    names = {name for c in case_ids for name in store.get_case(c)["schema"]["labels"]}
+    names = {name for c in case_ids or [] for name in store.get_case(c)["schema"]["labels"]}
     if base_model is not None:
         names |= set(base_model["schema"]["labels"])
     classes = 2 if body.mode == TrainingMode.binary else max(2, len(names))
