@@ -229,7 +229,7 @@ def issue_19_requests(image: bytes, label: bytes) -> list[Hostile]:
               (b"l.nii", nifti_volume())),
         Hostile("predict on spacing 1e300", "/predict",
                 *multipart([(b"image", b"g.mha", metaimage_volume("ElementSpacing = 1e300 1 1"))])),
-        _case("800^3 float32 image with a label of another size", (b"i.nii.gz", gzip_nifti((800, 800, 800))),
+        _case("800^3 float32 image with a label of another size", (b"i.nii.gz", expanding_nifti((800, 800, 800), 31)),
               (b"l.nii.gz", gzip_nifti((80, 80, 80), 2, 8))),
         _model("model spacing 0.01 mm (85 TB at prediction)", zip_of([("model.json", json.dumps(big_model).encode())])),
         Hostile("job batch 1024 x patch 512^3", "/jobs", json.dumps(
