@@ -32,7 +32,7 @@ from urllib.parse import quote, urlsplit
 from BackSplitLib.atomic import atomic_file
 from BackSplitLib.run_folder import pack_run, unpack_run
 from BackSplitLib.vocabulary import DEFAULT_SERVER_URL as DEFAULT_SERVER
-from BackSplitLib.vocabulary import SERVER_ENV, TERMINAL_STATES, TOKEN_ENV
+from BackSplitLib.vocabulary import CLIENT_HEADER, SERVER_ENV, TERMINAL_STATES, TOKEN_ENV
 
 CHUNK = 1 << 20
 
@@ -124,7 +124,7 @@ class BackSplitClient:
     def _open(self, method: str, path: str, *, body: bytes | _Multipart | None = None,
               headers: dict[str, str] | None = None, timeout: float | None = None) -> http.client.HTTPResponse:
         """Send one request and return the open response (status < 400); retries connection failures."""
-        headers = dict(headers or {})
+        headers = {CLIENT_HEADER: "backsplit-client", **(headers or {})}  # a --no-auth server's proof of a real client
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         idempotent = method in ("GET", "HEAD", "DELETE")
@@ -147,6 +147,11 @@ class BackSplitClient:
                     what = "timed out" if isinstance(e, TimeoutError) else f"failed ({type(e).__name__}: {e})"
                     raise BackSplitClientError(None, f"the request {method} {path} to {self.server} {what}") from None
             else:
+                if response.status == 429 and attempt <= self.retries:  # busy, nothing done: try again later
+                    retry_after = response.getheader("Retry-After", "")
+                    _close_quietly(response, conn)
+                    time.sleep(min(float(retry_after), 30.0) if retry_after.isdigit() else self.backoff_s * 2 ** attempt)
+                    continue
                 if response.status >= 400:
                     raise _error_from(response, conn)
                 response._backsplit_conn = conn  # type: ignore[attr-defined]  # closed with the response
@@ -327,6 +332,14 @@ class BackSplitClient:
 
 
 # ---------------------------------------------------------------------- helpers
+def _close_quietly(response: http.client.HTTPResponse, conn: http.client.HTTPConnection) -> None:
+    try:
+        response.read()
+    except (OSError, http.client.HTTPException):
+        pass
+    conn.close()
+
+
 def _close(response: http.client.HTTPResponse) -> None:
     response.close()
     conn = getattr(response, "_backsplit_conn", None)

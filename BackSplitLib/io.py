@@ -16,8 +16,10 @@ import SimpleITK as sitk
 from BackSplitLib.atomic import atomic_file
 from BackSplitLib.errors import GeometryError, ImageError
 from BackSplitLib.image_files import (  # noqa: F401 (check_self_contained: the upload gate's public name)
-    ImageFileHeader, ImageTooLarge, check_self_contained, inspect_received_image, write_self_contained_copy,
+    ImageFileHeader, ImageTooLarge, check_data_complete, check_declared_size, check_self_contained,
+    inspect_received_image, write_self_contained_copy,
 )
+from BackSplitLib.image_geometry import check_declared_geometry, check_geometry
 from BackSplitLib.schema import LabelSchema
 
 IMAGE_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -141,6 +143,9 @@ def read_image(path: str | Path, what: str = "image", require_3d: bool = True,
     path = Path(path)
     if not path.exists():
         raise ImageError(f"{what} {path} does not exist")
+    kind = {".nii": "nifti", ".nii.gz": "nifti-gz", ".mha": "meta", ".mhd": "meta"}.get(image_extension(path))
+    if kind and path.is_file():  # the numbers the header holds, before a reader repairs them silently
+        check_declared_geometry(path, kind, f"{what} {path}")
     try:
         if path.is_dir():
             image = _read_dicom_series(path, what)
@@ -157,6 +162,7 @@ def read_image(path: str | Path, what: str = "image", require_3d: bool = True,
         raise ImageError(f"{what} {path} could not be read: it is damaged or not an image ({detail.strip()[:160]})") from None
     if require_3d:
         check_3d(image, f"{what} {path}")
+    check_geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), f"{what} {path}")
     if require_finite:
         check_finite(image, f"{what} {path}")
         if image_extension(path) in (".nii", ".nii.gz") and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
@@ -174,13 +180,44 @@ class ReceivedImage:
     header: ImageFileHeader
 
 
-def read_received_image(path: str | Path, what: str, max_bytes: int) -> ReceivedImage:
-    """Read a file that crossed the network: self-contained (decided from its content), at most
-    ``max_bytes`` of voxels, complete; then read with the ImageIO its content calls for, so the file's name
-    cannot route it to another reader. Messages name ``what`` (the client's name), never the path or bytes.
-    """
+@dataclass
+class ReceivedHeader:
+    """A received file whose header passed the gate, not decoded yet: what it declares (format, bytes,
+    geometry), so the caller can compare two files and reserve memory before either is decoded."""
+
+    path: Path
+    header: ImageFileHeader
+    geometry: Geometry
+    what: str
+    reader: sitk.ImageFileReader
+    complete: bool = False
+
+    def check_complete(self) -> None:
+        """Stream the data once (bounded memory): TruncatedImage when it is shorter than declared."""
+        if not self.complete:
+            check_data_complete(self.path, self.header, self.what)
+            self.complete = True
+
+    def read(self) -> ReceivedImage:
+        """Check that the data is complete, then decode it."""
+        self.check_complete()
+        try:
+            image = self.reader.Execute()
+        except RuntimeError:  # ITK's text names the file's path: say what is wrong without it
+            raise ImageError(f"{self.what} could not be read: it is damaged or not an image") from None
+        check_3d(image, self.what)
+        check_finite(image, self.what)
+        return ReceivedImage(image, self.path, self.header)
+
+
+def open_received_image(path: str | Path, what: str, max_bytes: int) -> ReceivedHeader:
+    """The header of a file that crossed the network: self-contained (decided from its content), at most
+    ``max_bytes`` of voxels, one 3D channel, a usable geometry (``image_geometry``); read with the ImageIO
+    its content calls for, so the file's name cannot route it to another reader. Nothing is decoded yet.
+    Messages name ``what`` (the client's name), never the path or bytes."""
     path = Path(path)
-    header = inspect_received_image(path, max_bytes, what)
+    header = check_self_contained(path, what)
+    check_declared_size(header, max_bytes, what)
     ext = image_extension(path)
     # The reader opens a copy under a header BackSplit wrote (data attached, whitelisted keys), never the
     # client's header; its name follows the content (NiftiImageIO goes by the name to find gzip).
@@ -190,25 +227,46 @@ def read_received_image(path: str | Path, what: str, max_bytes: int) -> Received
     if own != path:
         path.unlink()
     path = own
-    if check_self_contained(path, what).sizes != header.sizes:  # the copy says what the gate read, or nothing
-        raise ImageError(f"{what} could not be read: its header is damaged")
+    own_header = check_self_contained(path, what)  # the copy's data offset is its own header's
+    if own_header.sizes != header.sizes or own_header.bytes_per_voxel != header.bytes_per_voxel:
+        raise ImageError(f"{what} could not be read: its header is damaged")  # the copy says what the gate read
+    header = own_header
+    check_declared_geometry(path, header.format, what)
     reader = sitk.ImageFileReader()
     reader.SetImageIO(header.imageio)
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
-        pixel = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), reader.GetNumberOfComponents())
-        declared = int(np.prod(reader.GetSize(), dtype=np.float64)) * pixel.GetSizeOfPixelComponent() * \
-            reader.GetNumberOfComponents()
-        if declared > max_bytes:
-            raise ImageTooLarge(f"{what} declares {declared} bytes of voxels, more than this server's limit of "
-                                f"{max_bytes}", "send a smaller or cropped volume")
-        image = reader.Execute()
-    except RuntimeError:  # ITK's text names the file's path: say what is wrong without it
+    except RuntimeError:
         raise ImageError(f"{what} could not be read: it is damaged or not an image") from None
-    check_3d(image, what)
-    check_finite(image, what)
-    return ReceivedImage(image, path, header)
+    size, components = reader.GetSize(), reader.GetNumberOfComponents()
+    pixel = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), components)
+    declared = int(np.prod(size, dtype=np.float64)) * pixel.GetSizeOfPixelComponent() * components
+    if declared > max_bytes:
+        raise ImageTooLarge(f"{what} declares {declared} bytes of voxels, more than this server's limit of "
+                            f"{max_bytes}", "send a smaller or cropped volume")
+    if len(size) != 3 or components != 1 or min(size) < 2:
+        raise ImageError(f"{what} is not a single-channel 3D volume (size {tuple(size)}, {components} "
+                         "components per voxel)", "split 4D or multi-channel data into 3D volumes first")
+    geometry = Geometry(tuple(size), tuple(reader.GetSpacing()), tuple(reader.GetOrigin()),
+                        tuple(reader.GetDirection()))
+    check_geometry(geometry.spacing, geometry.origin, geometry.direction, what)
+    return ReceivedHeader(path, header, geometry, what, reader)
+
+
+def read_received_image(path: str | Path, what: str, max_bytes: int) -> ReceivedImage:
+    """``open_received_image`` then ``read``: the whole upload gate for one file."""
+    return open_received_image(path, what, max_bytes).read()
+
+
+def check_same_declared_geometry(reference: ReceivedHeader, other: ReceivedHeader) -> None:
+    """The geometry rule of ``check_same_geometry`` on two headers, before either file is decoded."""
+    part = reference.geometry.mismatch(other.geometry)
+    if part:
+        raise GeometryError(
+            f"{other.what} does not match {reference.what} ({part} differs): {reference.what} has "
+            f"{reference.geometry.describe()}; {other.what} has {other.geometry.describe()}",
+            "resample the label onto the image (e.g. --resample-labels) or export both from the same volume")
 
 
 def _check_nifti_finite(path: Path, source: str) -> None:

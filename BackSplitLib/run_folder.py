@@ -147,15 +147,24 @@ def append_log(run_dir: Path, record: dict) -> None:
 
 
 # ---------------------------------------------------------------------- a run as a zip
-def pack_run(run_dir: Union[str, Path], archive: Union[str, Path]) -> Path:
-    """The run folder as a zip with relative names (hidden files left out), written through a temporary name."""
+TEXT_SUFFIXES = (".json", ".jsonl", ".log", ".txt", ".csv")
+
+
+def pack_run(run_dir: Union[str, Path], archive: Union[str, Path],
+             rewrite_text: Optional[Callable[[str], str]] = None) -> Path:
+    """The run folder as a zip with relative names (hidden files left out), written through a temporary name.
+    ``rewrite_text`` is applied to the text files (model.json, logs): the server removes its own paths."""
     run_dir, archive = Path(run_dir), Path(archive)
 
     def write(tmp: str) -> None:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             for file in sorted(run_dir.rglob("*")):
                 if file.is_file() and not file.name.startswith("."):
-                    zf.write(file, file.relative_to(run_dir).as_posix())
+                    name = file.relative_to(run_dir).as_posix()
+                    if rewrite_text is not None and file.suffix.lower() in TEXT_SUFFIXES:
+                        zf.writestr(name, rewrite_text(file.read_text(encoding="utf-8", errors="replace")))
+                    else:
+                        zf.write(file, name)
 
     atomic_write(archive, write)  # creates the parent folder
     return archive

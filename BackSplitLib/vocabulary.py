@@ -88,6 +88,9 @@ DEFAULT_SERVER_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 #: Environment variables read by the client, the CLI and ``backsplit serve`` (the token never goes on argv).
 TOKEN_ENV = "BACKSPLIT_TOKEN"
 SERVER_ENV = "BACKSPLIT_SERVER"
+#: The header every BackSplit client sends and the server requires on a state-changing request made without a
+#: token: a browser cannot add it to a cross-site request without a CORS preflight, which the server never grants.
+CLIENT_HEADER = "X-BackSplit-Client"
 #: Largest request body ``backsplit serve`` accepts by default (size syntax of ``--max-upload``).
 DEFAULT_MAX_UPLOAD = "1G"
 DEFAULT_TRAINING_MODE = TrainingMode.backsplit

@@ -5,7 +5,9 @@ as given): headers that name other files, header and gzip bombs, truncated data,
 100k deep, bad colours, NUL and bidi-override file names. The server's tests use the same builders.
 ``measure_hostile`` posts them all, counts what was refused and stored, reads the API process's peak
 resident memory from the kernel (VmHWM), and holds idle sockets open to see that the server keeps
-answering and closes them after its header timeout.
+answering and closes them after its header timeout. Issue 19 added bodies the server must refuse from the
+request head, cross-site writes, absurd geometry, an 800^3 image with a mismatched label, a model whose
+spacing would make prediction allocate terabytes and an absurd job (``issue_19_requests``).
 """
 
 from __future__ import annotations
@@ -76,6 +78,45 @@ def compressed_metaimage(sizes: str) -> bytes:
             f"CompressedDataSize = {len(data)}\nElementDataFile = LOCAL\n").encode() + data
 
 
+def nifti_volume(dims=(8, 8, 8), pixdim=(1.0, 1.0, 1.0), qoffset=None, datatype: int = 2, bitpix: int = 8,
+                 data: bytes | None = None) -> bytes:
+    """A complete single-file NIfTI-1 (uint8 zeros by default) with the given pixdim and, when given, a
+    qform whose offset is ``qoffset`` (the geometry probes of issue 19)."""
+    header = bytearray(nifti_header(dims, datatype, bitpix))
+    struct.pack_into("<3f", header, 80, *pixdim)
+    if qoffset is not None:
+        struct.pack_into("<h", header, 252, 1)
+        struct.pack_into("<6f", header, 256, 0, 0, 0, *qoffset)
+    size = bitpix // 8
+    for n in dims:
+        size *= n
+    return bytes(header) + (data if data is not None else bytes(size))
+
+
+def metaimage_volume(geometry: str, sizes: str = "8 8 8") -> bytes:
+    """A complete single-file MetaImage of uint8 zeros with extra geometry lines (``Offset = nan 0 0``...)."""
+    voxels = 1
+    for n in sizes.split():
+        voxels *= int(n)
+    return (f"ObjectType = Image\nNDims = 3\nDimSize = {sizes}\n{geometry}\nElementType = MET_UCHAR\n"
+            "ElementDataFile = LOCAL\n").encode() + bytes(voxels)
+
+
+def gzip_nifti(dims, datatype: int = 16, bitpix: int = 32) -> bytes:
+    """A complete .nii.gz of zeros, built a chunk at a time: megabytes on the wire, ``dims`` once decoded."""
+    size = bitpix // 8
+    for n in dims:
+        size *= n
+    out, chunk = io.BytesIO(), bytes(min(size, 16 << 20))
+    with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1) as gz:
+        gz.write(nifti_header(dims, datatype, bitpix))
+        left = size
+        while left > 0:
+            gz.write(chunk[:left])
+            left -= len(chunk)
+    return out.getvalue()
+
+
 def nrrd(fields: str, data: bytes = b"") -> bytes:
     return f"NRRD0004\n{fields}\n\n".encode() + data
 
@@ -97,12 +138,17 @@ def zip_of(members: list[tuple[str, bytes]]) -> bytes:
 # ---------------------------------------------------------------------- the catalogue
 @dataclass
 class Hostile:
-    """One hostile request: where it goes, its body and headers, and the status class it must get."""
+    """One hostile request: where it goes, its body and headers. ``foreign``: sent as a page on another site
+    would send it (without the client's own headers); ``raw``: sent over a raw socket, the body a chunk at a
+    time until the server answers (bodies the server must refuse from the head alone)."""
 
     name: str
     path: str
     body: bytes
     headers: dict = field(default_factory=dict)
+    method: str = "POST"
+    foreign: bool = False
+    raw: bool = False
 
 
 def _case(name: str, image: tuple[bytes, bytes], label: tuple[bytes, bytes] | None = None,
@@ -151,7 +197,48 @@ def hostile_requests(image: bytes, label: bytes) -> list[Hostile]:
             {"format_version": "1", "schema": SCHEMA, "arch": {"name": "unet"}, "preprocessing": {}}).encode())])),
         Hostile("predict a 250-character file name", "/predict",
                 *multipart([(b"image", b"x" * 250 + b".nii.gz", image)])),
+        *issue_19_requests(image, label),
     ]
+
+
+def issue_19_requests(image: bytes, label: bytes) -> list[Hostile]:
+    """The server probes of issue 19: bodies bounded from the head, cross-site writes, absurd geometry,
+    decoding before the cheap checks, model preprocessing and job combinations out of bounds."""
+    good_label = (b"case.nii.gz", label)
+    nan = float("nan")
+    cross_site = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    json_head = {"Content-Type": "application/json"}
+    big_model = {"format_version": 1, "schema": SCHEMA, "arch": {"name": "unet", "params": {}},
+                 "preprocessing": {"orientation": "RAS", "spacing": [0.01, 0.01, 0.01], "patch_size": [32, 32, 32],
+                                   "normalization": {"scheme": "CT", "clip": [-1000, 1000], "mean": 0, "std": 300}}}
+    return [
+        Hostile("24 MiB JSON body to /jobs", "/jobs", b"[" + b"0," * (12 << 20) + b"0]", json_head, raw=True),
+        Hostile("96 MiB JSON body to /jobs", "/jobs", b" " * (96 << 20), json_head, raw=True),
+        Hostile("cross-site no-cors multipart POST /cases", "/cases",
+                *_with(_case("", (b"case_0000.nii.gz", image), good_label), cross_site), foreign=True),
+        Hostile("POST /models/current/promote without the client header", "/models/current/promote", b"",
+                foreign=True),
+        Hostile("DELETE /cases/x from a foreign Origin", "/cases/x", b"", {"Origin": "http://evil.example"},
+                method="DELETE"),
+        _case("NaN spacing (NIfTI pixdim)", (b"g.nii", nifti_volume(pixdim=(nan, 1, 1))), (b"l.nii", nifti_volume())),
+        _case("zero spacing (NIfTI pixdim)", (b"g.nii", nifti_volume(pixdim=(0, 1, 1))), (b"l.nii", nifti_volume())),
+        _case("spacing 1e300 (MetaImage)", (b"g.mha", metaimage_volume("ElementSpacing = 1e300 1 1")),
+              (b"l.nii", nifti_volume())),
+        _case("NaN origin (MetaImage)", (b"g.mha", metaimage_volume("Offset = nan 0 0")), (b"l.nii", nifti_volume())),
+        _case("singular direction (MetaImage)", (b"g.mha", metaimage_volume("TransformMatrix = 1 0 0 1 0 0 0 0 1")),
+              (b"l.nii", nifti_volume())),
+        Hostile("predict on spacing 1e300", "/predict",
+                *multipart([(b"image", b"g.mha", metaimage_volume("ElementSpacing = 1e300 1 1"))])),
+        _case("800^3 float32 image with a label of another size", (b"i.nii.gz", expanding_nifti((800, 800, 800), 31)),
+              (b"l.nii.gz", gzip_nifti((80, 80, 80), 2, 8))),
+        _model("model spacing 0.01 mm (85 TB at prediction)", zip_of([("model.json", json.dumps(big_model).encode())])),
+        Hostile("job batch 1024 x patch 512^3", "/jobs", json.dumps(
+            {"kind": "train", "batch_size": 1024, "patch_size": [512, 512, 512]}).encode(), json_head),
+    ]
+
+
+def _with(hostile: Hostile, headers: dict) -> tuple[bytes, dict]:
+    return hostile.body, {**hostile.headers, **headers}
 
 
 # ---------------------------------------------------------------------- the measurement
@@ -207,22 +294,74 @@ def closed_by_server(sock: socket.socket) -> bool:
         return True
 
 
+def raw_exchange(port: int, head: bytes, body_chunks=(), timeout: float = 15.0) -> tuple[int | None, bytes, int]:
+    """Send a request head, then body chunks one at a time until the server answers; returns (status or
+    None when the server closed without answering, the response head, body bytes sent before the answer)."""
+    import select
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sent, response = 0, b""
+    try:
+        sock.sendall(head)
+        for chunk in body_chunks:
+            if select.select([sock], [], [], 0.02)[0]:
+                break  # the server has answered (or closed): stop sending
+            try:
+                sock.sendall(chunk)
+            except OSError:
+                break
+            sent += len(chunk)
+        try:
+            while b"\r\n\r\n" not in response:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                response += data
+        except OSError:
+            pass
+    finally:
+        sock.close()
+    status = int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else None
+    return status, response, sent
+
+
+def _send_raw(url: str, hostile: Hostile, headers: dict) -> int:
+    port = int(url.rsplit(":", 1)[-1].split("/")[0])
+    lines = [f"{hostile.method} {hostile.path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(hostile.body)}",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    step = 1 << 20
+    status, _, _ = raw_exchange(port, ("\r\n".join(lines) + "\r\n\r\n").encode(),
+                                (hostile.body[i:i + step] for i in range(0, len(hostile.body), step)), timeout=60)
+    return status or 0  # 0: the server closed without an answer (counted as neither refused nor stored)
+
+
 def measure_hostile(url: str, pid: int, image: bytes, label: bytes, headers: dict | None = None,
                     idle_sockets: int = 300) -> dict:
-    """Post every hostile request; count refused (4xx), stored (2xx) and failed (5xx); peak API memory."""
+    """Send every hostile request; count refused (4xx), stored (2xx) and failed (5xx); peak API memory.
+    ``headers``: what the server's own client sends (the token, X-BackSplit-Client); foreign requests go
+    without them."""
     import httpx
 
+    from BackSplitLib.vocabulary import CLIENT_HEADER
+
+    own = {CLIENT_HEADER: "backsplit-bench", **(headers or {})}
     idle_kib = process_memory_kib(pid, "VmRSS")
     outcomes = []
-    with httpx.Client(base_url=url, headers=headers or {}, timeout=600) as http:
+    with httpx.Client(base_url=url, timeout=600) as http:
         for hostile in hostile_requests(image, label):
-            response = http.post(hostile.path, content=hostile.body, headers=hostile.headers)
-            outcomes.append({"name": hostile.name, "status": response.status_code})
+            sent_headers = {**({} if hostile.foreign else own), **hostile.headers}
+            if hostile.raw:
+                status = _send_raw(url, hostile, sent_headers)
+            else:
+                status = http.request(hostile.method, hostile.path, content=hostile.body or None,
+                                      headers=sent_headers).status_code
+            outcomes.append({"name": hostile.name, "status": status})
     peak_kib = process_memory_kib(pid, "VmHWM")
     statuses = [o["status"] for o in outcomes]
     return {
         "tried": len(outcomes), "refused": sum(400 <= s < 500 for s in statuses),
         "stored": sum(200 <= s < 300 for s in statuses), "server_errors": sum(s >= 500 for s in statuses),
+        "unanswered": sum(s == 0 for s in statuses),
         "outcomes": outcomes, "idle_rss_mib": idle_kib / 1024 if idle_kib else None,
         "peak_rss_above_idle_mib": (peak_kib - idle_kib) / 1024 if peak_kib and idle_kib else None,
         "idle_sockets": hold_idle_sockets(url, idle_sockets),

@@ -20,7 +20,7 @@ from rich.table import Table
 from BackSplitLib.cli.app import app, console
 from BackSplitLib.client import SERVER_ENV, TOKEN_ENV, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
-from BackSplitLib.server.limits import DEFAULT_MAX_IMAGE_SIZE, Limits, parse_size
+from BackSplitLib.server.limits import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_SIZE, Limits, parse_size
 from BackSplitLib.vocabulary import (ARCHITECTURES, DEFAULT_ARCHITECTURE, DEFAULT_FINETUNE_ITERATIONS, DEFAULT_HOST,
                                      DEFAULT_ITERATIONS, DEFAULT_MAX_UPLOAD, DEFAULT_PORT, DEFAULT_SERVER_URL, DEFAULT_TRAINING_MODE)
 from BackSplitLib.vocabulary import TrainingMode as Mode
@@ -57,6 +57,13 @@ def serve(
                                             "same syntax as --max-upload; 2G fits a float32 512x512x1000 CT."),
     max_iterations: int = typer.Option(Limits.max_iterations, "--max-iterations", min=1,
                                        help="Most iterations a job may ask for."),
+    decode_budget: str = typer.Option(DEFAULT_DECODE_BUDGET, "--decode-budget",
+                                      help="Voxel bytes decoded at once across all requests (a case's image + label "
+                                           "count together); uploads wait, then get 429, while it is full."),
+    max_job_tensor: int = typer.Option(Limits.max_job_tensor, "--max-job-tensor", min=1,
+                                       help="A job's batch x patch voxels x classes (its memory)."),
+    max_job_work: int = typer.Option(Limits.max_job_work, "--max-job-work", min=1,
+                                     help="A job's iterations x batch x patch voxels (its time)."),
     header_timeout: float = typer.Option(Limits.header_timeout, "--header-timeout", min=0.1,
                                          help="Seconds a connection may take to send its request head."),
     body_timeout: float = typer.Option(Limits.body_timeout, "--body-timeout", min=0.1,
@@ -68,6 +75,7 @@ def serve(
     from BackSplitLib.server.serve import serve as run_server
 
     limits = Limits(max_image_size=parse_size(max_image_size), max_iterations=max_iterations,
+                    decode_budget=parse_size(decode_budget), max_job_tensor=max_job_tensor, max_job_work=max_job_work,
                     header_timeout=header_timeout, body_timeout=body_timeout)
     run_server(data, host, port, token_file, no_auth, parse_size(max_upload), workers,
                echo=lambda line: console.print(line, highlight=False, soft_wrap=True), limits=limits)

@@ -8,7 +8,6 @@ endpoint but ``GET /health`` needs ``Authorization: Bearer <token>``. Every erro
 
 from __future__ import annotations
 
-import hmac
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,14 +18,14 @@ from fastapi import Depends, FastAPI
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from BackSplitLib import __version__
 from BackSplitLib.server.http_errors import install_error_handlers
 from BackSplitLib.server.routes import cases, jobs, models, predict
 from BackSplitLib.server.connections import LoopbackHostOnly
+from BackSplitLib.server.front_door import FrontDoor
 from BackSplitLib.server.limits import Limits
-from BackSplitLib.server.state import AppState, app_state
+from BackSplitLib.server.state import AppState, app_state, upload_paths
 from BackSplitLib.server.store import Store
 
 
@@ -43,21 +42,9 @@ class Health(BaseModel):
     auth: bool = Field(description="whether requests need a bearer token")
 
 
+# The token is checked by the front door (``front_door.py``) before a route runs or a body is read; this
+# dependency only declares the bearer scheme in the OpenAPI description (the Authorize button of /docs).
 _bearer = HTTPBearer(auto_error=False, description="the token printed by `backsplit serve`")
-
-
-def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-                  state: AppState = Depends(app_state)) -> None:
-    """The dependency every route but /health has: the bearer token, compared in constant time."""
-    if state.token is None:
-        return
-    if credentials is None:
-        raise StarletteHTTPException(401, "this server needs a token: send 'Authorization: Bearer <token>'",
-                                     headers={"WWW-Authenticate": "Bearer"})
-    # Constant time: the comparison must not reveal how much of a guess was right.
-    if not hmac.compare_digest(credentials.credentials.encode(), state.token.encode()):
-        raise StarletteHTTPException(401, "the token is not valid for this server",
-                                     headers={"WWW-Authenticate": "Bearer"})
 
 
 def health(state: AppState = Depends(app_state)) -> dict:
@@ -93,14 +80,18 @@ def create_app(data_dir: str | Path, token: str | None, max_upload: int = Limits
         title="BackSplit fine-tuning server",
         version=__version__,
         description="Upload cases, train and fine-tune BackSplit models, follow progress, predict lesions. "
-                    "Every endpoint except /health needs `Authorization: Bearer <token>`.",
+                    "Every endpoint except /health (this description included) needs `Authorization: Bearer "
+                    "<token>`; on a --no-auth server every write needs the header `X-BackSplit-Client`.",
         lifespan=_lifespan,
     )
-    app.state.backsplit = AppState(Store(data_dir), token, replace(limits or Limits(), max_upload=max_upload), workers)
+    state = AppState(Store(data_dir), token, replace(limits or Limits(), max_upload=max_upload), workers)
+    app.state.backsplit = state
     install_error_handlers(app)
     app.add_api_route("/health", health, methods=["GET"], response_model=Health, tags=["server"])
-    for routes in (cases, jobs, models, predict):
-        app.include_router(routes.router, dependencies=[Depends(require_token)])
-    if loopback_only:
+    routers = [routes.router for routes in (cases, jobs, models, predict)]
+    for router in routers:
+        app.include_router(router, dependencies=[Depends(_bearer)])
+    app.add_middleware(FrontDoor, token=token, max_upload=state.limits.max_upload, upload_paths=upload_paths(routers))
+    if loopback_only:  # added last, so it runs first: a request to a foreign Host name is refused before all
         app.add_middleware(LoopbackHostOnly)
     return app

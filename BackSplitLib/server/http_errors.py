@@ -49,7 +49,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(UploadError)
     async def _upload(request: Request, exc: UploadError) -> JSONResponse:
-        return reply(exc.status, without_server_paths(request, exc.detail))
+        return reply(exc.status, without_server_paths(request, exc.detail), exc.headers)
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:

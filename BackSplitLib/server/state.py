@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import Request
 
-from BackSplitLib.image_files import format_bytes
+from BackSplitLib.server.decode_budget import DecodeBudget
 from BackSplitLib.server.limits import Limits
 from BackSplitLib.server.store import Store
 from BackSplitLib.server.uploads import Form, UploadError, receive_form
@@ -30,6 +30,7 @@ class AppState:
         self.ready = threading.Event()
         self.predictors: OrderedDict[str, Any] = OrderedDict()
         self.predict_lock = threading.Lock()
+        self.decode = DecodeBudget(limits.decode_budget)  # voxel bytes decoded at once, all requests together
 
     def start_workers(self) -> None:
         """Import torch (for the device) and start the workers off the event loop: the API answers at once."""
@@ -74,11 +75,7 @@ def app_state(request: Request) -> AppState:
 
 async def receive(request: Request, staged: Path, file_types: dict, text_fields: set[str]) -> Form:
     """The request's multipart form streamed into ``staged`` under the size limit; every file field present."""
-    state = app_state(request)
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > state.limits.max_upload:  # refuse before reading a byte
-        raise UploadError(413, f"the upload ({format_bytes(int(length))}) is larger than this server's limit "
-                               f"of {format_bytes(state.limits.max_upload)}")
+    state = app_state(request)  # the front door has refused a declared Content-Length over the limit already
     form = await receive_form(request.headers.get("content-type", ""), request.stream(), staged,
                               state.limits.max_upload, file_types, text_fields)
     missing = [name for name in file_types if name not in form.files]
@@ -94,3 +91,13 @@ def multipart_doc(fields: dict[str, dict], required: list[str]) -> dict:
 
 
 FILE_FIELD = {"type": "string", "format": "binary"}
+
+
+def upload_paths(routers) -> frozenset[str]:
+    """The paths of the POST routes documented with ``multipart_doc``: their bodies are streamed to disk
+    under --max-upload; every other body is JSON under ``MAX_JSON_BODY`` (``front_door.py``)."""
+    from fastapi.routing import APIRoute
+
+    routes = [route for router in routers for route in router.routes]
+    return frozenset(route.path for route in routes if isinstance(route, APIRoute) and "POST" in route.methods
+                     and "multipart/form-data" in (route.openapi_extra or {}).get("requestBody", {}).get("content", {}))

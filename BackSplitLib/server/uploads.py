@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -18,10 +19,13 @@ from typing import BinaryIO
 import numpy as np
 import SimpleITK as sitk
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from BackSplitLib.errors import BackSplitError, LabelError
 from BackSplitLib.image_files import ImageTooLarge, UnsupportedImageFile, format_bytes
-from BackSplitLib.io import IMAGE_EXTENSIONS, check_same_geometry, image_extension, read_received_image
+from BackSplitLib.io import (
+    IMAGE_EXTENSIONS, ReceivedHeader, check_same_declared_geometry, image_extension, open_received_image,
+)
 from BackSplitLib.schema import LabelSchema
 from BackSplitLib.server.limits import Limits, parse_size  # noqa: F401 (parse_size: re-exported)
 
@@ -32,10 +36,11 @@ MAX_TEXT_FIELD = 1 << 20
 class UploadError(Exception):
     """An upload the server refuses: ``status`` is the HTTP status, ``detail`` one sentence."""
 
-    def __init__(self, status: int, detail: str):
+    def __init__(self, status: int, detail: str, headers: dict | None = None):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.headers = headers
 
 
 @dataclass
@@ -155,7 +160,7 @@ async def receive_form(
                 raise UploadError(413, f"the upload is larger than this server's limit of {format_bytes(max_bytes)}")
             parser.write(chunk)
         parser.finalize()
-    except UploadError:
+    except (UploadError, StarletteHTTPException):  # ours, and the front door's BodyTooLarge (413)
         raise
     except Exception as e:  # python-multipart's MultipartParseError and friends: a malformed body
         raise UploadError(400, f"the multipart body could not be parsed ({e})") from None
@@ -191,20 +196,41 @@ IMAGE_TYPES = tuple(e for e in IMAGE_EXTENSIONS if e not in (".nhdr", ".mhd"))  
 DEFAULT_MAX_IMAGE_SIZE = Limits.max_image_size
 
 
-def read_part(part: FilePart, what: str, max_image_size: int) -> sitk.Image:
-    """An uploaded image read through the upload gate (``io.read_received_image``); the part's path
-    follows the file when the gate renames it to the extension its content has."""
-    label = f"{what} '{part.filename}'"
+@contextmanager
+def _gate_errors() -> Iterator[None]:
+    """The upload gate's exceptions as HTTP statuses: 415 not a self-contained image, 413 too large, 400
+    anything else wrong with it (truncated, damaged, bad geometry, NaN voxels)."""
     try:
-        received = read_received_image(part.path, label, max_image_size)
+        yield
     except UnsupportedImageFile as e:
         raise UploadError(415, str(e)) from None
     except ImageTooLarge as e:
         raise UploadError(413, str(e)) from None
     except BackSplitError as e:
         raise UploadError(400, str(e)) from None
-    part.path = received.path
-    return received.image
+
+
+def open_part(part: FilePart, what: str, max_image_size: int, complete: bool = False) -> ReceivedHeader:
+    """An uploaded file's header through the upload gate (``io.open_received_image``), nothing decoded
+    (``complete``: its data also streamed once to see that it is all there); the part's path follows the
+    file when the gate renames it to the extension its content has."""
+    with _gate_errors():
+        opened = open_received_image(part.path, f"{what} '{part.filename}'", max_image_size)
+        if complete:
+            opened.check_complete()
+    part.path = opened.path
+    return opened
+
+
+def read_opened(opened: ReceivedHeader) -> sitk.Image:
+    """Decode a file ``open_part`` accepted (its data checked complete first)."""
+    with _gate_errors():
+        return opened.read().image
+
+
+def _holding(budget, nbytes: int, what: str):
+    """``budget.hold`` (the server's DecodeBudget) or, without one, nothing to reserve."""
+    return budget.hold(nbytes, what) if budget is not None else nullcontext()
 
 
 def parse_schema(schema_text: str | None) -> LabelSchema:
@@ -236,17 +262,28 @@ def parse_schema(schema_text: str | None) -> LabelSchema:
 
 
 def validate_case(image_part: FilePart, label_part: FilePart, schema_text: str | None,
-                  allow_empty_target: bool, max_image_size: int = DEFAULT_MAX_IMAGE_SIZE) -> dict:
+                  allow_empty_target: bool, max_image_size: int = DEFAULT_MAX_IMAGE_SIZE, budget=None) -> dict:
     """Check a case as the engine would before training on it; returns the case record for the store.
 
-    Raises UploadError (400, or 413/415 from the upload gate) with one readable sentence for each way a
-    case can be unusable.
+    Both headers are checked and compared (size, spacing, origin, direction) before either file is
+    decoded; decoding then holds the bytes they declare in ``budget`` (the server's DecodeBudget). Raises
+    UploadError (400, 413/415 from the upload gate, 429 when the budget stays full) with one readable
+    sentence for each way a case can be unusable.
     """
     schema = parse_schema(schema_text)
-    image = read_part(image_part, "image", max_image_size)
-    label = read_part(label_part, "label", max_image_size)
+    image_header = open_part(image_part, "image", max_image_size)
+    label_header = open_part(label_part, "label", max_image_size)
+    with _gate_errors():
+        check_same_declared_geometry(image_header, label_header)
+    declared = image_header.header.data_bytes + label_header.header.data_bytes
+    with _holding(budget, declared, "this case"):
+        image, label = read_opened(image_header), read_opened(label_header)
+        return _case_record(image_part, label_part, schema, image, label, allow_empty_target)
+
+
+def _case_record(image_part: FilePart, label_part: FilePart, schema: LabelSchema, image: sitk.Image,
+                 label: sitk.Image, allow_empty_target: bool) -> dict:
     try:
-        check_same_geometry(image, label, "the image", "the label")
         values = _integer_labels(label, label_part.filename)
         schema.check_label_values(values, f"label '{label_part.filename}'")
     except BackSplitError as e:
@@ -281,8 +318,3 @@ def _case_label(filename: str) -> str:
     ext = image_extension(filename)
     name = filename[: -len(ext)] if ext else filename
     return name.removesuffix("_0000") or "case"
-
-
-def read_upload_image(part: FilePart, max_image_size: int = DEFAULT_MAX_IMAGE_SIZE) -> sitk.Image:
-    """Read an uploaded image for prediction (3D, finite), with errors naming the client's file."""
-    return read_part(part, "image", max_image_size)

@@ -33,7 +33,11 @@ def test_miniature_server_bench_measures_and_saves_everything(tmp_path, capsys):
     assert "| predict 48x40x24: server / in-process |" in (tmp_path / "server_report.md").read_text()
     assert "bench server" in printed
     hostile = saved["hostile"]
-    assert hostile["tried"] >= 20 and hostile["stored"] == 0 and hostile["server_errors"] == 0, hostile["outcomes"]
+    assert hostile["tried"] >= 34 and hostile["stored"] == 0 and hostile["server_errors"] == 0, hostile["outcomes"]
+    names = {o["name"] for o in hostile["outcomes"]}  # issue 19's probes are in the row
+    assert {"96 MiB JSON body to /jobs", "cross-site no-cors multipart POST /cases", "NaN spacing (NIfTI pixdim)",
+            "800^3 float32 image with a label of another size", "model spacing 0.01 mm (85 TB at prediction)",
+            "job batch 1024 x patch 512^3"} <= names
     assert hostile["refused"] == hostile["tried"] and hostile["idle_sockets"]["health_ok_while_held"]
     assert "hostile inputs" in (tmp_path / "server_report.md").read_text()
 

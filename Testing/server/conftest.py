@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from server_harness import STRICT_MAX_IMAGE, CaseFiles, ServerProcess, write_case
+from server_harness import STRICT_DECODE_BUDGET, STRICT_MAX_IMAGE, STRICT_MAX_JOB_WORK, CaseFiles, ServerProcess, write_case
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # keep torch on the CPU in the server and its worker
 
@@ -26,7 +26,16 @@ def strict_server(tmp_path_factory) -> ServerProcess:
     root = tmp_path_factory.mktemp("strict")
     srv = ServerProcess(root / "data", root / "token", workers=0, open_files=(256, 256), extra_args=(
         "--max-image-size", STRICT_MAX_IMAGE, "--max-iterations", "1000", "--header-timeout", "1",
-        "--body-timeout", "2")).start()
+        "--body-timeout", "2", "--decode-budget", STRICT_DECODE_BUDGET, "--max-job-work", STRICT_MAX_JOB_WORK)).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def open_server(tmp_path_factory) -> ServerProcess:
+    """An API-only loopback server without a token (--no-auth), as Slicer's Local mode and the bench run it."""
+    root = tmp_path_factory.mktemp("open")
+    srv = ServerProcess(root / "data", root / "token", workers=0, extra_args=("--no-auth",)).start()
     yield srv
     srv.stop()
 

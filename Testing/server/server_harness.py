@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import SimpleITK as sitk
 
-from BackSplitLib.bench.hostile import multipart  # noqa: F401 (the tests' raw multipart builder)
+from BackSplitLib.bench.hostile import multipart, raw_exchange  # noqa: F401 (the tests' raw HTTP builders)
 from BackSplitLib.client import BackSplitClient
 from BackSplitLib.dataset import CaseFiles
 from BackSplitLib.schema import LabelSchema
@@ -32,6 +32,8 @@ SHAPE = (24, 40, 48)  # (z, y, x): tiny, so a few iterations take seconds on two
 # patches: prediction slides the training patch over the volume, and 16^3 windows make it ~30x slower.
 FAST_JOB = {"val_every": 2, "batch_size": 1, "patch_size": [32, 32, 16], "val_fraction": 0.0}
 STRICT_MAX_IMAGE = "64M"  # the strict server's --max-image-size: bombs are refused well below 1 GiB
+STRICT_DECODE_BUDGET = "128M"  # one case at the image limit (64 MiB float32 + a 16 MiB label) at a time
+STRICT_MAX_JOB_WORK = "2000000000"  # iterations x batch x patch voxels: 1000 x 2 x 64^3 fits
 MAX_UPLOAD = "24M"  # phantom cases are ~100 KiB, a tiny model zip ~17 MiB; the oversize test sends more
 
 
@@ -107,6 +109,10 @@ class ServerProcess:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
         raise AssertionError(f"no {field} in /proc/{self.process.pid}/status")
+
+    def reset_peak_memory(self) -> None:
+        """Start a new VmHWM measurement (Linux: writing 5 to clear_refs resets the peak resident size)."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
 
     def log(self) -> str:
         path = self.data.parent / f"{self.data.name}-server.log"

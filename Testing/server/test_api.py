@@ -205,6 +205,7 @@ def test_uploading_a_zip_that_is_not_a_run_is_refused(server, tmp_path):
 
 
 def test_openapi_docs_describe_the_endpoints(server):
-    spec = httpx.get(f"{server.url}/openapi.json").json()
+    with server.http() as http:  # the API description needs the token too (issue 19)
+        spec = http.get("/openapi.json").json()
     assert {"/health", "/cases", "/jobs", "/jobs/{job_id}/events", "/models", "/predict"} <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/cases"]["post"]["requestBody"]["content"]

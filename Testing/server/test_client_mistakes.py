@@ -94,7 +94,8 @@ def test_messages_about_uploaded_models_name_no_server_path(server, tmp_path):
     with zipfile.ZipFile(buffer, "w") as zf:
         zf.writestr("model.json", json.dumps({"format_version": 1, "schema": {"labels": {"background": 0, "x": 1},
                                                                               "target": "x"},
-                                              "arch": {"name": "unet", "params": {}}, "preprocessing": {}}))
+                                              "arch": {"name": "unet", "params": {}},
+                                              "preprocessing": {"spacing": [1, 1, 1], "patch_size": [32, 32, 32]}}))
     with server.http() as http:
         response = http.post("/models", files={"file": ("m.zip", buffer.getvalue())})
     detail = _assert_sentence(response)

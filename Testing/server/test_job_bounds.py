@@ -4,7 +4,6 @@ best validation Dice is 0 or below is not auto-promoted."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from BackSplitLib.server.store import Store
@@ -38,6 +37,9 @@ BAD_JOBS = {
     "zero iterations": {"iterations": 0},
     "NUL in a case id": {"cases": ["abc\x00def"]},
     "bidi override in the base model": {"kind": "finetune", "base_model": "m\u202eodel"},
+    # issue 19: each field in range, the combination not (memory: batch x patch x classes; time: x iterations)
+    "batch 1024 x patch 512^3": {"batch_size": 1024, "patch_size": [512, 512, 512], "iterations": 1000},
+    "1000 iterations x batch 64 x patch 64^3": {"batch_size": 64, "patch_size": [64, 64, 64], "iterations": 1000},
 }
 
 
@@ -60,7 +62,8 @@ def test_a_job_within_every_bound_is_queued(strict_server, strict_case):
 
 
 def test_the_openapi_schema_shows_the_ranges(strict_server):
-    fields = httpx.get(f"{strict_server.url}/openapi.json").json()["components"]["schemas"]["JobRequest"]["properties"]
+    with strict_server.http() as http:  # the API description needs the token (issue 19)
+        fields = http.get("/openapi.json").json()["components"]["schemas"]["JobRequest"]["properties"]
     seed = next(s for s in fields["seed"]["anyOf"] if s.get("type") == "integer")
     assert seed["minimum"] == 0 and seed["maximum"] == 2**32 - 1
     patch = next(s for s in fields["patch_size"]["anyOf"] if s.get("type") == "array")

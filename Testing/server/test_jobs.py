@@ -87,6 +87,10 @@ def test_upload_train_finetune_follow_events_and_predict(server, uploaded, phant
     archive = client.download_model(second["id"], tmp_path / "second.zip")
     with zipfile.ZipFile(archive) as zf:
         assert {"model.json", "model.safetensors"} <= set(zf.namelist())
+        texts = {n: zf.read(n).decode() for n in zf.namelist() if n.endswith((".json", ".jsonl", ".log"))}
+    for root in {str(server.data), str(server.data.resolve())}:  # issue 19: no server path in a downloaded model
+        assert not [n for n, text in texts.items() if root in text]
+    assert json.loads(texts["model.json"])["training"]["dataset"].startswith("jobs/")
     again = client.upload_model(archive)
     assert again["source"] == "upload" and not again["current"] and again["schema"] == second["schema"]
     with pytest.raises(BackSplitClientError) as error:

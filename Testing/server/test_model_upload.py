@@ -55,6 +55,11 @@ BROKEN = {
     "parameters MONAI rejects": dict(meta_change={"arch": {"name": "unet", "params": {"strides": "two"}}}),
     "string format_version": dict(meta_change={"format_version": "1"}),
     "schema that is not a schema": dict(meta_change={"schema": {"labels": "many"}}),
+    # issue 19: preprocessing that would make /predict allocate without bound
+    "spacing 0.01 mm (85 TB at prediction)": dict(meta_change={"preprocessing": _preprocessing((0.01,) * 3, (32,) * 3)}),
+    "spacing NaN": dict(meta_change={"preprocessing": _preprocessing((float("nan"), 1, 1), (32,) * 3)}),
+    "spacing 0": dict(meta_change={"preprocessing": _preprocessing((0, 1, 1), (32,) * 3)}),
+    "patch 4096": dict(meta_change={"preprocessing": _preprocessing((1, 1, 1), (4096, 32, 32))}),
 }
 
 

@@ -48,7 +48,7 @@ async def upload_case(request: Request, state: AppState = Depends(app_state)) ->
         image, label = form.file("image"), form.file("label")
         modality = check_client_name((form.fields.get("modality") or "CT").strip()[:32] or "CT", "'modality'")
         record = await run_in_threadpool(validate_case, image, label, form.fields.get("schema"),
-                                         form.flag("allow_empty_target"), state.limits.max_image_size)
+                                         form.flag("allow_empty_target"), state.limits.max_image_size, state.decode)
         (staged / "schema.json").write_text(json.dumps(record["schema"], indent=2) + "\n")
         case = store.add_case(staged, {**record, "modality": modality, "image_file": image.path.name,
                                        "label_file": label.path.name})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
@@ -14,13 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.run_folder import load_run
 from BackSplitLib.schema import LabelSchema
 from BackSplitLib.server.state import AppState, app_state
 from BackSplitLib.server.store import PROGRESS_KEYS, TERMINAL_STATES, NotFound, Store
 from BackSplitLib.server.uploads import UploadError, has_unsafe_characters
 from BackSplitLib.vocabulary import (
-    DEFAULT_ARCHITECTURE, DEFAULT_FINETUNE_ITERATIONS, DEFAULT_ITERATIONS, DEFAULT_TRAINING_MODE, Architecture,
-    JobKind, JobState, PartialLabelMode, TrainingMode, default_iterations,
+    DEFAULT_ARCHITECTURE, DEFAULT_BATCH_SIZE, DEFAULT_FINETUNE_ITERATIONS, DEFAULT_ITERATIONS, DEFAULT_TRAINING_MODE,
+    Architecture, JobKind, JobState, PartialLabelMode, TrainingMode, default_iterations,
 )
 
 router = APIRouter(tags=["jobs"])
@@ -95,10 +97,12 @@ def create_job(body: JobRequest, state: AppState = Depends(app_state)) -> dict:
         body.iterations = default_iterations(body.kind)
     if body.iterations > state.limits.max_iterations:
         raise UploadError(422, f"'iterations': at most {state.limits.max_iterations} on this server (--max-iterations)")
-    _check_engine_config(body)
+    config = _check_engine_config(body)
+    _check_job_size(state, body, config)  # the combination alone, before any lookup (an unset patch waits)
     base = _job_base_model(store, body.kind, body.base_model)
     case_ids = _job_cases(store, body.cases)
     _check_job_compatible(store, case_ids, base)
+    _check_job_size(state, body, config, case_ids, base)
     params = body.model_dump(exclude={"cases", "base_model", "kind"}, exclude_none=True)
     return job_json(store.add_job(body.kind, case_ids, base, params))
 
@@ -174,7 +178,7 @@ def _check_job_compatible(store: Store, case_ids: list[str], base: str | None) -
         raise UploadError(422, f"the cases mix modalities ({', '.join(sorted(modalities))}); train one modality per job")
 
 
-def _check_engine_config(body: JobRequest) -> None:
+def _check_engine_config(body: JobRequest):
     """The engine's own validation of the configuration the worker will build (patch size against the
     network, ...), now rather than minutes later in the worker: the rule lives once, in TrainConfig."""
     from BackSplitLib.server.worker import train_config
@@ -183,11 +187,47 @@ def _check_engine_config(body: JobRequest) -> None:
         config = train_config(body.model_dump(exclude={"cases", "base_model", "kind"}, exclude_none=True),
                               finetune=body.kind == JobKind.finetune)
     except ImportError:  # no training engine here: the job will fail in the worker with its reason
-        return
+        return None
     try:
         config.validate()
     except BackSplitError as e:
         raise UploadError(422, str(e)) from None
+    return config
+
+
+def _check_job_size(state: AppState, body: JobRequest, config, case_ids: list[str] | None = None,
+                    base: str | None = None) -> None:
+    """A job's memory (batch x patch voxels x classes, its output tensor) and time (iterations x batch x
+    patch voxels) within the server's bounds; each field alone being in range is not enough (batch 1024 x
+    patch 512^3 x 10^6 iterations was queued once). An unset patch is the planner's largest, or the base
+    model's for a fine-tune. Without ``case_ids`` (before any lookup) the classes count as 2 and an unset
+    patch is not checked yet."""
+    from BackSplitLib.planning import DEFAULT_PATCH
+
+    store, limits = state.store, state.limits
+    base_model = store.get_model(base) if base is not None else None
+    patch = (config.patch_size if config is not None else None) or body.patch_size
+    if patch is None and case_ids is None:
+        return
+    if patch is None and base_model is not None:
+        patch = load_run(store.model_dir(base)).preprocessing.get("patch_size")
+    patch_voxels = math.prod(int(n) for n in (patch or (DEFAULT_PATCH,) * 3))
+    batch = config.batch_size if config is not None else (body.batch_size or DEFAULT_BATCH_SIZE)
+    iterations = int(body.iterations)
+    names = {name for c in case_ids or [] for name in store.get_case(c)["schema"]["labels"]}
+    if base_model is not None:
+        names |= set(base_model["schema"]["labels"])
+    classes = 2 if body.mode == TrainingMode.binary else max(2, len(names))
+    tensor = batch * patch_voxels * classes
+    if tensor > limits.max_job_tensor:
+        raise UploadError(422, f"this job's batch x patch x classes is {batch} x {patch_voxels:,} voxels x {classes} "
+                               f"= {tensor:,}, more than this server's bound of {limits.max_job_tensor:,} "
+                               "(--max-job-tensor); use a smaller batch or patch")
+    work = iterations * batch * patch_voxels
+    if work > limits.max_job_work:
+        raise UploadError(422, f"this job's iterations x batch x patch is {iterations} x {batch} x {patch_voxels:,} "
+                               f"voxels = {work:,}, more than this server's bound of {limits.max_job_work:,} "
+                               "(--max-job-work); ask for fewer iterations or a smaller batch or patch")
 
 
 def _sse(event: str, data: dict) -> bytes:

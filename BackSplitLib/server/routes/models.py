@@ -84,9 +84,10 @@ def delete_model(model_id: str, state: AppState = Depends(app_state)) -> None:
 
 
 def _export_zip(store: Store, model_id: str) -> Path:
-    """The model folder as a zip, built once (models never change)."""
+    """The model folder as a zip, built once (models never change), without the server's own paths: the
+    engine records where it trained (the job's dataset folder, the base run) in model.json."""
     path = store.root / "exports" / f"{model_id}.zip"
-    return path if path.is_file() else pack_run(store.model_dir(model_id), path)
+    return path if path.is_file() else pack_run(store.model_dir(model_id), path, rewrite_text=store.without_paths)
 
 
 def _unpack_run(part: FilePart, dest: Path, max_upload: int) -> RunInfo:

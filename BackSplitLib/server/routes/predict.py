@@ -10,9 +10,12 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from BackSplitLib.run_folder import prediction_names, write_prediction_bundle
+from BackSplitLib.image_files import ImageTooLarge
+from BackSplitLib.io import ReceivedHeader
+from BackSplitLib.run_folder import load_run, prediction_names, write_prediction_bundle
+from BackSplitLib.server.model_check import check_resampled_size
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
-from BackSplitLib.server.uploads import IMAGE_TYPES, check_client_name, read_upload_image
+from BackSplitLib.server.uploads import IMAGE_TYPES, UploadError, check_client_name, open_part, read_opened
 
 router = APIRouter(tags=["predict"])
 
@@ -30,9 +33,9 @@ async def predict(request: Request, classes: bool = Query(False, description="a 
         form = await receive(request, staged, {"image": IMAGE_TYPES}, {"model"})
         model_name = check_client_name((form.fields.get("model") or "current").strip(), "'model'")
         part = form.file("image")
-        image = await run_in_threadpool(read_upload_image, part, state.limits.max_image_size)  # the gate first
+        opened = await run_in_threadpool(open_part, part, "image", state.limits.max_image_size, True)  # the gate first
         model = state.store.get_model(model_name)
-        path, media = await run_in_threadpool(_predict, state, model["id"], image, part.filename, staged, classes)
+        path, media = await run_in_threadpool(_predict, state, model["id"], opened, part.filename, staged, classes)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
@@ -41,14 +44,24 @@ async def predict(request: Request, classes: bool = Query(False, description="a 
                         background=BackgroundTask(shutil.rmtree, staged, True))
 
 
-def _predict(state: AppState, model_id: str, image, filename: str, staged: Path, classes: bool) -> tuple[Path, str]:
-    """Run the model on an uploaded image; the mask is written in the input's format next to it."""
+def _predict(state: AppState, model_id: str, opened: ReceivedHeader, filename: str, staged: Path,
+             classes: bool) -> tuple[Path, str]:
+    """Run the model on an uploaded image (its resampled size bounded before it is decoded, its bytes held
+    in the decode budget until the prediction is done); the mask is written in the input's format."""
     from BackSplitLib.io import output_extension, write_image
 
-    with state.predict_lock:  # one prediction at a time: GPU memory, and the cached model is not re-entrant
-        predictor = state.predictor(model_id)
-        prediction = predictor.predict(image, classes=classes)
-        schema = predictor.schema
+    spacing = load_run(state.store.model_dir(model_id)).preprocessing["spacing"]
+    geometry = opened.geometry
+    try:
+        check_resampled_size(geometry.size, geometry.spacing, spacing, state.limits.max_image_size, opened.what)
+    except ImageTooLarge as e:
+        raise UploadError(413, str(e)) from None
+    with state.decode.hold(opened.header.data_bytes, "this image"):
+        image = read_opened(opened)
+        with state.predict_lock:  # one prediction at a time: GPU memory, and the cached model is not re-entrant
+            predictor = state.predictor(model_id)
+            prediction = predictor.predict(image, classes=classes)
+            schema = predictor.schema
     base = _stem(filename)
     ext = output_extension(filename)
     mask_name, classes_name = prediction_names(base, ext)
