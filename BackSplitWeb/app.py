@@ -277,6 +277,11 @@ class WebApp:
         except BackSplitError as e:
             self._set(bs_uploading=False, bs_error=str(e), bs_message="")
             return web.json_response({"detail": str(e)}, status=400)
+        except Exception as e:  # noqa: BLE001 (a reader or the connection failed: say so, the app lives on)
+            log.exception("opening an upload (%s) failed", kind)
+            message = f"{client_name} could not be opened ({type(e).__name__})"
+            self._set(bs_uploading=False, bs_error=message, bs_message="")
+            return web.json_response({"detail": message}, status=422)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         self._set(bs_uploading=False, bs_message=f"opened {client_name}")

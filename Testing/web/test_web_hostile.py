@@ -229,7 +229,8 @@ def test_after_a_signed_in_page_closes_the_next_page_sees_nothing_before_signing
             state = await client.state()
             assert state["bs_logged_in"] is False and state["bs_volume_name"] == ""
             assert "patient_volume" not in str(state)
-            assert httpx.get(f"{asking.origin}/backsplit/state", headers={"X-BackSplit-Ticket": ticket}).status_code == 403
+            facts = httpx.get(f"{asking.origin}/backsplit/state", headers={"X-BackSplit-Ticket": ticket})
+            assert facts.status_code == 403
 
     run(scenario())
 
