@@ -23,9 +23,11 @@ from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import case_name, write_image
 from BackSplitLib.vocabulary import DEFAULT_SERVER_URL
 
-from BackSplitWeb import module_path
-from BackSplitWeb.security import APP_ROUTE_PREFIX, Gate, new_secret
-from BackSplitWeb.uploads import StreamedFile, UploadError, file_stem, received_image, upload_name
+from BackSplitWeb import module_path, policy
+from BackSplitWeb.security import APP_ROUTE_PREFIX, WS_PATH, Gate, SecretCheck, new_secret
+from BackSplitWeb.uploads import (
+    StreamedFile, UploadError, file_stem, received_image, received_segmentation, upload_name,
+)
 
 module_path.ensure_slicer_module_on_path()
 
@@ -46,6 +48,8 @@ from BackSplitWeb.login import check_token  # noqa: E402
 log = logging.getLogger("backsplit.web")
 STATIC = Path(__file__).with_name("static")
 UPLOAD_CHUNK = 1 << 20
+# A segmentation of the open volume: up to eight uint8 layers (or one int64 label map) per volume voxel.
+LABEL_BYTES_PER_VOLUME_VOXEL = 8
 
 
 @dataclass
@@ -59,6 +63,12 @@ class WebSettings:
     max_upload: int = 2 << 30
     work_dir: Path | None = None
     secret: str = field(default_factory=new_secret)
+
+
+def volume_voxels(node) -> int:
+    """Voxels of a volume node's image."""
+    x, y, z = node.GetImageData().GetDimensions()
+    return x * y * z
 
 
 class WebApp:
@@ -79,7 +89,8 @@ class WebApp:
         self.gate = Gate(settings.secret, settings.host)
         self.gate.on_connect = self._on_browser_connected
         self.gate.on_disconnect = self._on_browser_disconnected
-        self._token: str | None = None  # the server token, in memory only
+        self.server.add_protocol_to_configure(lambda protocol: protocol.registerLinkProtocol(SecretCheck(self.gate)))
+        self._token: str | None = None  # the server token, in memory only; set once checked = signed in
 
         self.slicer_app = SlicerApp()
         register_rca_factories(self.slicer_app.view_manager, self.server)
@@ -125,6 +136,12 @@ class WebApp:
             return
         self._use_token(token)
 
+    @property
+    def signed_in(self) -> bool:
+        """Whether a checked server token is held: the one authorisation the app has, kept here in Python,
+        never in trame state (the page may write any state key; ``bs_logged_in`` only shows this)."""
+        return self._token is not None
+
     def _use_token(self, token: str) -> None:
         self._token = token
         self.state.bs_logged_in = True
@@ -135,7 +152,7 @@ class WebApp:
     def _client(self):
         from BackSplitLib.client import BackSplitClient
 
-        if not self.state.bs_logged_in:
+        if not self.signed_in:
             raise BackSplitError("sign in first")
         return BackSplitClient(self.settings.server_url, token=self._token, timeout=60)
 
@@ -201,11 +218,13 @@ class WebApp:
         self.state.flush()
 
     def _on_browser_disconnected(self) -> None:
-        # The next browser logs in again unless the token came from the environment on loopback.
+        # The next browser logs in again unless the token came from the environment on loopback; it must
+        # not see the previous user's scene before it has signed in.
         if not self.settings.token:
             self._token = None
-            self.state.bs_logged_in = False
             self.panel.on_logout()
+            self.close_scene()
+            self._reset_state()  # signed out, and no server case names left in the state
         self.state.bs_ticket = ""
         self.state.flush()
 
@@ -213,12 +232,20 @@ class WebApp:
     def _bind_routes(self, wslink_server) -> None:
         app: web.Application = wslink_server.app
         app.middlewares.append(self.gate.middleware)
+        app.on_response_prepare.append(self.gate.remember_socket)
+        rpc_policy = policy.RpcPolicy(lambda: self.signed_in)
+        handlers = [route.handler.__self__ for route in app.router.routes()
+                    if route.resource is not None and route.resource.canonical == WS_PATH]
+        if not handlers:
+            raise RuntimeError("trame's WebSocket route was not found; the web app refuses to start unguarded")
+        for handler in handlers:
+            policy.install(handler, rpc_policy)
         app.router.add_post(f"{APP_ROUTE_PREFIX}upload", self._upload)
         app.router.add_get(f"{APP_ROUTE_PREFIX}download/{{what}}", self._download)
         app.router.add_get(f"{APP_ROUTE_PREFIX}state", self._state_json)
 
     def _need_login(self) -> web.Response | None:
-        if not self.state.bs_logged_in:
+        if not self.signed_in:
             return web.json_response({"detail": "sign in first"}, status=403)
         return None
 
@@ -250,6 +277,11 @@ class WebApp:
         except BackSplitError as e:
             self._set(bs_uploading=False, bs_error=str(e), bs_message="")
             return web.json_response({"detail": str(e)}, status=400)
+        except Exception as e:  # noqa: BLE001 (a reader or the connection failed: say so, the app lives on)
+            log.exception("opening an upload (%s) failed", kind)
+            message = f"{client_name} could not be opened ({type(e).__name__})"
+            self._set(bs_uploading=False, bs_error=message, bs_message="")
+            return web.json_response({"detail": message}, status=422)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         self._set(bs_uploading=False, bs_message=f"opened {client_name}")
@@ -264,27 +296,38 @@ class WebApp:
         if refused:
             return refused
         what = request.match_info["what"]
+        folder = Path(tempfile.mkdtemp(dir=self.work))
         try:
-            path = self.panel.export(what, Path(tempfile.mkdtemp(dir=self.work)))
-        except BackSplitError as e:
-            return web.json_response({"detail": str(e)}, status=409)
-        except Exception as e:  # noqa: BLE001 (a message, not a traceback, for the page)
-            log.exception("download %s failed", what)
-            return web.json_response({"detail": f"the {what} could not be written ({type(e).__name__})"}, status=500)
-        return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
+            try:
+                path = self.panel.export(what, folder)
+            except BackSplitError as e:
+                return web.json_response({"detail": str(e)}, status=409)
+            except Exception as e:  # noqa: BLE001 (a message, not a traceback, for the page)
+                log.exception("download %s failed", what)
+                return web.json_response({"detail": f"the {what} could not be written ({type(e).__name__})"},
+                                         status=500)
+            response = web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
+            await response.prepare(request)  # sent in full here, so the file can go before returning
+            return response
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     async def _state_json(self, request: web.Request) -> web.Response:
         """The scene as plain data (volume, segments, roles, geometry): what tests and scripts read back."""
-        return web.json_response(self.panel.describe())
+        refused = self._need_login()
+        return refused or web.json_response(self.panel.describe())
 
     # ------------------------------------------------------------------------------------ the scene
     def open_volume(self, image, client_name: str) -> None:
         """Replace the scene's contents with ``image`` and show it in every view."""
         name = case_name(client_name) or "volume"
-        nrrd = write_image(image, Path(tempfile.mkdtemp(dir=self.work)) / f"{file_stem(name)}.nrrd")
-        self.slicer_app.scene.Clear()
-        volumes = self.slicer_app.io_manager.load_volumes([str(nrrd)])
-        shutil.rmtree(nrrd.parent, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(dir=self.work))
+        try:
+            nrrd = write_image(image, folder / f"{file_stem(name)}.nrrd")
+            self.slicer_app.scene.Clear()
+            volumes = self.slicer_app.io_manager.load_volumes([str(nrrd)])
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
         if not volumes:
             raise UploadError("the volume could not be loaded into the scene")
         self.volume_node = volumes[0]
@@ -300,13 +343,11 @@ class WebApp:
         """An existing segmentation (.seg.nrrd, or a label map) for the open volume."""
         if self.volume_node is None:
             raise UploadError("open a volume first, then its segmentation")
-        from BackSplitWeb.uploads import checked_image
-
         if not client_name.lower().endswith(".seg.nrrd"):
-            image = received_image(path, work, self.settings.max_upload, what=client_name)
+            image = received_image(path, work, self._label_limit(), what=client_name)
             path = write_image(image, work / "labels.nrrd")
         else:
-            checked_image(path, client_name)
+            path = received_segmentation(path, self._label_limit(), client_name)
         node = self.slicer_app.segmentation_editor.load_segmentation_from_file(str(path))
         if node is None:
             raise UploadError("the segmentation could not be loaded")
@@ -321,19 +362,30 @@ class WebApp:
         """An organ map for "Import organ map": a label map (names from its colour table) or a .seg.nrrd."""
         if self.volume_node is None:
             raise UploadError("open a volume first, then an organ map for it")
-        from BackSplitWeb.uploads import checked_image
-
         name = case_name(client_name) or "organ map"
         if client_name.lower().endswith(".seg.nrrd"):
-            checked_image(path, client_name)
+            path = received_segmentation(path, self._label_limit(), client_name)
             node = self.slicer_app.segmentations_logic.LoadSegmentationFromFile(str(path), False, name)
         else:
-            image = received_image(path, work, self.settings.max_upload, what=client_name)
+            image = received_image(path, work, self._label_limit(), what=client_name)
             node = self.slicer_app.volumes_logic.AddArchetypeVolume(str(write_image(image, work / "organs.nrrd")),
                                                                     name, 1)
         if node is None:
             raise UploadError("the organ map could not be loaded")
         self.panel.controller.set_organ_map(node.GetID())
+
+    def _label_limit(self) -> int:
+        """Voxel bytes a segmentation, label map or organ map of the open volume may declare: a few bytes
+        per voxel of that volume (layers of a .seg.nrrd, a wide label type), never past --max-upload."""
+        return min(self.settings.max_upload, volume_voxels(self.volume_node) * LABEL_BYTES_PER_VOLUME_VOXEL)
+
+    def close_scene(self) -> None:
+        """An empty scene (after sign-out): nothing of the last user's volume or segments stays visible."""
+        self.slicer_app.scene.Clear()
+        self.volume_node = None
+        self.layout_state.data.is_volume_loaded = False
+        self.state.bs_volume_name = ""
+        self.panel.on_scene_closed()
 
     def segmentation_node(self):
         editor = self.slicer_app.segmentation_editor

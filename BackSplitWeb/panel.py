@@ -62,6 +62,9 @@ class PanelBinding:
         self.state.flush()
 
     def _start_ticking(self, **_) -> None:
+        if self._ticker is not None and not self._ticker.done():
+            return  # one ticker per app, however often "server ready" is announced
+
         async def ticking():
             while True:
                 self.controller.tick()
@@ -128,6 +131,9 @@ class PanelBinding:
     def on_logout(self) -> None:
         self.controller.set_token("")
         self.controller.stop()
+
+    def on_scene_closed(self) -> None:
+        self._watched_output = None  # the controller forgets the scene's nodes itself (its scene observer)
 
     def on_volume_changed(self, volume_node) -> None:
         self.controller.set_volume(volume_node.GetID())

@@ -2,9 +2,12 @@
 series as a zip extracted with bounds.
 
 Nothing here holds an upload in memory: the HTTP route hands chunks to :class:`StreamedFile`, which writes
-them to a file and stops at ``max_bytes``. A received image is accepted only when the engine's upload gate
-(:func:`BackSplitLib.io.check_self_contained`, the same one the server uses) says it is a self-contained
-NIfTI / NRRD / MetaImage, so a header naming another file on this machine is never followed. A zip is a
+them to a file and stops at ``max_bytes``. Every received file (volume, label map, ``.seg.nrrd``, organ map,
+a case downloaded from the server) is opened only after the engine's upload gate, the same one the server
+uses (:func:`BackSplitLib.io.read_received_image`, :func:`BackSplitLib.image_files.inspect_received_image`),
+has found a self-contained NIfTI / NRRD / MetaImage whose declared size is within the limit and whose data
+is all there, so a header naming another file on this machine is never followed and no reader meets a
+truncated file or allocates what a tiny compressed file declares. A zip is a
 DICOM series: member count, declared and actual sizes are bounded, members are written under numbered
 names (no paths or links from the archive are used), and SimpleITK reads the series. trame-slicer's own
 ``.mrb`` loader is never used (its extraction is unbounded).
@@ -20,6 +23,11 @@ import SimpleITK as sitk
 
 from BackSplitLib import io as engine_io
 from BackSplitLib.errors import BackSplitError
+
+try:  # the gate's own header for the reader's copy (issue 19, item 1, on main since a42a6f9)
+    from BackSplitLib.image_files import write_self_contained_copy
+except ImportError:  # pragma: no cover - only before this branch is merged with main; then delete
+    write_self_contained_copy = None
 
 MAX_DICOM_MEMBERS = 5000
 COPY_CHUNK = 1 << 20
@@ -68,13 +76,33 @@ def is_zip(path: Path) -> bool:
         return f.read(4) == ZIP_MAGIC
 
 
-def checked_image(path: Path, what: str = "the file") -> Path:
-    """``path`` when the engine's gate finds a self-contained NIfTI / NRRD / MetaImage, else UploadError."""
+def received_segmentation(path: Path, max_bytes: int, what: str = "the segmentation") -> Path:
+    """A ``.seg.nrrd`` through the engine's upload gate before Slicer's segmentation reader opens it: an
+    attached-data NRRD (decided from its content), declaring at most ``max_bytes`` of voxels, its data all
+    there (the reader aborts the process on a truncated file). UploadError otherwise."""
+    header = _gate(lambda: engine_io.inspect_received_image(path, max_bytes, what))
+    if header.format != "nrrd":
+        raise UploadError(f"{what} is named .seg.nrrd but holds a {header.format} image",
+                          "send the .seg.nrrd that Slicer saved, or the label map in its own format", status=415)
+    if write_self_contained_copy is None:
+        return path
+    # As for every received image, the reader opens a copy under a header BackSplit wrote (its segment
+    # key:=value lines carried over), never the client's header.
+    copy = _gate(lambda: write_self_contained_copy(path, header, path.with_name("received.seg.nrrd"), what))
+    if _gate(lambda: engine_io.check_self_contained(copy, what)).sizes != header.sizes:
+        raise UploadError(f"{what} could not be read: its header is damaged", status=415)
+    return copy
+
+
+def _gate(check):
+    """The engine's gate, its refusals as UploadError: 413 for a declared size over the limit, else 415."""
     try:
-        engine_io.check_self_contained(path, what)
+        return check()
+    except engine_io.ImageTooLarge as e:
+        raise UploadError(e.message, "this app takes files up to --max-upload; a segmentation, label map or "
+                          "organ map at most a few bytes per voxel of the open volume", status=413) from None
     except BackSplitError as e:
         raise UploadError(e.message, e.hint, status=415) from None
-    return path
 
 
 def extract_dicom_zip(archive: Path, dest: Path, max_bytes: int, max_members: int = MAX_DICOM_MEMBERS) -> Path:
@@ -135,12 +163,8 @@ def received_image(upload: Path, work: Path, max_bytes: int, what: str = "upload
             raise UploadError(e.message, e.hint) from None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    try:  # the server's own gate: self-contained, size declared within the limit, complete, read by content
-        return engine_io.read_received_image(upload, what, max_bytes).image
-    except engine_io.ImageTooLarge as e:
-        raise UploadError(e.message, e.hint, status=413) from None
-    except BackSplitError as e:
-        raise UploadError(e.message, e.hint, status=415) from None
+    # the server's own gate: self-contained, size declared within the limit, complete, read by content
+    return _gate(lambda: engine_io.read_received_image(upload, what, max_bytes).image)
 
 
 def _human(n: int) -> str:

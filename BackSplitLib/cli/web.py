@@ -32,15 +32,17 @@ def web(
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # offscreen, no X server
     try:
         from BackSplitWeb.app import WebApp, WebSettings
-        from BackSplitWeb.login import startup_token
+        from BackSplitWeb.login import take_startup_token
     except ImportError as e:
         raise BackSplitError(f"the web app's packages are not installed ({e.name})",
                              "install the web extra (README, 'BackSplit in the browser')") from None
     from BackSplitLib.server.uploads import parse_size
 
-    settings = WebSettings(host=host, port=port, server_url=server, token=startup_token(host, os.environ),
+    ignored = bool(os.environ.get(TOKEN_ENV))
+    token = take_startup_token(host)  # read once; gone from the environment from here on
+    settings = WebSettings(host=host, port=port, server_url=server, token=token,
                            max_upload=parse_size(max_upload), work_dir=work_dir)
-    if os.environ.get(TOKEN_ENV) and settings.token is None:
+    if ignored and settings.token is None:
         console.print("BACKSPLIT_TOKEN is ignored: the app listens on a non-loopback address, so every browser "
                       "types the token.")
     WebApp(settings).start()

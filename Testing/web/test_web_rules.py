@@ -5,7 +5,10 @@ Real files and real SimpleITK reads; the Origin / Host / secret checks of :class
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -13,7 +16,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BackSplitWeb.login import startup_token
+from BackSplitWeb.login import startup_token, take_startup_token
+from BackSplitWeb.policy import RpcPolicy
 from BackSplitWeb.security import Gate, is_loopback, new_secret
 from BackSplitWeb.uploads import StreamedFile, UploadError, extract_dicom_zip, received_image
 
@@ -162,3 +166,61 @@ def test_the_environment_token_is_used_only_on_loopback():
     assert startup_token("0.0.0.0", env) is None
     assert startup_token("10.0.0.5", env) is None
     assert startup_token("127.0.0.1", {}) is None
+
+
+def test_the_environment_token_is_taken_once_and_removed():
+    env = {"BACKSPLIT_TOKEN": "t0ken", "OTHER": "kept"}
+    assert take_startup_token("127.0.0.1", env) == "t0ken"
+    assert env == {"OTHER": "kept"}
+    env = {"BACKSPLIT_TOKEN": "t0ken"}
+    assert take_startup_token("0.0.0.0", env) is None and env == {}  # ignored, and removed all the same
+
+
+def test_the_token_leaves_proc_self_environ():
+    """``del os.environ[...]`` leaves the exec-time block that /proc/self/environ shows; the scrub does not."""
+    script = ("import os; from pathlib import Path; from BackSplitWeb.login import take_startup_token\n"
+              "before = Path('/proc/self/environ').read_bytes()\n"
+              "token = take_startup_token('127.0.0.1')\n"
+              "after = Path('/proc/self/environ').read_bytes()\n"
+              "print(token, b'sekrit-42' in before, b'sekrit-42' in after, b'KEEP=me' in after,"
+              " 'BACKSPLIT_TOKEN' in os.environ)")
+    env = {**os.environ, "BACKSPLIT_TOKEN": "sekrit-42", "KEEP": "me"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["sekrit-42", "True", "False", "True", "False"]
+
+
+# ------------------------------------------------------------------------------- what a page may call
+def _policy(signed_in: bool) -> RpcPolicy:
+    return RpcPolicy(lambda: signed_in)
+
+
+def test_before_sign_in_a_page_may_only_sign_in():
+    policy = _policy(False)
+    assert policy.filter("trame.trigger", ["backsplit_login", ["t"], {}]) is not None
+    for name in ("bs_action", "bs_open_case", "bs_list_cases", "trigger__12"):
+        assert policy.filter("trame.trigger", [name, [], {}]) is None
+    assert policy.filter("trame.rca.event", ["view", "origin", {}]) is None
+    assert policy.filter("trame.state.update", [[{"key": "segment_editor_active", "value": 1}]]) == [[]]
+
+
+def test_no_state_key_of_the_app_is_writable_by_a_page():
+    changes = [{"key": "bs_logged_in", "value": True}, {"key": "bs_ticket", "value": "x"},
+               {"key": "bs_panel", "value": {}}, {"key": "layout_slice_opacity", "value": 0.5}, "junk", {"value": 1}]
+    assert _policy(True).filter("trame.state.update", [changes]) == [[{"key": "layout_slice_opacity", "value": 0.5}]]
+    assert _policy(False).filter("trame.state.update", [changes]) == [[]]
+
+
+@pytest.mark.parametrize("signed_in", [False, True])
+def test_lifecycle_and_exit_rpcs_a_page_may_not_use(signed_in):
+    policy = _policy(signed_in)
+    for name in ("server_ready", "server_bind", "server_start", "server_exited", "exception", "error"):
+        assert policy.filter("trame.lifecycle.update", [name]) is None
+    assert policy.filter("trame.lifecycle.update", ["client_connected"]) == ["client_connected"]
+    for method in ("application.exit", "application.exit.later", "some.future.rpc"):
+        assert policy.filter(method, []) is None
+
+
+def test_signed_in_a_page_uses_the_views_and_every_trigger():
+    policy = _policy(True)
+    assert policy.filter("trame.rca.event", ["view", "o", {}]) == ["view", "o", {}]
+    assert policy.filter("trame.trigger", ["trigger__3", [], {}]) is not None
