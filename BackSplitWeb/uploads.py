@@ -24,10 +24,7 @@ import SimpleITK as sitk
 from BackSplitLib import io as engine_io
 from BackSplitLib.errors import BackSplitError
 
-try:  # the gate's own header for the reader's copy (issue 19, item 1, on main since a42a6f9)
-    from BackSplitLib.image_files import write_self_contained_copy
-except ImportError:  # pragma: no cover - only before this branch is merged with main; then delete
-    write_self_contained_copy = None
+from BackSplitLib.image_files import write_self_contained_copy
 
 MAX_DICOM_MEMBERS = 5000
 COPY_CHUNK = 1 << 20
@@ -84,8 +81,6 @@ def received_segmentation(path: Path, max_bytes: int, what: str = "the segmentat
     if header.format != "nrrd":
         raise UploadError(f"{what} is named .seg.nrrd but holds a {header.format} image",
                           "send the .seg.nrrd that Slicer saved, or the label map in its own format", status=415)
-    if write_self_contained_copy is None:
-        return path
     # As for every received image, the reader opens a copy under a header BackSplit wrote (its segment
     # key:=value lines carried over), never the client's header.
     copy = _gate(lambda: write_self_contained_copy(path, header, path.with_name("received.seg.nrrd"), what))

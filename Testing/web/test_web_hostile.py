@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BackSplitLib import image_files
 from conftest import WebProcess
 from server_harness import free_port, wait_for
 from wslink_client import WslinkClient
@@ -32,11 +31,6 @@ TOKEN = "hostile-test-token-4f1d9"  # the signed-in app's token (its server URL 
 VOLUME_SHAPE = (8, 16, 16)  # (z, y, x)
 BOMB_SIZES = (1024, 1024, 384)  # 384 MiB of uint8 zeros: ~380 KiB as gzip
 BOMB_MEMORY_LIMIT = 100 << 20  # the app's peak memory may grow this much at most while refusing it
-# The engine's gate with issue 19's item-1 fix (duplicate and variant ElementDataFile keys) is on main;
-# this branch runs the probe that needs it once the two meet.
-MAIN_GATE = hasattr(image_files, "write_self_contained_copy")
-
-
 @pytest.fixture(scope="module")
 def apps(backsplit_server, tmp_path_factory):
     """Both apps, started together (each takes seconds to load VTK): the one that asks for the token talks
@@ -293,7 +287,7 @@ def test_a_header_naming_another_file_is_refused_for_segmentations_too(signed_in
     detached = nrrd(tuple(reversed(VOLUME_SHAPE)), b"", extra="data file: /proc/self/environ\n")[:-1]
     # issue 19's own probe: a lower-case key says LOCAL, the one MetaIO reads names the file
     two_keys = meta.replace(b"ElementDataFile", b"elementdatafile = LOCAL\nElementDataFile")
-    hostile = (meta, detached, two_keys) if MAIN_GATE else (meta, detached)
+    hostile = (meta, detached, two_keys)
 
     async def scenario():
         async with page(signed_in) as (_, ticket):
