@@ -88,6 +88,11 @@ DEFAULT_SERVER_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 #: Environment variables read by the client, the CLI and ``backsplit serve`` (the token never goes on argv).
 TOKEN_ENV = "BACKSPLIT_TOKEN"
 SERVER_ENV = "BACKSPLIT_SERVER"
+#: The job database's URL for ``backsplit serve`` / ``backsplit worker`` (a password must not go on argv).
+DATABASE_ENV = "BACKSPLIT_DATABASE"
+#: Seconds a running server job stays its worker's without a heartbeat (renewed every quarter of it); after
+#: that the job goes back to the queue and resumes from its last checkpoint on any worker.
+DEFAULT_LEASE_S = 60.0
 #: Largest request body ``backsplit serve`` accepts by default (size syntax of ``--max-upload``).
 DEFAULT_MAX_UPLOAD = "1G"
 DEFAULT_TRAINING_MODE = TrainingMode.backsplit

@@ -16,7 +16,6 @@ upgraded in place: nothing is copied or lost.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,11 +27,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.vocabulary import DATABASE_ENV
 
 DB_NAME = "backsplit.db"
-#: The environment variable ``backsplit serve`` and ``backsplit worker`` read the database URL from (a URL
-#: with a password must not go on argv, where every user of the machine can read it).
-DATABASE_ENV = "BACKSPLIT_DATABASE"
 BASELINE_REVISION = "0001"  # main's SQLite schema before Alembic: stores without a version table have it
 CONNECT_TIMEOUT_S = 5  # an unreachable PostgreSQL host fails a request in seconds, not minutes
 _MIGRATION_LOCK = 0x42_53_70_6C  # pg_advisory_xact_lock key ("BSpl"): one migrating process at a time
@@ -225,6 +222,3 @@ def now_expression(connection: Connection):
         return literal_column("extract(epoch from clock_timestamp())::float8", Float)
     return literal_column("((julianday('now') - 2440587.5) * 86400.0)", Float)
 
-
-def database_from_env() -> str | None:
-    return os.environ.get(DATABASE_ENV) or None

@@ -37,7 +37,7 @@ from sqlalchemy.engine import make_url
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.server.database import (DB_NAME, StoreUnavailable, cases, describe_url, jobs, make_engine, models,
                                           now_expression, settings, sqlite_url, unavailable_as_store_error, upgrade)
-from BackSplitLib.vocabulary import ACTIVE_STATES, TERMINAL_STATES
+from BackSplitLib.vocabulary import ACTIVE_STATES, DEFAULT_LEASE_S, TERMINAL_STATES
 
 __all__ = ["DB_NAME", "LEASE_S", "MAX_ATTEMPTS", "PROGRESS_KEYS", "TERMINAL_STATES", "Conflict", "LeaseLost",
            "NotFound", "Store", "StoreUnavailable", "new_id", "worker_name"]
@@ -45,7 +45,7 @@ __all__ = ["DB_NAME", "LEASE_S", "MAX_ATTEMPTS", "PROGRESS_KEYS", "TERMINAL_STAT
 # Progress columns that the worker updates and the event stream reports.
 PROGRESS_KEYS = ("iteration", "total_iterations", "loss", "val_dice", "eta_s")
 MAX_ATTEMPTS = 3  # a job that loses its worker this often is failed rather than retried forever
-LEASE_S = 60.0  # a running job's lease; its worker renews it every LEASE_S / 4
+LEASE_S = DEFAULT_LEASE_S  # a running job's lease; its worker renews it every LEASE_S / 4
 STALE_STAGING_S = 3600.0  # shared data folder: another process's upload is never older than this
 FOLDER_ID_FILE = "store-id"  # names the database the data folder belongs to (and the database names it back)
 
