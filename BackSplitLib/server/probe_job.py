@@ -9,14 +9,13 @@ progress, honours stop and cancel like training does, appends one line per execu
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 from BackSplitLib.errors import TrainingCancelled
+from BackSplitLib.run_folder import write_model_json
 
 PROBE_STEP_S = 0.02
 EXECUTIONS_LOG = "executions.log"
@@ -36,6 +35,7 @@ def run_probe_job(store, job: dict, should_stop: Callable[[], bool],
     job_dir.mkdir(parents=True, exist_ok=True)
     with open(job_dir / EXECUTIONS_LOG, "a") as log:
         log.write(f"{job.get('worker')} attempt {job['attempts']}\n")
+    schema = store.get_case(job["cases"][0])["schema"] if job["cases"] else {}  # read first, as the engine does
     total = int(job["params"].get("iterations", 1))
     for iteration in range(total):
         if should_stop():
@@ -44,9 +44,8 @@ def run_probe_job(store, job: dict, should_stop: Callable[[], bool],
         progress(ProbeProgress(iteration + 1, total, 1.0 / (iteration + 1), None, PROBE_STEP_S * (total - iteration - 1)))
     run = job_dir / "run"
     run.mkdir(exist_ok=True)
-    # Best validation Dice 0: the probe found no lesion, so its "model" never becomes current.
-    meta = {"probe": True, "schema": {}, "best_val_dice": 0.0, "history": [{"iteration": total}]}
-    tmp = run / f".model.json.{os.getpid()}"
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, run / "model.json")
+    # A model.json every reader accepts, naming itself a probe; best validation Dice 0: the probe found no
+    # lesion, so its "model" never becomes current. It has no weights: nothing can predict with it.
+    write_model_json(run, {"probe": True, "schema": schema, "arch": {"name": "probe", "params": {}},
+                           "preprocessing": {}, "best_val_dice": 0.0, "history": [{"iteration": total}]})
     return run, {"best_val_dice": 0.0, "last_iteration": total}

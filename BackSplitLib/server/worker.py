@@ -235,6 +235,7 @@ class Worker:
         lease = _Lease(self.store, job_id, worker, self.lease_s, lambda m: _log(log_path, m))
         checks = {"at": 0.0}
         written = {"at": 0.0, "val_dice": None}
+        latest: dict = {}  # the last progress, written with the result even if its row write was skipped
 
         def should_stop() -> bool:
             if lease.lost.is_set():
@@ -252,6 +253,8 @@ class Worker:
             return lease.cancel.is_set()
 
         def progress(p) -> None:
+            latest.update(iteration=int(p.iteration), total_iterations=int(p.total_iterations), loss=_finite(p.loss),
+                          val_dice=_finite(p.val_dice))
             now = time.monotonic()
             final = p.iteration >= p.total_iterations
             if not final and p.val_dice == written["val_dice"] and now - written["at"] < PROGRESS_EVERY_S:
@@ -268,17 +271,20 @@ class Worker:
         _log(log_path, f"attempt {job['attempts']} started (resume={job['resume']}, worker {worker})")
         lease.start()
         try:
-            self._run(job, worker, lease, should_stop, progress, log_path)
+            self._run(job, worker, should_stop, progress, latest, log_path)
         finally:
             lease.stop()
         shutil.rmtree(self.store.job_dir(job_id) / "dataset", ignore_errors=True)
 
-    def _run(self, job: dict, worker: str, lease: _Lease, should_stop, progress, log_path: Path) -> None:
+    def _run(self, job: dict, worker: str, should_stop, progress, latest: dict, log_path: Path) -> None:
         job_id = job["id"]
         try:
             run_dir, metrics = self.run_job(self.store, job, should_stop, progress)
+            meta = read_model_json(run_dir)  # a damaged run folder fails the job, not the worker
         except LeaseLost:
             _log(log_path, "lease lost (the job went back to the queue): stopped without saving")
+        except StoreUnavailable as e:  # the job could not read what it needs: not the job's fault
+            _log(log_path, f"stopped: {e}; the job resumes from its checkpoint when its lease expires")
         except TrainingCancelled:
             if self.quitting():
                 _log(log_path, "worker stopping: job put back in the queue to resume from its checkpoint")
@@ -300,14 +306,13 @@ class Worker:
             self.retry(lambda: self.store.finish_job(job_id, "failed", message, worker=worker), "record the failure",
                        log_path)
         else:
-            meta = read_model_json(run_dir)
             promote = should_promote(job["params"], metrics)
 
             def publish():
                 return self.store.register_model(
                     run_dir, schema=meta.get("schema", {}), metrics=metrics, parent=job.get("base_model"),
                     case_ids=job["cases"], source=job["kind"], job_id=job_id, worker=worker, promote=promote,
-                    first_becomes_current=validation_found_lesion(metrics))
+                    first_becomes_current=validation_found_lesion(metrics), progress=latest)
 
             try:
                 model = self.retry(publish, "publish the model", log_path)
