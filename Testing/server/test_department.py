@@ -90,7 +90,7 @@ def test_a_killed_workers_job_resumes_elsewhere_from_its_checkpoint_and_matches_
     client = api.client()
     cases = [client.upload_case(c.image, c.label, c.schema)["id"] for c in phantom_cases]
     workers = {w.worker_name: w for w in (department.worker(f"engine{i}", runner="engine") for i in range(2))}
-    settings = dict(iterations=24, auto_promote=False, seed=5, **FAST_JOB)
+    settings = dict(iterations=12, auto_promote=False, seed=5, **FAST_JOB)
     job = client.create_job("train", cases, **settings)
 
     def holder_after_a_checkpoint():
@@ -102,7 +102,7 @@ def test_a_killed_workers_job_resumes_elsewhere_from_its_checkpoint_and_matches_
     victim.kill()
     resumed = wait_for(lambda: (j := client.get_job(job["id"]))["state"] in ("succeeded", "failed") and j,
                        timeout=180, every=0.5, what="the job to finish on the other worker")
-    assert (resumed["state"], resumed["attempts"], resumed["iteration"]) == ("succeeded", 2, 24), resumed
+    assert (resumed["state"], resumed["attempts"], resumed["iteration"]) == ("succeeded", 2, 12), resumed
     log = (department.data / "jobs" / job["id"] / "worker.log").read_text()
     assert "attempt 2 started (resume=True" in log and victim.worker_name not in log.split("attempt 2")[1]
 
