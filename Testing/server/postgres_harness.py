@@ -17,7 +17,15 @@ from pathlib import Path
 
 from server_harness import free_port
 
-PG_BIN = Path(os.environ.get("BACKSPLIT_PG_BIN", "/usr/lib/postgresql/15/bin"))
+def _pg_bin() -> Path:
+    """BACKSPLIT_PG_BIN, else Debian's newest installed PostgreSQL (15 on these machines)."""
+    if "BACKSPLIT_PG_BIN" in os.environ:
+        return Path(os.environ["BACKSPLIT_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 PG_USER = "backsplit"
 
 
