@@ -91,6 +91,11 @@ SERVER_ENV = "BACKSPLIT_SERVER"
 #: The header every BackSplit client sends and the server requires on a state-changing request made without a
 #: token: a browser cannot add it to a cross-site request without a CORS preflight, which the server never grants.
 CLIENT_HEADER = "X-BackSplit-Client"
+#: The job database's URL for ``backsplit serve`` / ``backsplit worker`` (a password must not go on argv).
+DATABASE_ENV = "BACKSPLIT_DATABASE"
+#: Seconds a running server job stays its worker's without a heartbeat (renewed every quarter of it); after
+#: that the job goes back to the queue and resumes from its last checkpoint on any worker.
+DEFAULT_LEASE_S = 60.0
 #: Largest request body ``backsplit serve`` accepts by default (size syntax of ``--max-upload``).
 DEFAULT_MAX_UPLOAD = "1G"
 DEFAULT_TRAINING_MODE = TrainingMode.backsplit

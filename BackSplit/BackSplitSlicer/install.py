@@ -36,7 +36,8 @@ def _toml_array(text: str, section: str, key: str) -> list[str]:
     body = re.search(rf"^\[{re.escape(section)}\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
     if body is None:
         raise ValueError(f"pyproject has no [{section}] table")
-    array = re.search(rf"^{re.escape(key)}\s*=\s*\[(.*?)\]", body.group(1), re.M | re.S)
+    # Up to the array's own closing bracket: brackets inside strings ("psycopg[binary]") or comments don't end it.
+    array = re.search(rf'^{re.escape(key)}\s*=\s*\[((?:"[^"]*"|#[^\n]*|[^\]"#])*)\]', body.group(1), re.M)
     if array is None:
         raise ValueError(f"pyproject's [{section}] has no {key} array")
     lines = [re.sub(r"#.*", "", line) for line in array.group(1).splitlines()]

@@ -145,17 +145,20 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running_server(data: Path, threads: int | None = None,
-                   timeout: float = START_TIMEOUT_S) -> Iterator[tuple[str, dict, int]]:
+def running_server(data: Path, threads: int | None = None, timeout: float = START_TIMEOUT_S,
+                   extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+                   ) -> Iterator[tuple[str, dict, int]]:
     """A ``backsplit serve --no-auth`` subprocess on 127.0.0.1 and a free port; yields (url, health, pid).
+    ``extra_args``/``env``: more options and environment (e.g. ``--workers 0``, the database URL).
     The process is stopped whatever happens inside the block."""
     port = _free_port()
     log_path = data.parent / f"{data.name}-server.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "BackSplitLib", "serve", "--data", str(data), "--host", "127.0.0.1",
-             "--port", str(port), "--no-auth"],
-            stdout=log, stderr=subprocess.STDOUT, env=_server_env(threads), start_new_session=True)
+             "--port", str(port), "--no-auth", *extra_args],
+            stdout=log, stderr=subprocess.STDOUT, env={**_server_env(threads), **(env or {})},
+            start_new_session=True)
     server = _Server(process, f"http://127.0.0.1:{port}", log_path)
     try:
         health = _wait_healthy(server, timeout)

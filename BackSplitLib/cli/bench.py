@@ -119,9 +119,23 @@ def server(
     iterations: int = typer.Option(4, "--iterations", min=1, help="Training iterations of the tiny model (and of each timed fine-tune)."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads, here and in the server (default: torch's choice)."),
     shape: str = typer.Option("64,128,128", "--shape", help="Phantom volume z,y,x (the issue's 128x128x64 by default)."),
+    database: str = typer.Option(None, "--database", help="Instead: the job queue on SQLite and on this database "
+                                                          "(postgresql://...), side by side: claim latency, tiny-job "
+                                                          "throughput with 1/2/4 workers, GET /jobs under 20 clients."),
+    jobs: int = typer.Option(100, "--jobs", min=10, help="Jobs per queue measurement (with --database)."),
 ) -> None:
     """Through a real local server: prediction vs in-process, upload MB/s, fine-tune to first progress."""
     from BackSplitLib.bench.server import ServerBenchSettings, parse_shape, run_server_bench, server_rows
+
+    if database is not None:
+        from BackSplitLib.bench.queue import queue_rows, run_queue_bench
+
+        results = run_queue_bench(out, database, jobs, log=_log)
+        _print_table("bench server --database: the job queue (loopback, this machine)",
+                     ("measurement", "SQLite", "PostgreSQL"), queue_rows(results))
+        console.print(f"wrote {out / 'queue_bench.json'} and {out / 'queue_report.md'} in "
+                      f"{results['wall_s'] / 60:.1f} min")
+        return
 
     settings = ServerBenchSettings(shape=parse_shape(shape), repeats=repeats, iterations=iterations, threads=threads)
     results = run_server_bench(out, settings, log=_log)

@@ -21,7 +21,7 @@ from BackSplitLib.cli.app import app, console
 from BackSplitLib.client import SERVER_ENV, TOKEN_ENV, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.server.limits import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_SIZE, Limits, parse_size
-from BackSplitLib.vocabulary import (ARCHITECTURES, DEFAULT_ARCHITECTURE, DEFAULT_FINETUNE_ITERATIONS, DEFAULT_HOST,
+from BackSplitLib.vocabulary import (ARCHITECTURES, DATABASE_ENV, DEFAULT_ARCHITECTURE, DEFAULT_LEASE_S, DEFAULT_FINETUNE_ITERATIONS, DEFAULT_HOST,
                                      DEFAULT_ITERATIONS, DEFAULT_MAX_UPLOAD, DEFAULT_PORT, DEFAULT_SERVER_URL, DEFAULT_TRAINING_MODE)
 from BackSplitLib.vocabulary import TrainingMode as Mode
 
@@ -33,6 +33,10 @@ SERVER = typer.Option(None, "--server", envvar=SERVER_ENV, show_envvar=True,
                       help=f"Server URL (default {DEFAULT_SERVER_URL}).")
 TOKEN_FILE = typer.Option(None, "--token-file", exists=True, dir_okay=False,
                           help=f"File holding the API token (else ${TOKEN_ENV}).")
+DATABASE = typer.Option(None, "--database", envvar=DATABASE_ENV, show_envvar=True,
+                        help="Job database: postgresql://USER@HOST:PORT/DB to share it between API processes and "
+                             "'backsplit worker' machines (password: ~/.pgpass or the environment). Default: SQLite "
+                             "in the data folder.")
 
 
 # Data (JSON, tables) goes to stdout so it can be piped; messages and progress go to stderr (``console``).
@@ -68,6 +72,7 @@ def serve(
                                          help="Seconds a connection may take to send its request head."),
     body_timeout: float = typer.Option(Limits.body_timeout, "--body-timeout", min=0.1,
                                        help="Seconds a request body may stall before the request is dropped."),
+    database: str = DATABASE,
 ) -> None:
     """Run the fine-tuning server (FastAPI + uvicorn); OpenAPI docs at /docs.
 
@@ -77,8 +82,46 @@ def serve(
     limits = Limits(max_image_size=parse_size(max_image_size), max_iterations=max_iterations,
                     decode_budget=parse_size(decode_budget), max_job_tensor=max_job_tensor, max_job_work=max_job_work,
                     header_timeout=header_timeout, body_timeout=body_timeout)
+    _warn_password_on_argv(database)
     run_server(data, host, port, token_file, no_auth, parse_size(max_upload), workers,
-               echo=lambda line: console.print(line, highlight=False, soft_wrap=True), limits=limits)
+               echo=lambda line: console.print(line, highlight=False, soft_wrap=True), limits=limits,
+               database=database)
+
+
+@app.command()
+def worker(
+    data: Path = typer.Option(..., "--data", help="The shared data folder (the one 'backsplit serve' uses)."),
+    database: str = DATABASE,
+    gpus: str = typer.Option(None, "--gpus", help="GPUs to train on, one worker each (e.g. 0,1), or 'cpu' "
+                                                  "(default: every GPU this machine has, else the CPU)."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Worker processes on the CPU (with --gpus cpu)."),
+    lease: float = typer.Option(DEFAULT_LEASE_S, "--lease", min=1.0,
+                                help="Seconds a running job stays this machine's without a heartbeat; after "
+                                     "that it resumes elsewhere from its last checkpoint."),
+    runner: str = typer.Option("engine", "--runner", hidden=True, help="'probe': the queue probe (tests)."),
+) -> None:
+    """Run training workers on this machine for a server's job database and shared data folder.
+
+    No API runs here: the workers claim jobs from the database, train, and publish models into the shared
+    folder. Stop with Ctrl-C or SIGTERM (running jobs save a checkpoint and go back to the queue)."""
+    from BackSplitLib.server.worker import RUNNERS
+    from BackSplitLib.server.worker_machine import run_workers
+
+    if runner not in RUNNERS:
+        raise BackSplitError(f"--runner {runner} is not one of {', '.join(sorted(RUNNERS))}")
+    _warn_password_on_argv(database)
+    run_workers(data, database, gpus, workers, lease, runner,
+                echo=lambda line: console.print(line, highlight=False, soft_wrap=True))
+
+
+def _warn_password_on_argv(database: str | None) -> None:
+    import os
+    import sys
+
+    if database and database != os.environ.get(DATABASE_ENV) and any(database in arg for arg in sys.argv) \
+            and "@" in database and ":" in database.split("@")[0].split("//")[-1]:
+        console.print(f"warning: the database password is visible in the process list; put the URL in "
+                      f"${DATABASE_ENV} or the password in ~/.pgpass", highlight=False)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -3,7 +3,9 @@ worker in its own process (``worker.py``), supervised by the app (``supervisor.p
 
 Data folder layout (``backsplit serve --data DIR``)::
 
-    DIR/backsplit.db          SQLite (WAL): cases, jobs, models, settings (the current model)
+    DIR/backsplit.db          SQLite (WAL): cases, jobs, models, settings (the current model) -- unless
+                              --database names a PostgreSQL database (``database.py``)
+    DIR/store-id              names the database this folder belongs to (checked by every process)
     DIR/token                 the API token (mode 0600) unless --token-file names another file
     DIR/cases/<id>/           image.<ext>, label.<ext>, schema.json   (validated before they arrive here)
     DIR/models/<id>/          a run folder (model.json, model.safetensors, ...)
@@ -14,6 +16,13 @@ Everything that appears in a listing was written completely first (temporary nam
 database row), so a crash never leaves a half-written case or model visible.
 """
 
-from BackSplitLib.server.store import Store
-
 __all__ = ["Store"]
+
+
+def __getattr__(name: str):
+    # Lazy: the CLI imports server.limits at start-up and should not pay for SQLAlchemy there.
+    if name == "Store":
+        from BackSplitLib.server.store import Store
+
+        return Store
+    raise AttributeError(name)

@@ -69,12 +69,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(data_dir: str | Path, token: str | None, max_upload: int = Limits.max_upload,
-               workers: int | None = None, limits: Limits | None = None, loopback_only: bool = False) -> FastAPI:
+               workers: int | None = None, limits: Limits | None = None, loopback_only: bool = False,
+               database: str | None = None) -> FastAPI:
     """The service over ``data_dir``. ``token=None`` disables auth (the CLI allows that on loopback only).
 
     ``workers``: training processes (default one per GPU, one without a GPU; 0 = API only, jobs wait).
     ``limits``: the operator's bounds (``max_upload`` wins over ``limits.max_upload``). ``loopback_only``:
     the server listens on loopback, so requests must be addressed to a loopback name (Host header).
+    ``database``: the job database's URL (default: SQLite in ``data_dir``; PostgreSQL for several API
+    processes and ``backsplit worker`` machines sharing it and the data folder).
     """
     app = FastAPI(
         title="BackSplit fine-tuning server",
@@ -84,7 +87,7 @@ def create_app(data_dir: str | Path, token: str | None, max_upload: int = Limits
                     "<token>`; on a --no-auth server every write needs the header `X-BackSplit-Client`.",
         lifespan=_lifespan,
     )
-    state = AppState(Store(data_dir), token, replace(limits or Limits(), max_upload=max_upload), workers)
+    state = AppState(Store(data_dir, database), token, replace(limits or Limits(), max_upload=max_upload), workers)
     app.state.backsplit = state
     install_error_handlers(app)
     app.add_api_route("/health", health, methods=["GET"], response_model=Health, tags=["server"])

@@ -11,10 +11,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.server.database import StoreUnavailable
 from BackSplitLib.server.store import Conflict, NotFound
 from BackSplitLib.server.uploads import UploadError
 
 log = logging.getLogger("backsplit.server")
+RETRY_AFTER_S = 5  # what a 503 asks clients to wait while the job database is away
 
 
 def one_sentence(exc: RequestValidationError) -> str:
@@ -58,6 +60,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
         return reply(409, without_server_paths(request, str(exc)))
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("%s %s: %s", request.method, request.url.path, exc)  # the details stay in the server log
+        return reply(503, "the server's job database is not reachable right now; nothing was changed, try again "
+                          "in a moment", headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(BackSplitError)
     async def _engine(request: Request, exc: BackSplitError) -> JSONResponse:

@@ -12,6 +12,7 @@ from pathlib import Path
 from BackSplitLib.atomic import write_text_atomic
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.server.connections import is_loopback
+from BackSplitLib.server.database import check_url, make_url
 from BackSplitLib.server.lifetime import exit_with_parent_if_asked, lock_data_folder
 from BackSplitLib.server.limits import Limits
 from BackSplitLib.vocabulary import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV
@@ -62,8 +63,11 @@ def prepare_data_folder(data: Path) -> Path:
 
 def serve(data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token_file: Path | None = None,
           no_auth: bool = False, max_upload: int = Limits.max_upload, workers: int | None = None,
-          echo=print, limits: Limits | None = None) -> None:
-    """Create the data folder (database, token) on first start and run the API with uvicorn until stopped."""
+          echo=print, limits: Limits | None = None, database: str | None = None) -> None:
+    """Create the data folder (database, token) on first start and run the API with uvicorn until stopped.
+
+    ``database``: a PostgreSQL URL for a department (several API processes and ``backsplit worker``
+    machines share it and the data folder); default: SQLite in the data folder, one server per folder."""
     import uvicorn
 
     from BackSplitLib.server.app import create_app
@@ -74,7 +78,11 @@ def serve(data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token_
         raise BackSplitError(f"--no-auth is only allowed on a loopback host (127.0.0.1, ::1, localhost), not {host}",
                              "drop --no-auth and give clients the token")
     data = prepare_data_folder(Path(data))
-    lock = lock_data_folder(data)  # held until the process exits  # noqa: F841
+    if database is not None:
+        check_url(database)
+    if database is None or make_url(database).get_backend_name() == "sqlite":
+        lock = lock_data_folder(data)  # held until the process exits  # noqa: F841
+    # else several API processes share the folder by design; the database orders their writes.
     token = None
     if no_auth:
         echo("warning: authentication is off (--no-auth); only this machine can connect")
@@ -89,8 +97,9 @@ def serve(data: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token_
             echo(f"API token: read from {path}")
     raise_open_file_limit()
     app = create_app(data, token, max_upload=max_upload, workers=workers, limits=limits,
-                     loopback_only=is_loopback(host))
-    echo(f"BackSplit server on http://{host}:{port} (docs at /docs), data in {data}")
+                     loopback_only=is_loopback(host), database=database)
+    echo(f"BackSplit server on http://{host}:{port} (docs at /docs), data in {data}, jobs in "
+         f"{app.state.backsplit.store.describe()}")
     if exit_with_parent_if_asked():
         echo("exits when its parent's stdin pipe closes (BACKSPLIT_EXIT_ON_STDIN_EOF=1)")
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30,

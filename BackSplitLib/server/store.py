@@ -1,17 +1,29 @@
-"""SQLite job/case/model store plus the file store beside it. Standard library only.
+"""The data folder's store: case, job and model rows in the job database plus the files they point to,
+and the job queue.
 
-The API process and the worker process(es) share the database. Each operation opens its own short
-connection (cheap in SQLite) so that threads and processes never share a handle; WAL mode lets readers
-(event streams, listings) run while the worker writes progress. Writes that belong together run in one
-``BEGIN IMMEDIATE`` transaction.
+The database is SQLite inside the data folder (one machine, the default) or PostgreSQL (a department: several
+API processes and ``backsplit worker`` machines sharing the database and the data folder); ``database.py``
+owns the engines, the tables and the migrations. Each operation is one short transaction; no transaction
+stays open while a job trains.
+
+The queue: a worker claims the oldest queued job in one transaction (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, the write lock on SQLite) and holds a **lease** on it, which it renews (``heartbeat``) while it
+trains. Every write a worker makes for its job names the worker: a worker whose lease expired (killed,
+machine gone, network cut) can no longer change the job, which went back to the queue to resume from its
+last checkpoint on any worker, within ``MAX_ATTEMPTS``. Lease times are the database's clock, so the
+machines' clocks do not matter.
+
+Room for what comes next (users, roles, audit rows, projects): new tables are new Alembic revisions, and
+every write already runs in one ``_write`` transaction that an audit row can join.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import sqlite3
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,66 +31,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from BackSplitLib.vocabulary import TERMINAL_STATES
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy.engine import make_url
 
-DB_NAME = "backsplit.db"
+from BackSplitLib.errors import BackSplitError
+from BackSplitLib.server.database import (DB_NAME, StoreUnavailable, cases, describe_url, jobs, make_engine, models,
+                                          now_expression, settings, sqlite_url, unavailable_as_store_error, upgrade)
+from BackSplitLib.vocabulary import ACTIVE_STATES, DEFAULT_LEASE_S, TERMINAL_STATES
+
+__all__ = ["DB_NAME", "LEASE_S", "MAX_ATTEMPTS", "PROGRESS_KEYS", "TERMINAL_STATES", "Conflict", "LeaseLost",
+           "NotFound", "Store", "StoreUnavailable", "new_id", "worker_name"]
+
 # Progress columns that the worker updates and the event stream reports.
 PROGRESS_KEYS = ("iteration", "total_iterations", "loss", "val_dice", "eta_s")
-
-_SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS cases (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    name TEXT NOT NULL,
-    image_file TEXT NOT NULL,
-    label_file TEXT NOT NULL,
-    schema TEXT NOT NULL,
-    modality TEXT NOT NULL,
-    size TEXT NOT NULL,
-    spacing TEXT NOT NULL,
-    classes TEXT NOT NULL,
-    target_voxels INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL,
-    params TEXT NOT NULL,
-    cases TEXT NOT NULL,
-    base_model TEXT,
-    iteration INTEGER NOT NULL DEFAULT 0,
-    total_iterations INTEGER NOT NULL DEFAULT 0,
-    loss REAL,
-    val_dice REAL,
-    eta_s REAL,
-    error TEXT,
-    model_id TEXT,
-    started REAL,
-    finished REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    resume INTEGER NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    worker_pid INTEGER
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, created);
-CREATE TABLE IF NOT EXISTS models (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    parent TEXT,
-    job_id TEXT,
-    source TEXT NOT NULL,
-    schema TEXT NOT NULL,
-    metrics TEXT NOT NULL,
-    cases TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT);
-"""
+MAX_ATTEMPTS = 3  # a job that loses its worker this often is failed rather than retried forever
+LEASE_S = DEFAULT_LEASE_S  # a running job's lease; its worker renews it every LEASE_S / 4
+STALE_STAGING_S = 3600.0  # shared data folder: another process's upload is never older than this
+FOLDER_ID_FILE = "store-id"  # names the database the data folder belongs to (and the database names it back)
 
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def worker_name(pid: int | None = None) -> str:
+    """How a worker is named in the jobs it holds: host and process id."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 class NotFound(LookupError):
@@ -89,19 +67,33 @@ class Conflict(RuntimeError):
     """The request contradicts the stored state (deleting a case a queued job needs, ...)."""
 
 
-class Store:
-    """The data folder: SQLite rows plus the files they point to."""
+class LeaseLost(RuntimeError):
+    """This worker no longer holds the job (its lease expired; the job was requeued or taken by another)."""
 
-    def __init__(self, root: str | Path):
+
+class Store:
+    """The data folder and its database. ``database``: a SQLAlchemy URL (default: SQLite in the folder)."""
+
+    def __init__(self, root: str | Path, database: str | None = None):
         self.root = Path(root)
-        self.db_path = self.root / DB_NAME
+        self.url = database or sqlite_url(self.root)
+        # Several processes on several machines share the folder and the database (PostgreSQL): nothing may
+        # assume that it is the only server (start-up clean-up, the folder lock).
+        self.shared = make_url(self.url).get_backend_name() != "sqlite"
         # Cases are patient images: the data folder is private to the server's user when we create it.
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         for sub in ("cases", "models", "jobs", "tmp", "exports"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA_SQL)
+        with unavailable_as_store_error(self.url):
+            self.engine = make_engine(self.url)
+            upgrade(self.engine)
+        self._bind_data_folder()
+
+    def describe(self) -> str:
+        return f"SQLite ({DB_NAME} in the data folder)" if not self.shared else describe_url(self.url)
+
+    def close(self) -> None:
+        self.engine.dispose()
 
     def without_paths(self, text: str) -> str:
         """``text`` with the data folder's absolute path removed, for messages clients see: they name ids
@@ -112,34 +104,48 @@ class Store:
         return text
 
     # ------------------------------------------------------------------ plumbing
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout=30000")
-        return db
-
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        db = self._connect()
-        try:
+    def _read(self) -> Iterator[Connection]:
+        with unavailable_as_store_error(self.url), self.engine.connect() as db:
+            db.execution_options(backsplit_readonly=True)
             yield db
-        finally:
-            db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; IMMEDIATE takes the write lock up front so two writers never deadlock."""
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        finally:
-            db.close()
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction (SQLite: BEGIN IMMEDIATE, so two writers never deadlock)."""
+        with unavailable_as_store_error(self.url), self.engine.begin() as db:
+            yield db
+
+    def _bind_data_folder(self) -> None:
+        """The data folder and the database name each other: a worker or API process started with another
+        machine's folder, or a folder from another database, stops with the reason instead of losing files."""
+        marker = self.root / FOLDER_ID_FILE
+
+        def in_folder() -> str | None:
+            return marker.read_text().strip() if marker.is_file() else None
+
+        found, created = in_folder(), False
+        with self._write() as db:
+            key = settings.c.key == "data_folder_id"
+            in_database = db.execute(select(settings.c.value).where(key)).scalar()
+            if in_database is None and (found is None or not self.shared):
+                _set_setting(db, "data_folder_id", found or secrets.token_hex(16), replace=False)
+                in_database = db.execute(select(settings.c.value).where(key)).scalar()
+                created = found is None
+        if found is None and (created or not self.shared):
+            from BackSplitLib.atomic import write_text_atomic
+
+            write_text_atomic(marker, in_database + "\n")
+            return
+        deadline = time.monotonic() + 5  # another process may be binding a new folder this moment
+        while found is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            found = in_folder()
+        if found != in_database:
+            raise BackSplitError(
+                f"the data folder {self.root} does not belong to the database {self.describe()} "
+                f"({FOLDER_ID_FILE} in the folder: {found or 'missing'}; the database's: {in_database or 'none'})",
+                "give every API process and worker the same shared folder and the same database")
 
     # ------------------------------------------------------------------ folders
     def case_dir(self, case_id: str) -> Path:
@@ -158,15 +164,28 @@ class Store:
         return path
 
     def clean_staging(self) -> None:
-        """Remove leftovers of uploads and registrations that a crash interrupted (rows are the truth)."""
-        shutil.rmtree(self.root / "tmp", ignore_errors=True)
-        (self.root / "tmp").mkdir(exist_ok=True)
+        """Remove leftovers of uploads and registrations that a crash interrupted (rows are the truth).
+
+        In a shared folder other processes are uploading and publishing right now: only leftovers older than
+        ``STALE_STAGING_S`` go (a folder is renamed into place a moment before its row is inserted)."""
+        min_age = STALE_STAGING_S if self.shared else 0.0
+        now = time.time()
+
+        def stale(path: Path) -> bool:
+            try:
+                return now - path.lstat().st_mtime >= min_age
+            except FileNotFoundError:
+                return False
+
+        for path in list((self.root / "tmp").iterdir()):
+            if stale(path):
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         with self._read() as db:
-            cases = {r["id"] for r in db.execute("SELECT id FROM cases")}
-            models = {r["id"] for r in db.execute("SELECT id FROM models")}
-        for folder, known in (("cases", cases), ("models", models)):
+            known_cases = set(db.execute(select(cases.c.id)).scalars())
+            known_models = set(db.execute(select(models.c.id)).scalars())
+        for folder, known in (("cases", known_cases), ("models", known_models)):
             for path in (self.root / folder).iterdir():
-                if path.name not in known:
+                if path.name not in known and stale(path):
                     shutil.rmtree(path, ignore_errors=True)
 
     # ------------------------------------------------------------------ cases
@@ -178,12 +197,7 @@ class Store:
         row = {"id": case_id, "created": time.time(), **record}
         try:
             with self._write() as db:
-                db.execute(
-                    "INSERT INTO cases (id, created, name, image_file, label_file, schema, modality, size, spacing,"
-                    " classes, target_voxels, bytes) VALUES (:id, :created, :name, :image_file, :label_file,"
-                    " :schema, :modality, :size, :spacing, :classes, :target_voxels, :bytes)",
-                    _encode(row, ("schema", "size", "spacing", "classes")),
-                )
+                db.execute(insert(cases).values(_encode(row, ("schema", "size", "spacing", "classes"))))
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
@@ -191,54 +205,53 @@ class Store:
 
     def list_cases(self) -> list[dict]:
         with self._read() as db:
-            return [_case(r) for r in db.execute("SELECT * FROM cases ORDER BY created, id")]
+            return [_case(r) for r in db.execute(select(cases).order_by(cases.c.created, cases.c.id)).mappings()]
 
     def get_case(self, case_id: str) -> dict:
         with self._read() as db:
-            row = db.execute("SELECT * FROM cases WHERE id = ?", (case_id,)).fetchone()
+            row = db.execute(select(cases).where(cases.c.id == case_id)).mappings().first()
         if row is None:
             raise NotFound(f"case {case_id} does not exist")
         return _case(row)
 
     def delete_case(self, case_id: str) -> None:
         with self._write() as db:
-            if db.execute("SELECT 1 FROM cases WHERE id = ?", (case_id,)).fetchone() is None:
+            # The row lock orders this against a job being queued on the case (add_job's FOR SHARE).
+            if db.execute(select(cases.c.id).where(cases.c.id == case_id).with_for_update()).first() is None:
                 raise NotFound(f"case {case_id} does not exist")
-            for job in db.execute("SELECT id, cases FROM jobs WHERE state IN ('queued', 'running')"):
-                if case_id in json.loads(job["cases"]):
-                    raise Conflict(f"case {case_id} is used by job {job['id']}, which has not finished; "
+            for job_id, job_cases in db.execute(select(jobs.c.id, jobs.c.cases).where(jobs.c.state.in_(ACTIVE_STATES))):
+                if case_id in json.loads(job_cases):
+                    raise Conflict(f"case {case_id} is used by job {job_id}, which has not finished; "
                                    "cancel the job or wait for it before deleting the case")
-            db.execute("DELETE FROM cases WHERE id = ?", (case_id,))
+            db.execute(delete(cases).where(cases.c.id == case_id))
         shutil.rmtree(self.case_dir(case_id), ignore_errors=True)
 
     def case_ids(self) -> list[str]:
         with self._read() as db:
-            return [r["id"] for r in db.execute("SELECT id FROM cases ORDER BY created, id")]
+            return list(db.execute(select(cases.c.id).order_by(cases.c.created, cases.c.id)).scalars())
 
     # ------------------------------------------------------------------ jobs
     def add_job(self, kind: str, case_ids: list[str], base_model: str | None, params: dict) -> dict:
         job_id = new_id()
         with self._write() as db:
-            for case_id in case_ids:  # checked inside the transaction: a concurrent delete cannot slip in
-                if db.execute("SELECT 1 FROM cases WHERE id = ?", (case_id,)).fetchone() is None:
+            for case_id in case_ids:  # checked and share-locked inside the transaction: no concurrent delete
+                if db.execute(select(cases.c.id).where(cases.c.id == case_id).with_for_update(read=True)).first() is None:
                     raise NotFound(f"case {case_id} does not exist")
-            if base_model and db.execute("SELECT 1 FROM models WHERE id = ?", (base_model,)).fetchone() is None:
+            if base_model and db.execute(select(models.c.id).where(models.c.id == base_model)
+                                         .with_for_update(read=True)).first() is None:
                 raise NotFound(f"model {base_model} does not exist")
-            db.execute(
-                "INSERT INTO jobs (id, created, kind, state, params, cases, base_model, total_iterations)"
-                " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
-                (job_id, time.time(), kind, json.dumps(params), json.dumps(case_ids), base_model,
-                 int(params.get("iterations", 0))),
-            )
+            db.execute(insert(jobs).values(
+                id=job_id, created=time.time(), kind=kind, state="queued", params=json.dumps(params),
+                cases=json.dumps(case_ids), base_model=base_model, total_iterations=int(params.get("iterations", 0))))
         return self.get_job(job_id)
 
     def list_jobs(self) -> list[dict]:
         with self._read() as db:
-            return [_job(r) for r in db.execute("SELECT * FROM jobs ORDER BY created, id")]
+            return [_job(r) for r in db.execute(select(jobs).order_by(jobs.c.created, jobs.c.id)).mappings()]
 
     def get_job(self, job_id: str) -> dict:
         with self._read() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
         if row is None:
             raise NotFound(f"job {job_id} does not exist")
         return _job(row)
@@ -246,92 +259,137 @@ class Store:
     def queue_length(self) -> int:
         """Jobs waiting or running: what a new job has to wait for."""
         with self._read() as db:
-            return db.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')").fetchone()[0]
+            return db.execute(select(func.count()).select_from(jobs).where(jobs.c.state.in_(ACTIVE_STATES))).scalar()
 
-    def claim_next_job(self, worker_pid: int) -> dict | None:
-        """Atomically move the oldest queued job to running for this worker (None when the queue is empty)."""
+    def claim_next_job(self, worker_pid: int, worker: str | None = None, lease_s: float = LEASE_S) -> dict | None:
+        """In one short transaction: settle jobs whose lease expired, then move the oldest queued job to running
+        for this worker with a lease of ``lease_s`` seconds (None when the queue is empty)."""
+        worker = worker or worker_name(worker_pid)
         with self._write() as db:
-            row = db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created, id LIMIT 1").fetchone()
-            if row is None:
+            self._expire_leases(db)
+            job_id = db.execute(select(jobs.c.id).where(jobs.c.state == "queued").order_by(jobs.c.created, jobs.c.id)
+                                .limit(1).with_for_update(skip_locked=True)).scalar()
+            if job_id is None:
                 return None
-            db.execute(
-                "UPDATE jobs SET state = 'running', worker_pid = ?, attempts = attempts + 1,"
-                " started = COALESCE(started, ?) WHERE id = ?",
-                (worker_pid, time.time(), row["id"]),
-            )
-        return self.get_job(row["id"])
+            db.execute(update(jobs).where(jobs.c.id == job_id).values(
+                state="running", worker_pid=worker_pid, worker=worker, lease_expires=now_expression(db) + lease_s,
+                attempts=jobs.c.attempts + 1, started=func.coalesce(jobs.c.started, time.time())))
+            return _job(db.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one())
 
-    def update_progress(self, job_id: str, **values: Any) -> None:
+    def heartbeat(self, job_id: str, worker: str, lease_s: float = LEASE_S) -> str:
+        """Renew the worker's lease on its job: 'held', 'cancel' (held, and a cancel was asked) or 'lost'."""
+        with self._write() as db:
+            renewed = db.execute(update(jobs).where(*_held_by(job_id, worker))
+                                 .values(lease_expires=now_expression(db) + lease_s)).rowcount
+            if not renewed:
+                return "lost"
+            cancel = db.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
+        return "cancel" if cancel else "held"
+
+    def expire_leases(self) -> dict[str, str]:
+        """Settle every running job whose lease expired: {job id: 'requeued' | 'cancelled' | 'failed'}."""
+        with self._write() as db:
+            return self._expire_leases(db)
+
+    def _expire_leases(self, db: Connection) -> dict[str, str]:
+        expired = db.execute(select(jobs).where(
+            jobs.c.state == "running",
+            or_(jobs.c.lease_expires.is_(None), jobs.c.lease_expires < now_expression(db)))
+            .with_for_update(skip_locked=True)).mappings().all()
+        return {row["id"]: _settle(db, _job(row), f"its worker {row['worker'] or ''} stopped renewing its lease "
+                                                  "(process killed, machine down or network cut)".replace("  ", " "))
+                for row in expired}
+
+    def settle_job(self, job_id: str, reason: str, worker: str | None = None) -> str | None:
+        """A running job whose worker is gone (``worker``: only if that worker still holds it): cancelled if
+        that was asked, else back to the queue to resume, else failed with the reason. None if not running."""
+        with self._write() as db:
+            row = db.execute(select(jobs).where(jobs.c.id == job_id, jobs.c.state == "running").with_for_update()
+                             ).mappings().first()
+            if row is None or (worker is not None and row["worker"] != worker):
+                return None
+            return _settle(db, _job(row), reason)
+
+    def update_progress(self, job_id: str, worker: str | None = None, **values: Any) -> bool:
+        """Write progress columns; with ``worker``, only while that worker holds the job (False otherwise)."""
         values = {k: v for k, v in values.items() if k in PROGRESS_KEYS}
         if not values:
-            return
-        sets = ", ".join(f"{k} = :{k}" for k in values)
+            return True
         with self._write() as db:
-            db.execute(f"UPDATE jobs SET {sets} WHERE id = :id AND state = 'running'", {**values, "id": job_id})
+            return bool(db.execute(update(jobs).where(*_held_by(job_id, worker)).values(**values)).rowcount)
 
-    def finish_job(self, job_id: str, state: str, error: str | None = None) -> None:
-        """Move a job to a terminal state (failed / cancelled); succeeded goes through ``register_job_model``."""
+    def finish_job(self, job_id: str, state: str, error: str | None = None, worker: str | None = None) -> bool:
+        """Move a job to a terminal state (failed / cancelled); succeeded goes through ``register_model``.
+        With ``worker``, only while that worker holds it (False when its lease was lost)."""
         assert state in TERMINAL_STATES
+        condition = _held_by(job_id, worker) if worker is not None else (jobs.c.id == job_id,)
         with self._write() as db:
-            db.execute("UPDATE jobs SET state = ?, error = ?, finished = ?, worker_pid = NULL,"
-                       " eta_s = NULL WHERE id = ?", (state, error, time.time(), job_id))
+            return bool(db.execute(update(jobs).where(*condition).values(
+                state=state, error=error, finished=time.time(), worker_pid=None, worker=None, lease_expires=None,
+                eta_s=None)).rowcount)
 
-    def requeue_job(self, job_id: str, resume: bool) -> None:
-        """Put a running job back in the queue (worker shutdown or crash); resume from its checkpoint."""
+    def requeue_job(self, job_id: str, resume: bool, worker: str | None = None) -> bool:
+        """Put a running job back in the queue (worker shutdown); it resumes from its checkpoint."""
         with self._write() as db:
-            db.execute("UPDATE jobs SET state = 'queued', worker_pid = NULL, resume = ?, eta_s = NULL"
-                       " WHERE id = ? AND state = 'running'", (int(resume), job_id))
+            return bool(db.execute(update(jobs).where(*_held_by(job_id, worker)).values(
+                state="queued", worker_pid=None, worker=None, lease_expires=None, resume=int(resume),
+                eta_s=None)).rowcount)
 
     def request_cancel(self, job_id: str) -> dict:
-        """Cancel: a queued job ends now; a running one is flagged and stops at the worker's next iteration."""
+        """Cancel: a queued job ends now; a running one is flagged and stops at its worker's next check."""
         with self._write() as db:
-            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
+            state = db.execute(select(jobs.c.state).where(jobs.c.id == job_id).with_for_update()).scalar()
+            if state is None:
                 raise NotFound(f"job {job_id} does not exist")
-            if row["state"] == "queued":
-                db.execute("UPDATE jobs SET state = 'cancelled', finished = ?, cancel_requested = 1 WHERE id = ?",
-                           (time.time(), job_id))
-            elif row["state"] == "running":
-                db.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            if state == "queued":
+                db.execute(update(jobs).where(jobs.c.id == job_id).values(
+                    state="cancelled", finished=time.time(), cancel_requested=1))
+            elif state == "running":
+                db.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=1))
             else:
-                raise Conflict(f"job {job_id} has already {_ended_verb(row['state'])}; there is nothing to cancel")
+                raise Conflict(f"job {job_id} has already {_ended_verb(state)}; there is nothing to cancel")
         return self.get_job(job_id)
 
     def cancel_requested(self, job_id: str) -> bool:
         with self._read() as db:
-            row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return bool(row and row["cancel_requested"])
+            return bool(db.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar())
 
     def running_jobs(self) -> list[dict]:
         with self._read() as db:
-            return [_job(r) for r in db.execute("SELECT * FROM jobs WHERE state = 'running'")]
+            return [_job(r) for r in db.execute(select(jobs).where(jobs.c.state == "running")).mappings()]
 
     # ------------------------------------------------------------------ models
     def register_model(self, run_dir: Path, *, schema: dict, metrics: dict, parent: str | None,
-                       case_ids: list[str], source: str, job_id: str | None = None,
-                       promote: bool = False, first_becomes_current: bool = True) -> dict:
+                       case_ids: list[str], source: str, job_id: str | None = None, worker: str | None = None,
+                       promote: bool = False, first_becomes_current: bool = True,
+                       progress: dict | None = None) -> dict:
         """Publish a finished run folder as a model version, in one transaction with the job's success.
 
         Any model registered with ``promote`` becomes current; so does the first model ever, unless
-        ``first_becomes_current`` is False (a model whose validation never found the lesion).
+        ``first_becomes_current`` is False (a model whose validation never found the lesion). With ``worker``,
+        the job must still be held by that worker: otherwise nothing is published and LeaseLost is raised.
+        ``progress``: the job's last progress values, written with its success (they may not have reached
+        the database while it was away).
         """
+        final = {k: v for k, v in (progress or {}).items() if k in PROGRESS_KEYS and k != "eta_s"}
         model_id = new_id()
         target = self.model_dir(model_id)
         os.replace(run_dir, target)
         try:
             with self._write() as db:
-                db.execute(
-                    "INSERT INTO models (id, created, parent, job_id, source, schema, metrics, cases)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (model_id, time.time(), parent, job_id, source, json.dumps(schema), json.dumps(metrics),
-                     json.dumps(case_ids)),
-                )
-                current = db.execute("SELECT value FROM settings WHERE key = 'current_model'").fetchone()
-                if promote or (first_becomes_current and (current is None or current["value"] is None)):
-                    db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('current_model', ?)", (model_id,))
                 if job_id is not None:
-                    db.execute("UPDATE jobs SET state = 'succeeded', model_id = ?, finished = ?, worker_pid = NULL,"
-                               " eta_s = 0, error = NULL WHERE id = ?", (model_id, time.time(), job_id))
+                    condition = _held_by(job_id, worker) if worker is not None else (jobs.c.id == job_id,)
+                    if not db.execute(update(jobs).where(*condition).values(
+                            state="succeeded", model_id=model_id, finished=time.time(), worker_pid=None, worker=None,
+                            lease_expires=None, eta_s=0, error=None, **final)).rowcount:
+                        raise LeaseLost(f"job {job_id} is no longer held by worker {worker}")
+                db.execute(insert(models).values(
+                    id=model_id, created=time.time(), parent=parent, job_id=job_id, source=source,
+                    schema=json.dumps(schema), metrics=json.dumps(metrics), cases=json.dumps(case_ids)))
+                current = db.execute(select(settings.c.value).where(settings.c.key == "current_model")
+                                     .with_for_update()).scalar()
+                if promote or (first_becomes_current and current is None):
+                    _set_setting(db, "current_model", model_id)
         except BaseException:
             os.replace(target, run_dir)
             raise
@@ -339,48 +397,81 @@ class Store:
 
     def current_model_id(self) -> str | None:
         with self._read() as db:
-            row = db.execute("SELECT value FROM settings WHERE key = 'current_model'").fetchone()
-        return row["value"] if row else None
+            return db.execute(select(settings.c.value).where(settings.c.key == "current_model")).scalar()
 
     def list_models(self) -> list[dict]:
-        current = self.current_model_id()
         with self._read() as db:
-            return [_model(r, current) for r in db.execute("SELECT * FROM models ORDER BY created, id")]
+            current = db.execute(select(settings.c.value).where(settings.c.key == "current_model")).scalar()
+            return [_model(r, current) for r in db.execute(select(models).order_by(models.c.created, models.c.id)).mappings()]
 
     def get_model(self, model_id: str) -> dict:
         """A model by id; ``current`` names the current model."""
-        current = self.current_model_id()
-        if model_id == "current":
-            if current is None:
-                raise NotFound("there is no current model yet; train one or upload a run folder first")
-            model_id = current
         with self._read() as db:
-            row = db.execute("SELECT * FROM models WHERE id = ?", (model_id,)).fetchone()
+            current = db.execute(select(settings.c.value).where(settings.c.key == "current_model")).scalar()
+            if model_id == "current":
+                if current is None:
+                    raise NotFound("there is no current model yet; train one or upload a run folder first")
+                model_id = current
+            row = db.execute(select(models).where(models.c.id == model_id)).mappings().first()
         if row is None:
             raise NotFound(f"model {model_id} does not exist")
         return _model(row, current)
 
     def promote_model(self, model_id: str) -> dict:
         with self._write() as db:
-            if db.execute("SELECT 1 FROM models WHERE id = ?", (model_id,)).fetchone() is None:
+            if db.execute(select(models.c.id).where(models.c.id == model_id).with_for_update(read=True)).first() is None:
                 raise NotFound(f"model {model_id} does not exist")
-            db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('current_model', ?)", (model_id,))
+            _set_setting(db, "current_model", model_id)
         return self.get_model(model_id)
 
     def delete_model(self, model_id: str) -> None:
         with self._write() as db:
-            if db.execute("SELECT 1 FROM models WHERE id = ?", (model_id,)).fetchone() is None:
+            if db.execute(select(models.c.id).where(models.c.id == model_id).with_for_update()).first() is None:
                 raise NotFound(f"model {model_id} does not exist")
-            current = db.execute("SELECT value FROM settings WHERE key = 'current_model'").fetchone()
-            if current is not None and current["value"] == model_id:
+            current = db.execute(select(settings.c.value).where(settings.c.key == "current_model")).scalar()
+            if current == model_id:
                 raise Conflict(f"model {model_id} is the current model; promote another model before deleting it")
-            busy = db.execute("SELECT id FROM jobs WHERE base_model = ? AND state IN ('queued', 'running')",
-                              (model_id,)).fetchone()
+            busy = db.execute(select(jobs.c.id).where(jobs.c.base_model == model_id,
+                                                      jobs.c.state.in_(ACTIVE_STATES))).scalar()
             if busy is not None:
-                raise Conflict(f"model {model_id} is the base of job {busy['id']}, which has not finished")
-            db.execute("DELETE FROM models WHERE id = ?", (model_id,))
+                raise Conflict(f"model {model_id} is the base of job {busy}, which has not finished")
+            db.execute(delete(models).where(models.c.id == model_id))
         shutil.rmtree(self.model_dir(model_id), ignore_errors=True)
         (self.root / "exports" / f"{model_id}.zip").unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------- queue rules
+def _held_by(job_id: str, worker: str | None) -> tuple:
+    """The WHERE clause of a write a worker makes for its job: still running, still this worker's."""
+    condition = (jobs.c.id == job_id, jobs.c.state == "running")
+    return condition if worker is None else (*condition, jobs.c.worker == worker)
+
+
+def _settle(db: Connection, job: dict, reason: str) -> str:
+    """A running job whose worker is gone: cancelled, requeued to resume, or failed after MAX_ATTEMPTS."""
+    where = update(jobs).where(jobs.c.id == job["id"], jobs.c.state == "running")
+    released = {"worker_pid": None, "worker": None, "lease_expires": None, "eta_s": None}
+    if job["cancel_requested"]:
+        db.execute(where.values(state="cancelled", finished=time.time(), **released))
+        return "cancelled"
+    if job["attempts"] < MAX_ATTEMPTS:
+        db.execute(where.values(state="queued", resume=1, **released))
+        return "requeued"
+    db.execute(where.values(state="failed", finished=time.time(), error=(
+        f"the training worker stopped {job['attempts']} times while running this job (last time {reason}); "
+        "it was not retried again"), **released))
+    return "failed"
+
+
+def _set_setting(db: Connection, key: str, value: str | None, replace: bool = True) -> None:
+    """Insert or replace a setting (``replace=False``: keep a value another process wrote first)."""
+    if db.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    statement = dialect_insert(settings).values(key=key, value=value)
+    db.execute(statement.on_conflict_do_update(index_elements=[settings.c.key], set_={"value": value}) if replace
+               else statement.on_conflict_do_nothing(index_elements=[settings.c.key]))
 
 
 # ---------------------------------------------------------------------- row -> dict
@@ -388,14 +479,14 @@ def _encode(row: dict, json_keys: tuple[str, ...]) -> dict:
     return {k: json.dumps(v) if k in json_keys else v for k, v in row.items()}
 
 
-def _case(row: sqlite3.Row) -> dict:
+def _case(row) -> dict:
     d = dict(row)
     for key in ("schema", "size", "spacing", "classes"):
         d[key] = json.loads(d[key])
     return d
 
 
-def _job(row: sqlite3.Row) -> dict:
+def _job(row) -> dict:
     d = dict(row)
     params = json.loads(d.pop("params"))
     d["cases"] = json.loads(d["cases"])
@@ -405,7 +496,7 @@ def _job(row: sqlite3.Row) -> dict:
     return d
 
 
-def _model(row: sqlite3.Row, current: str | None) -> dict:
+def _model(row, current: str | None) -> dict:
     d = dict(row)
     for key in ("schema", "metrics", "cases"):
         d[key] = json.loads(d[key])

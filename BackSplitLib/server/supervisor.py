@@ -1,9 +1,11 @@
-"""Keeps the training workers alive and makes sure no job is silently lost.
+"""Keeps the training workers of one machine alive and makes sure no job is silently lost.
 
-The API process starts one worker process per GPU (one on a CPU-only machine). A monitor thread restarts
-a worker that died and settles the job it was running: back to the queue to resume from its last
-checkpoint, or — after ``MAX_ATTEMPTS`` — failed with the reason. On start, jobs that a previous server
-left in ``running`` are settled the same way.
+``backsplit serve`` (and ``backsplit worker`` with several GPUs) starts one worker process per GPU (one on a
+CPU-only machine). A monitor thread restarts a worker that died and settles the job it was running at once:
+back to the queue to resume from its last checkpoint, or — after ``MAX_ATTEMPTS`` — failed with the reason.
+On start, jobs that a previous server left in ``running`` are settled the same way (SQLite: this is the only
+server of the data folder). With a shared database, other machines' jobs are theirs: only leases decide, and
+a machine that dies without a word loses its jobs when their leases expire.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from BackSplitLib.server.database import DATABASE_ENV, StoreUnavailable
 from BackSplitLib.server.lifetime import WINDOWS, force_kill, pid_alive
-from BackSplitLib.server.store import Store
+from BackSplitLib.server.store import LEASE_S, MAX_ATTEMPTS, Store, worker_name
 
-MAX_ATTEMPTS = 3  # a job that kills its worker this often is failed rather than retried forever
+__all__ = ["MAX_ATTEMPTS", "Supervisor", "describe_exit", "settle_interrupted_job"]
 STOP_GRACE_S = 20.0  # a worker gets this long to save a checkpoint on shutdown
 MONITOR_S = 0.5
 
@@ -49,26 +52,29 @@ def describe_exit(code: int | None) -> str:
     return f"it exited with code {code}"
 
 
-def settle_interrupted_job(store: Store, job: dict, reason: str) -> str:
-    """A job whose worker is gone: cancelled if that was asked, else resumed, else failed with the reason."""
-    if job["cancel_requested"]:
-        store.finish_job(job["id"], "cancelled")
-        return "cancelled"
-    if job["attempts"] < MAX_ATTEMPTS:
-        store.requeue_job(job["id"], resume=True)
-        return "requeued"
-    store.finish_job(job["id"], "failed", f"the training worker stopped {job['attempts']} times while running "
-                                          f"this job (last time {reason}); it was not retried again")
-    return "failed"
+def settle_interrupted_job(store: Store, job: dict, reason: str) -> str | None:
+    """A job whose worker is gone: cancelled if that was asked, else resumed, else failed with the reason
+    (the store's rule); None when that worker no longer held it."""
+    return store.settle_job(job["id"], reason, worker=job.get("worker"))
 
 
 class Supervisor:
-    """Starts, watches and stops the worker processes of one data folder."""
+    """Starts, watches and stops the worker processes of one machine.
 
-    def __init__(self, store: Store, workers: int | None = None, device_count: int = 0):
+    ``gpus``: the device of each worker (CUDA_VISIBLE_DEVICES), e.g. ``["0", "1"]``; without it, one worker
+    per GPU when there are several. ``runner``/``lease_s`` are passed to every worker. ``owns_folder``: this
+    process is the data folder's only server (``backsplit serve`` on SQLite), so every running job is its."""
+
+    def __init__(self, store: Store, workers: int | None = None, device_count: int = 0,
+                 gpus: list[str] | None = None, runner: str = "engine", lease_s: float = LEASE_S,
+                 owns_folder: bool = True):
         self.store = store
-        self.count = workers if workers is not None else max(1, device_count)
+        self.gpus = gpus
+        self.count = workers if workers is not None else (len(gpus) if gpus else max(1, device_count))
         self.device_count = device_count
+        self.runner = runner
+        self.lease_s = lease_s
+        self.owns_folder = owns_folder  # the only server of an SQLite data folder (it holds the folder lock)
         self.slots: list[_Slot] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -81,8 +87,12 @@ class Supervisor:
         log_dir.mkdir(exist_ok=True)
         for i in range(self.count):
             env = dict(os.environ)
-            if self.device_count > 1:  # one GPU per worker
+            if self.gpus:
+                env["CUDA_VISIBLE_DEVICES"] = self.gpus[i % len(self.gpus)]
+            elif self.device_count > 1:  # one GPU per worker
                 env["CUDA_VISIBLE_DEVICES"] = str(i % self.device_count)
+            if self.store.shared:  # the URL may hold a password: the environment, not argv
+                env[DATABASE_ENV] = self.store.url
             slot = _Slot(i, env, log=log_dir / f"worker-{i}.log")
             self.slots.append(slot)
             self._spawn(slot)
@@ -91,7 +101,12 @@ class Supervisor:
             self._thread.start()
 
     def recover(self) -> None:
-        """Settle jobs a previous server left running; their worker may still be finishing its iteration."""
+        """Settle jobs a previous server left running; their worker may still be finishing its iteration.
+        With a shared database only expired leases are settled: the other running jobs belong to live
+        workers elsewhere."""
+        if self.store.shared or not self.owns_folder:
+            self.store.expire_leases()
+            return
         for job in self.store.running_jobs():
             pid = job.get("worker_pid")
             if pid_alive(pid) and pid != os.getpid():
@@ -132,7 +147,7 @@ class Supervisor:
         try:
             slot.process = subprocess.Popen(
                 [sys.executable, "-m", "BackSplitLib.server.worker", "--data", str(self.store.root),
-                 "--parent-pid", str(os.getpid())],
+                 "--parent-pid", str(os.getpid()), "--lease-s", str(self.lease_s), "--runner", self.runner],
                 # Our end of its stdin pipe closes when this process dies, however it dies: the worker exits.
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=slot.env,
                 start_new_session=True,
@@ -142,9 +157,15 @@ class Supervisor:
         slot.started = time.monotonic()
 
     def _settle(self, pid: int, code: int | None) -> None:
-        for job in self.store.running_jobs():
-            if job.get("worker_pid") == pid:
-                settle_interrupted_job(self.store, job, describe_exit(code))
+        """Settle the job a dead worker of ours held; if the database is away, its lease expiry will."""
+        name = worker_name(pid)
+        try:
+            for job in self.store.running_jobs():
+                if job.get("worker") == name or (job.get("worker") is None and job.get("worker_pid") == pid):
+                    settle_interrupted_job(self.store, job, describe_exit(code))
+        except StoreUnavailable as e:
+            print(f"backsplit: could not settle the job of worker {name} ({e}); its lease expiry will",
+                  file=sys.stderr, flush=True)
 
     def _monitor(self) -> None:
         while not self._stop.wait(MONITOR_S):

@@ -1,13 +1,17 @@
-"""The training worker: its own process (``python -m BackSplitLib.server.worker --data DIR``), one per GPU.
+"""The training worker: its own process (``python -m BackSplitLib.server.worker --data DIR``), one per GPU,
+started by ``backsplit serve`` on its machine or by ``backsplit worker`` on any machine that sees the database
+and the shared data folder.
 
-It claims queued jobs from the store one at a time, builds a dataset folder from the stored cases, calls
-the engine's ``train`` and writes progress to SQLite, where the API's event streams read it. Keeping
-training out of the API process means the API answers while a GPU is busy, and a crash in training (out of
-memory, a killed process) cannot take the API down.
+It claims queued jobs from the store one at a time (holding a lease it renews), builds a dataset folder from
+the stored cases, calls the engine's ``train`` and writes progress to the database, where every API
+process's event streams read it. Keeping training out of the API process means the API answers while a GPU
+is busy, and a crash in training (out of memory, a killed process) cannot take the API down.
 
 Stopping: SIGTERM (the server shutting down) makes the engine save its last checkpoint and the job goes
-back to the queue to resume on the next start. A cancel request (``DELETE /jobs/{id}``) ends the job as
-cancelled at the next iteration. The worker also stops when the server that started it is gone.
+back to the queue to resume on the next start. A cancel request (``DELETE /jobs/{id}`` on any API process)
+ends the job as cancelled at the next iteration. The worker also stops when the server that started it is
+gone. A worker that dies without a word (kill -9, machine down) stops renewing its lease; the next claim
+after it expires sends the job back to the queue, to resume from its last checkpoint on any worker.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -33,12 +38,14 @@ from BackSplitLib.image_files import check_data_complete, check_self_contained
 from BackSplitLib.io import image_extension, write_label
 from BackSplitLib.run_folder import load_run, read_model_json, run_metrics
 from BackSplitLib.schema import LabelSchema
+from BackSplitLib.server.database import DATABASE_ENV, StoreUnavailable
 from BackSplitLib.server.lifetime import watch_stdin_eof
-from BackSplitLib.server.store import Store
+from BackSplitLib.server.store import LEASE_S, LeaseLost, Store, worker_name
 
 FILE_ENDING = ".nii.gz"
 SELF_CONTAINED_ENDINGS = {".nii.gz", ".nii", ".nrrd", ".mha"}  # one file per image: a link to it is the image
 POLL_S = 0.5  # how often an idle worker looks for a queued job
+RETRY_MAX_S = 30.0  # the longest pause between retries while the database is unreachable
 CANCEL_POLL_S = 0.25  # how often a training job checks its cancel flag (one SQLite read)
 PROGRESS_EVERY_S = 0.25  # progress rows written at most this often (plus validations and the last iteration)
 
@@ -120,10 +127,6 @@ def _remap_label(source: Path, case_schema: LabelSchema, schema: LabelSchema, de
 
 
 # ---------------------------------------------------------------------- one job
-class JobStopped(Exception):
-    """The worker is shutting down: the job goes back to the queue and resumes later."""
-
-
 def train_config(params: dict, finetune: bool = False):
     """The engine's TrainConfig from a job's parameters (unknown keys are left to the engine's defaults;
     a fine-tune job gets the engine's one fine-tune recipe, as the CLI's ``finetune`` does)."""
@@ -167,13 +170,22 @@ def should_promote(params: dict, metrics: dict) -> bool:
 
 
 class Worker:
-    """Claims and runs jobs until told to stop. ``run_job`` is the engine call (replaceable in tests)."""
+    """Claims and runs jobs until told to stop. ``run_job`` is the engine call (replaceable in tests).
+
+    While a job runs, a heartbeat thread renews its lease every ``lease_s / 4`` seconds. Every write for the
+    job names this worker, so a worker whose lease expired (the job went back to the queue) changes nothing:
+    it stops at its next iteration without saving. When the database is unreachable the worker keeps training,
+    skips progress rows, and retries its heartbeat and its result with back-off; a result that could not be
+    written before shutdown stays on disk, and the job resumes from its last checkpoint when its lease expires.
+    """
 
     def __init__(self, store: Store, parent_pid: int | None = None,
-                 run_job: Callable[..., tuple[Path, dict]] = run_training):
+                 run_job: Callable[..., tuple[Path, dict]] = run_training, lease_s: float = LEASE_S):
         self.store = store
         self.parent_pid = parent_pid
         self.run_job = run_job
+        self.lease_s = lease_s
+        self.name = worker_name()
         self.stopping = False
         self.parent_pipe_closed = False  # set when the server's end of our stdin closes (every OS)
 
@@ -181,66 +193,170 @@ class Worker:
         # os.getppid() is the fast path on POSIX; on Windows it keeps a dead parent's id, so stdin EOF decides.
         return self.parent_pid is not None and (self.parent_pipe_closed or os.getppid() != self.parent_pid)
 
+    def quitting(self) -> bool:
+        return self.stopping or self.parent_gone()
+
     def serve_forever(self) -> None:
-        while not self.stopping and not self.parent_gone():
-            job = self.store.claim_next_job(os.getpid())
+        pause = POLL_S
+        while not self.quitting():
+            try:
+                job = self.store.claim_next_job(os.getpid(), self.name, self.lease_s)
+            except StoreUnavailable as e:
+                pause = min(RETRY_MAX_S, pause * 2)
+                print(f"backsplit worker: {e}; retrying in {pause:.0f} s", file=sys.stderr, flush=True)
+                time.sleep(pause)
+                continue
+            pause = POLL_S
             if job is None:
                 time.sleep(POLL_S)
                 continue
             self.run(job)
 
+    def retry(self, write: Callable[[], object], what: str, log_path: Path):
+        """``write()`` until the database takes it, with back-off; None when the worker must stop first."""
+        pause = 0.5
+        while True:
+            try:
+                return write()
+            except StoreUnavailable as e:
+                if self.quitting():
+                    _log(log_path, f"could not {what} before stopping ({e}); the job resumes from its checkpoint "
+                                   "when its lease expires")
+                    return None
+                _log(log_path, f"could not {what} ({e}); retrying in {pause:.1f} s")
+                time.sleep(pause)
+                pause = min(RETRY_MAX_S, pause * 2)
+
     def run(self, job: dict) -> None:
         job_id = job["id"]
+        worker = job.get("worker") or self.name  # the name the claim recorded: every write is fenced by it
         log_path = self.store.job_dir(job_id) / "worker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        checks = {"at": 0.0, "cancel": False}
+        lease = _Lease(self.store, job_id, worker, self.lease_s, lambda m: _log(log_path, m))
+        checks = {"at": 0.0}
         written = {"at": 0.0, "val_dice": None}
+        latest: dict = {}  # the last progress, written with the result even if its row write was skipped
 
         def should_stop() -> bool:
-            if self.stopping or self.parent_gone():
+            if lease.lost.is_set():
+                raise LeaseLost(f"job {job_id} is no longer held by this worker")  # stop without saving
+            if self.quitting():
                 return True
             now = time.monotonic()
             if now - checks["at"] >= CANCEL_POLL_S:
-                checks["at"], checks["cancel"] = now, self.store.cancel_requested(job_id)
-            return checks["cancel"]
+                checks["at"] = now
+                try:
+                    if self.store.cancel_requested(job_id):
+                        lease.cancel.set()
+                except StoreUnavailable:
+                    pass  # training goes on; the heartbeat retries
+            return lease.cancel.is_set()
 
         def progress(p) -> None:
+            latest.update(iteration=int(p.iteration), total_iterations=int(p.total_iterations), loss=_finite(p.loss),
+                          val_dice=_finite(p.val_dice))
             now = time.monotonic()
             final = p.iteration >= p.total_iterations
             if not final and p.val_dice == written["val_dice"] and now - written["at"] < PROGRESS_EVERY_S:
                 return  # throttle: one row write per PROGRESS_EVERY_S is plenty for a progress bar
             written["at"], written["val_dice"] = now, p.val_dice
-            self.store.update_progress(job_id, iteration=int(p.iteration), total_iterations=int(p.total_iterations),
-                                       loss=_finite(p.loss), val_dice=_finite(p.val_dice), eta_s=_finite(p.eta_s))
+            try:
+                if not self.store.update_progress(job_id, worker, iteration=int(p.iteration),
+                                                  total_iterations=int(p.total_iterations), loss=_finite(p.loss),
+                                                  val_dice=_finite(p.val_dice), eta_s=_finite(p.eta_s)):
+                    lease.lost.set()
+            except StoreUnavailable:
+                pass  # progress is for display: skip it while the database is away
 
-        _log(log_path, f"attempt {job['attempts']} started (resume={job['resume']}, pid {os.getpid()})")
+        _log(log_path, f"attempt {job['attempts']} started (resume={job['resume']}, worker {worker})")
+        lease.start()
+        try:
+            self._run(job, worker, should_stop, progress, latest, log_path)
+        finally:
+            lease.stop()
+        shutil.rmtree(self.store.job_dir(job_id) / "dataset", ignore_errors=True)
+
+    def _run(self, job: dict, worker: str, should_stop, progress, latest: dict, log_path: Path) -> None:
+        job_id = job["id"]
         try:
             run_dir, metrics = self.run_job(self.store, job, should_stop, progress)
+            meta = read_model_json(run_dir)  # a damaged run folder fails the job, not the worker
+        except LeaseLost:
+            _log(log_path, "lease lost (the job went back to the queue): stopped without saving")
+        except StoreUnavailable as e:  # the job could not read what it needs: not the job's fault
+            _log(log_path, f"stopped: {e}; the job resumes from its checkpoint when its lease expires")
         except TrainingCancelled:
-            if self.stopping or self.parent_gone():
+            if self.quitting():
                 _log(log_path, "worker stopping: job put back in the queue to resume from its checkpoint")
-                self.store.requeue_job(job_id, resume=True)
+                self.retry(lambda: self.store.requeue_job(job_id, resume=True, worker=worker), "requeue the job",
+                           log_path)
                 return
             _log(log_path, "cancelled")
-            self.store.finish_job(job_id, "cancelled")
+            self.retry(lambda: self.store.finish_job(job_id, "cancelled", worker=worker), "record the cancel", log_path)
             shutil.rmtree(self.store.job_dir(job_id) / "run", ignore_errors=True)
         except BackSplitError as e:
             _log(log_path, f"failed: {e}")
-            self.store.finish_job(job_id, "failed", self.store.without_paths(str(e)))
+            self.retry(lambda: self.store.finish_job(job_id, "failed", self.store.without_paths(str(e)), worker=worker),
+                       "record the failure", log_path)
         except Exception as e:  # an engine bug must fail the job with its reason, not kill the worker
             _log(log_path, traceback.format_exc())
-            self.store.finish_job(job_id, "failed", self.store.without_paths(
+            message = self.store.without_paths(
                 f"training stopped with an internal error: {type(e).__name__}: {str(e)[:300]} (see {log_path} "
-                "in the server's data folder)"))
+                "in the server's data folder)")
+            self.retry(lambda: self.store.finish_job(job_id, "failed", message, worker=worker), "record the failure",
+                       log_path)
         else:
-            meta = read_model_json(run_dir)
             promote = should_promote(job["params"], metrics)
-            model = self.store.register_model(
-                run_dir, schema=meta.get("schema", {}), metrics=metrics, parent=job.get("base_model"),
-                case_ids=job["cases"], source=job["kind"], job_id=job_id, promote=promote,
-                first_becomes_current=validation_found_lesion(metrics))
-            _log(log_path, f"succeeded: model {model['id']}" + ("" if promote else " (not promoted)"))
-        shutil.rmtree(self.store.job_dir(job_id) / "dataset", ignore_errors=True)
+
+            def publish():
+                return self.store.register_model(
+                    run_dir, schema=meta.get("schema", {}), metrics=metrics, parent=job.get("base_model"),
+                    case_ids=job["cases"], source=job["kind"], job_id=job_id, worker=worker, promote=promote,
+                    first_becomes_current=validation_found_lesion(metrics), progress=latest)
+
+            try:
+                model = self.retry(publish, "publish the model", log_path)
+            except LeaseLost:
+                _log(log_path, "lease lost before the model was published: another worker finishes the job")
+                return
+            if model is not None:
+                _log(log_path, f"succeeded: model {model['id']}" + ("" if promote else " (not promoted)"))
+
+
+class _Lease:
+    """The heartbeat thread of one running job: renews its lease, notices a cancel or a lost lease, and
+    retries with back-off while the database is unreachable."""
+
+    def __init__(self, store: Store, job_id: str, worker: str, lease_s: float, log: Callable[[str], None]):
+        self.store, self.job_id, self.worker, self.lease_s, self.log = store, job_id, worker, lease_s, log
+        self.cancel = threading.Event()
+        self.lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="backsplit-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        every = self.lease_s / 4
+        pause = every
+        while not self._done.wait(pause):
+            try:
+                state = self.store.heartbeat(self.job_id, self.worker, self.lease_s)
+            except StoreUnavailable as e:
+                pause = min(pause * 2, RETRY_MAX_S, every)  # never wait longer than a normal beat
+                self.log(f"heartbeat failed ({e}); retrying")
+                continue
+            pause = every
+            if state == "lost":
+                self.lost.set()
+                return
+            if state == "cancel":
+                self.cancel.set()
 
 
 def _finite(value) -> float | None:
@@ -256,31 +372,54 @@ def _log(path: Path, message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="BackSplit training worker (started by 'backsplit serve').")
+    parser = argparse.ArgumentParser(description="BackSplit training worker (started by 'backsplit serve' or "
+                                                 "'backsplit worker').")
     parser.add_argument("--data", required=True, help="the server's data folder")
     parser.add_argument("--parent-pid", type=int, default=None, help="stop when this process is gone")
+    parser.add_argument("--lease-s", type=float, default=LEASE_S, help="seconds a job's lease lasts unrenewed")
+    parser.add_argument("--runner", choices=sorted(RUNNERS), default="engine", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    worker = Worker(Store(args.data), args.parent_pid)
+    # The database URL comes from the environment (it may hold a password: never on argv).
+    worker = Worker(Store(args.data, os.environ.get(DATABASE_ENV) or None), args.parent_pid,
+                    run_job=RUNNERS[args.runner](), lease_s=args.lease_s)
+    return serve(worker, args.parent_pid is not None, preload=args.runner == "engine")
+
+
+def serve(worker: Worker, watch_parent: bool, preload: bool = True) -> int:
+    """Run ``worker`` in this process until SIGTERM / SIGINT (or its parent's pipe closes)."""
 
     def stop(signum, frame) -> None:  # finish the current iteration, save, requeue, exit
         worker.stopping = True
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    if args.parent_pid is not None:
+    if watch_parent:
         watch_stdin_eof(lambda: setattr(worker, "parent_pipe_closed", True))
-    try:  # import the engine now, so the first job starts training without the import delay
-        import monai.data  # noqa: F401
+    if preload:
+        try:  # import the engine now, so the first job starts training without the import delay
+            import monai.data  # noqa: F401
 
-        import BackSplitLib.losses  # noqa: F401
-        import BackSplitLib.networks  # noqa: F401
-        import BackSplitLib.training  # noqa: F401
-        import BackSplitLib.transforms  # noqa: F401
-    except ImportError as e:
-        print(f"backsplit worker: the training engine is unavailable ({e})", file=sys.stderr)
-    print(f"backsplit worker {os.getpid()} ready (data {args.data})", flush=True)
+            import BackSplitLib.losses  # noqa: F401
+            import BackSplitLib.networks  # noqa: F401
+            import BackSplitLib.training  # noqa: F401
+            import BackSplitLib.transforms  # noqa: F401
+        except ImportError as e:
+            print(f"backsplit worker: the training engine is unavailable ({e})", file=sys.stderr)
+    print(f"backsplit worker {worker.name} ready (data {worker.store.root}, database {worker.store.describe()})",
+          flush=True)
     worker.serve_forever()
     return 0
+
+
+def _probe_runner():
+    from BackSplitLib.server.probe_job import run_probe_job
+
+    return run_probe_job
+
+
+#: What a worker runs for a job: the engine, or the queue probe (tests and benchmarks of the queue itself).
+RUNNERS: dict[str, Callable[[], Callable[..., tuple[Path, dict]]]] = {"engine": lambda: run_training,
+                                                                      "probe": _probe_runner}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -46,3 +46,25 @@ def phantom_cases(tmp_path_factory) -> list[CaseFiles]:
     folder = tmp_path_factory.mktemp("cases")
     return [write_case(folder, 11), write_case(folder, 12, keep=[], ext=".nrrd"),
             write_case(folder, 13, keep=["liver"])]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster on loopback for this test session (skipped where PostgreSQL is missing)."""
+    from postgres_harness import PostgresCluster, postgres_missing
+
+    if (reason := postgres_missing()) is not None:
+        pytest.skip(reason)
+    cluster = PostgresCluster().init()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request) -> str | None:
+    """Each backend in turn: None (the data folder's SQLite file) or a fresh database on the test cluster."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").new_database()

@@ -92,6 +92,7 @@ class ServerProcess:
                     return self
             except httpx.TransportError:
                 time.sleep(0.1)
+        self.stop()  # never leave a server running behind a failed fixture
         raise RuntimeError(f"server did not start in {timeout} s: {self.log()}")
 
     def stop(self) -> None:

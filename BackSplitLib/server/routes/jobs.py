@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.run_folder import load_run
 from BackSplitLib.schema import LabelSchema
+from BackSplitLib.server.database import StoreUnavailable
 from BackSplitLib.server.state import AppState, app_state
 from BackSplitLib.server.store import PROGRESS_KEYS, TERMINAL_STATES, NotFound, Store
 from BackSplitLib.server.uploads import UploadError, has_unsafe_characters
@@ -245,7 +246,13 @@ async def _event_stream(store: Store, job: dict, request: Request) -> AsyncItera
         await asyncio.sleep(EVENT_POLL_S)
         if await request.is_disconnected():
             return
-        job = job_json(await run_in_threadpool(store.get_job, job["id"]))
+        try:
+            job = job_json(await run_in_threadpool(store.get_job, job["id"]))
+        except StoreUnavailable:  # the database is away: keep the stream, the job goes on
+            if time.monotonic() - beat > HEARTBEAT_S:
+                beat = time.monotonic()
+                yield b": keep-alive (job database unreachable)\n\n"
+            continue
         progress = tuple(job[k] for k in PROGRESS_KEYS)
         if progress != last_progress:
             last_progress, beat = progress, time.monotonic()
