@@ -153,7 +153,10 @@ class PipInstall:
             return " | ".join(line for line in self._lines[-lines:] if line.strip())
 
 
-if __name__ == "__main__":  # CMake: python install.py --requirements pyproject.toml OUT
-    if len(sys.argv) != 4 or sys.argv[1] != "--requirements":
-        sys.exit("usage: install.py --requirements PYPROJECT OUT")
-    write_requirements(sys.argv[2], sys.argv[3])
+if __name__ == "__main__":  # CMake: --requirements-name at configure time, --requirements when building
+    if sys.argv[1:] == ["--requirements-name"]:
+        print(REQUIREMENTS_NAME)
+    elif len(sys.argv) == 4 and sys.argv[1] == "--requirements":
+        write_requirements(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit("usage: install.py --requirements PYPROJECT OUT | --requirements-name")
