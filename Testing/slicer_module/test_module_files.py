@@ -120,3 +120,33 @@ def test_the_example_schemas_load():
     for path in schemas:
         schema = LabelSchema.load(path)
         assert schema.target and schema.auxiliary_names, path.name
+
+
+def test_enter_exit_and_cleanup_survive_a_setup_that_failed(monkeypatch):
+    """Slicer calls enter/exit/cleanup even when setup() raised; they must not add an error of their own."""
+    import importlib.util
+    import types
+
+    base = types.ModuleType("slicer.ScriptedLoadableModule")  # only what BackSplit.py subclasses
+
+    class ScriptedLoadableModuleWidget:
+        def setup(self):
+            pass
+
+    base.ScriptedLoadableModule = type("ScriptedLoadableModule", (), {})
+    base.ScriptedLoadableModuleTest = type("ScriptedLoadableModuleTest", (), {})
+    base.ScriptedLoadableModuleWidget = ScriptedLoadableModuleWidget
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", base)
+    spec = importlib.util.spec_from_file_location("BackSplit_under_test", MODULE / "BackSplit.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    widget = module.BackSplitWidget()
+    try:
+        widget.setup()  # fails here: no Qt (PythonQt) to build the panel with
+    except ImportError:
+        pass
+    else:
+        raise AssertionError("setup() was expected to fail without Qt")
+    widget.enter()
+    widget.exit()
+    widget.cleanup()
