@@ -30,6 +30,8 @@ LOCAL_ONLY = ("localDataLabel", "localDataPathLineEdit", "wheelFolderLabel", "wh
               "installDependenciesButton", "installLogTextEdit")
 NODE_SELECTORS = {"inputVolumeSelector": "volume_id", "inputSegmentationSelector": "segmentation_id",
                   "outputSegmentationSelector": "output_id", "organMapSelector": "organ_map_id"}
+# Handlers that work on the scene in the main thread (exports, imports): a wait cursor while they run.
+SCENE_WORK = ("add_tissue_classes", "import_organ_map", "add_case", "predict")
 PATH_FIELDS = {"caBundlePathLineEdit": "ca_bundle", "localDataPathLineEdit": "local_data_folder",
                "wheelFolderPathLineEdit": "wheel_folder"}
 
@@ -101,9 +103,18 @@ class Widget(qt.QWidget):
         ui.predictAuxiliaryCheckBox.toggled.connect(lambda checked: c.set_training(predict_auxiliary=checked))
         ui.modelComboBox.connect("activated(int)",
                                  lambda index: c.select_model(ui.modelComboBox.itemData(index)))
-        handlers = {"open_segment_editor": self.openSegmentEditor}
+        handlers = {"open_segment_editor": self.openSegmentEditor,
+                    **{action: self._waiting(getattr(c, action)) for action in SCENE_WORK}}
         for action, button in BUTTONS.items():
             getattr(ui, button).clicked.connect(handlers.get(action, getattr(c, action)))
+
+    @staticmethod
+    def _waiting(handler):
+        def run(*unused):  # clicked(bool) may pass its argument
+            with slicer.util.WaitCursor():
+                handler()
+
+        return run
 
     def openSegmentEditor(self) -> None:
         state = self.controller.state()

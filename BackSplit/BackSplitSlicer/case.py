@@ -203,7 +203,7 @@ def _case_schema(target_name: str, auxiliary: list[str], has_ignore: bool,
 def class_ranks(schema: LabelSchema) -> np.ndarray:
     """Precedence of each class value where segments overlap, as ``LabelSchema.merge`` paints: target over
     ignore over auxiliary classes (the higher value wins among those) over background."""
-    ranks = np.zeros(max(schema.labels.values()) + 1, dtype=np.int64)
+    ranks = np.zeros(max(schema.labels.values()) + 1, dtype=np.int32)
     top = len(ranks)
     for name, value in schema.labels.items():
         ranks[value] = value if name in schema.auxiliary_names else 0
@@ -223,8 +223,13 @@ def export_segment_classes(segmentation_node, volume_node, classes: Mapping[str,
     """
     shape = tuple(reversed(volume_node.GetImageData().GetDimensions()))
     label = np.zeros(shape, dtype=dtype)
+    composed = False
 
     def compose(codes: np.ndarray) -> None:
+        nonlocal composed
+        if not composed:  # the first layer: nothing to overlap with yet
+            label[...], composed = codes, True
+            return
         better = ranks[codes] > ranks[label]
         label[better] = codes[better]
 
@@ -275,13 +280,16 @@ def _layer_on_volume_grid(segmentation_node, segment_id: str, volume_node) -> np
             layer, reference, resampled, False, False):
         name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
         raise LabelError(f"segment '{name}' could not be resampled onto volume '{volume_node.GetName()}'")
-    # The resampled extent can differ from the volume's: copy the overlap into a volume-sized array.
-    values = np.zeros(shape, np.int64)
+    scalars = resampled.GetPointData().GetScalars()
+    if scalars is None:
+        return np.zeros(shape, np.uint8)
     have, want = resampled.GetExtent(), image_data.GetExtent()
-    if resampled.GetPointData().GetScalars() is None:
-        return values
-    data = numpy_support.vtk_to_numpy(resampled.GetPointData().GetScalars()).reshape(
+    data = numpy_support.vtk_to_numpy(scalars).reshape(
         [have[5] - have[4] + 1, have[3] - have[2] + 1, have[1] - have[0] + 1])
+    if tuple(have) == tuple(want):
+        return data.copy()  # VTK's memory goes with ``resampled``
+    # The resampled extent can differ from the volume's: copy the overlap into a volume-sized array.
+    values = np.zeros(shape, data.dtype)
     source, target = [], []
     for axis in (2, 1, 0):  # z, y, x: array order
         low, high = max(have[2 * axis], want[2 * axis]), min(have[2 * axis + 1], want[2 * axis + 1])

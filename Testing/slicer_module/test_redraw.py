@@ -6,6 +6,7 @@ run outside Slicer (PythonQt), so its use of the rules is checked in its source.
 
 from __future__ import annotations
 
+import ast
 import re
 import threading
 
@@ -71,4 +72,8 @@ def test_the_widget_applies_the_rules():
     assert "QCompleter(" not in draw and WIDGET.count("QCompleter(") == 1  # one completer, made once
     assert "PATH_FIELDS" in draw and ".currentPath = state." not in draw
     assert "state.torch_build" in draw
+    # Scene work in the main thread (the exports) shows a wait cursor.
+    scene_work = ast.literal_eval(re.search(r"^SCENE_WORK = (\(.*?\))$", WIDGET, re.M).group(1))
+    assert {"add_case", "add_tissue_classes", "import_organ_map"} <= set(scene_work)
+    assert "slicer.util.WaitCursor()" in WIDGET
     assert "install_torch" not in WIDGET and "PyTorchUtils" not in WIDGET  # torch never installs in Slicer's process
