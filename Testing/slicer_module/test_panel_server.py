@@ -173,7 +173,8 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
 
     layout = installed_extension.module_dir  # built and installed by cmake (conftest)
     # Only the install step's packages: the project is not installed there.
-    assert subprocess.run([str(LOCAL_PYTHON), "-c", "import BackSplitLib"], cwd=tmp_path,
+    bare_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a checkout on PYTHONPATH is not "there"
+    assert subprocess.run([str(LOCAL_PYTHON), "-c", "import BackSplitLib"], cwd=tmp_path, env=bare_env,
                           capture_output=True).returncode != 0
 
     def factory(kind, *, token=None, data_folder=None, **unused):
