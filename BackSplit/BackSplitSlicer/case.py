@@ -340,8 +340,8 @@ def export_case(volume_node, segmentation_node, schema: LabelSchema | None = Non
     # Ignore is the highest value, so whether the case keeps it (only when ignore voxels exist) changes no
     # other class value: compose with it, then drop it when no voxel has it.
     with_ignore = _case_schema(target_name, auxiliary, IGNORE_ROLE in roles.values(), colors, schema)
-    classes = {segment_id: (with_ignore.target_value if role == TARGET else with_ignore.ignore_value
-                            if role == IGNORE_ROLE else with_ignore.labels[segmentation.GetSegment(segment_id).GetName()])
+    values = {TARGET: with_ignore.target_value, IGNORE_ROLE: with_ignore.ignore_value}
+    classes = {segment_id: values.get(role) or with_ignore.labels[segmentation.GetSegment(segment_id).GetName()]
                for segment_id, role in roles.items()}
     label = export_segment_classes(segmentation_node, volume_node, classes, class_ranks(with_ignore))
     has_ignore = with_ignore.ignore_value is not None and bool((label == with_ignore.ignore_value).any())

@@ -14,8 +14,8 @@ daemon threads (:class:`BackgroundCall`) and the UI only checks a done-flag in `
 on the network. Inside Slicer, PythonQt keeps the GIL on the main thread while the Qt event loop is idle:
 ``PythonQt::setEnableThreadSupport`` only takes effect when PythonQt is built with
 ``PYTHONQT_FULL_THREAD_SUPPORT`` and Slicer never calls it, so Python threads run only while the main thread
-runs Python. ``tick()`` therefore releases the GIL for a few milliseconds (:data:`GIL_SLICE_S`) on every call
-while background work is pending (and not when idle); with the binding's timer at :data:`TICK_MS` the threads get a steady share and finish their transfers, and a
+runs Python. ``tick()`` therefore releases the GIL for :data:`GIL_SLICE_S` while background work is pending;
+with the binding's timer at :data:`TICK_MS` the threads get a steady share and finish their transfers, and a
 slow server never freezes the UI. Training itself runs in the server's own process (local or remote).
 """
 
