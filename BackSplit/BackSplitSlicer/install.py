@@ -1,13 +1,19 @@
 """Installing what Local mode needs into Slicer's Python: requirements from pyproject, Slicer's pins kept.
 
 The extension bundles the whole engine package (``BackSplitLib``) beside the module; what it does not bundle
-are the engine's third-party packages. ``BackSplit/CMakeLists.txt`` runs this file at configure time
+are the engine's third-party packages. ``BackSplit/CMakeLists.txt`` runs this file when building
 (``python install.py --requirements pyproject.toml OUT``) to write :data:`REQUIREMENTS_NAME` from pyproject's
-``dependencies`` and its ``server`` extra, and bundles it. The install step then runs pip with that file and a
-constraints file pinning the numpy and SimpleITK that Slicer ships, so they are never replaced; PyTorch goes
-through the PyTorch extension when it is there (it picks the CUDA build), else pip. pip's output goes to the
-panel's log; a non-zero exit is a failure. Offline installs use a wheel folder (``--no-index
---find-links``); behind a proxy pip honours ``HTTPS_PROXY``.
+``dependencies`` and its ``server`` extra into the module's folder, where :func:`bundled_requirements` finds it.
+
+:class:`PipInstall` runs the install steps (:func:`install_steps`) one after another in child processes of
+Slicer's Python, never in Slicer's own process, their output collected line by line for the panel. PyTorch
+is installed the way the PyTorch extension's ``PyTorchUtils.installTorch`` installs it: light-the-torch picks
+the CUDA build the NVIDIA driver supports (PyPI's Windows wheel is CPU-only); but here in a child process, so
+Slicer never blocks and never imports torch. The other packages follow with pip and a constraints file
+pinning the numpy and SimpleITK that Slicer ships, so they are never replaced. Offline, one pip call
+installs everything, torch included, from a wheel folder (``--no-index --find-links``); behind a proxy pip
+honours ``HTTPS_PROXY``. A non-zero exit is a failure. Last, a child imports torch and reports its build
+(:class:`TorchBuild`), so a CPU-only build on a GPU computer is visible.
 
 Standard library only, and importable on Python 3.9 (no ``tomllib``): pyproject's two arrays are read with
 a small parser that a test checks against ``tomllib``.
