@@ -14,7 +14,7 @@ LOCAL_VENV ?= .venv-local
 LOCAL_STAMP := $(LOCAL_VENV)/.backsplit-local-installed
 LOCAL_REQUIREMENTS := build/requirements-local.txt
 
-.PHONY: install local-venv demo test bench serve screenshot clean
+.PHONY: install local-venv demo test bench bench-add-case serve screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ test: $(STAMP) $(LOCAL_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/backsplit bench quality --out $(BENCH_OUT) --profile quick
+
+# The Slicer panel's Add case on 512x512x300 voxels and 100 segments (slicer-core MRML): a printed number.
+bench-add-case: $(STAMP)
+	$(BIN)/python Testing/slicer_module/bench_add_case.py --before-segments 10
 
 serve: $(STAMP)
 	$(BIN)/backsplit serve --data $(SERVE_DATA)

@@ -3,8 +3,10 @@
 User signals call controller handlers; the controller's state is drawn into the widgets whenever its
 observer fires; a QTimer calls ``tick()`` (which also lets worker threads run under PythonQt's GIL, see
 ``panel.py``). No behaviour lives here: what is enabled, what a click does, polling and errors are the
-controller's. Drawing blocks the widgets' signals, so redrawing never feeds back into the controller;
-overloaded Qt signals are connected by signature (``"activated(int)"``), as PythonQt needs.
+controller's. Drawing blocks the widgets' signals, so redrawing never feeds back into the controller, and
+touches only what changed (``redraw.py``'s rules: the install log grows, the model list and the roles table are
+rebuilt only when they change, fields are written only when they differ); overloaded Qt signals are connected
+by signature (``"activated(int)"``), as PythonQt needs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import qt
 import slicer
 
 from BackSplitSlicer.panel import ACTIONS, TICK_MS, PanelController, PanelState, Settings
+from BackSplitSlicer.redraw import APPEND, REPLACE, Drawn, edits
 from BackSplitSlicer.roles import ROLES
 
 # Action -> the button that triggers it.
@@ -27,6 +30,10 @@ LOCAL_ONLY = ("localDataLabel", "localDataPathLineEdit", "wheelFolderLabel", "wh
               "installDependenciesButton", "installLogTextEdit")
 NODE_SELECTORS = {"inputVolumeSelector": "volume_id", "inputSegmentationSelector": "segmentation_id",
                   "outputSegmentationSelector": "output_id", "organMapSelector": "organ_map_id"}
+# Handlers that work on the scene in the main thread (exports, imports): a wait cursor while they run.
+SCENE_WORK = ("add_tissue_classes", "import_organ_map", "add_case", "predict")
+PATH_FIELDS = {"caBundlePathLineEdit": "ca_bundle", "localDataPathLineEdit": "local_data_folder",
+               "wheelFolderPathLineEdit": "wheel_folder"}
 
 
 class QtSettings(Settings):
@@ -44,18 +51,6 @@ def ask(question: str) -> bool:
     return slicer.util.confirmOkCancelDisplay(question, windowTitle="BackSplit")
 
 
-def install_torch_with_extension() -> bool:
-    """PyTorchUtils picks the right CUDA build for this computer; False when the extension is absent."""
-    try:
-        import PyTorchUtils
-    except ImportError:
-        return False
-    logic = PyTorchUtils.PyTorchUtilsLogic()
-    if not logic.torchInstalled():
-        logic.installTorch(askConfirmation=False)
-    return True
-
-
 class Widget(qt.QWidget):
     """The module panel. ``BackSplit.py`` creates one and adds it to the module's layout."""
 
@@ -70,10 +65,10 @@ class Widget(qt.QWidget):
         self.ui.segmentRolesTable.setHorizontalHeaderLabels(["", "Segment", "Role"])
         self.ui.segmentRolesTable.horizontalHeader().setStretchLastSection(True)
         self._shown_message = 0
-        self._shown_roles = None
-        self._shown_servers = None
-        self.controller = PanelController(slicer.mrmlScene, QtSettings(), ask=ask,
-                                          install_torch=install_torch_with_extension)
+        self._drawn = Drawn()
+        self._recent_servers = qt.QStringListModel()  # one completer; its list follows the state
+        self.ui.serverUrlLineEdit.setCompleter(qt.QCompleter(self._recent_servers, self.ui.serverUrlLineEdit))
+        self.controller = PanelController(slicer.mrmlScene, QtSettings(), ask=ask)
         self._connect()
         self.controller.observe(self.render)
         self.render(self.controller.state())
@@ -108,9 +103,18 @@ class Widget(qt.QWidget):
         ui.predictAuxiliaryCheckBox.toggled.connect(lambda checked: c.set_training(predict_auxiliary=checked))
         ui.modelComboBox.connect("activated(int)",
                                  lambda index: c.select_model(ui.modelComboBox.itemData(index)))
-        handlers = {"open_segment_editor": self.openSegmentEditor}
+        handlers = {"open_segment_editor": self.openSegmentEditor,
+                    **{action: self._waiting(getattr(c, action)) for action in SCENE_WORK}}
         for action, button in BUTTONS.items():
             getattr(ui, button).clicked.connect(handlers.get(action, getattr(c, action)))
+
+    @staticmethod
+    def _waiting(handler):
+        def run(*unused):  # clicked(bool) may pass its argument
+            with slicer.util.WaitCursor():
+                handler()
+
+        return run
 
     def openSegmentEditor(self) -> None:
         state = self.controller.state()
@@ -141,8 +145,7 @@ class Widget(qt.QWidget):
         for selector, key in NODE_SELECTORS.items():
             if getattr(ui, selector).currentNodeID != (getattr(state, key) or ""):
                 getattr(ui, selector).setCurrentNodeID(getattr(state, key) or "")
-        if state.roles != self._shown_roles:
-            self._shown_roles = state.roles
+        if self._drawn.changed("roles", state.roles):
             self._drawRoles(state.roles)
         ui.backendComboBox.setCurrentIndex(ui.backendComboBox.findText(state.backend_kind))
         remote = state.backend_kind == "Remote"
@@ -153,26 +156,31 @@ class Widget(qt.QWidget):
         ui.connectButton.text = "Connect" if remote else "Start local engine"
         if ui.serverUrlLineEdit.text != state.server_url:
             ui.serverUrlLineEdit.text = state.server_url
-        if state.recent_servers != self._shown_servers:
-            self._shown_servers = state.recent_servers
-            ui.serverUrlLineEdit.setCompleter(qt.QCompleter(list(state.recent_servers), ui.serverUrlLineEdit))
-        ui.caBundlePathLineEdit.currentPath = state.ca_bundle
-        ui.localDataPathLineEdit.currentPath = state.local_data_folder
-        ui.wheelFolderPathLineEdit.currentPath = state.wheel_folder
-        ui.serverInfoLabel.text = state.local_mode_note if (state.local_mode_note and not remote) \
-            else state.server_info
-        if ui.installLogTextEdit.plainText != state.install_log:
-            ui.installLogTextEdit.setPlainText(state.install_log)
+        if self._drawn.changed("recent_servers", state.recent_servers):
+            self._recent_servers.setStringList(list(state.recent_servers))
+        paths = {name: getattr(state, key) for name, key in PATH_FIELDS.items()}
+        for name, path in edits({name: getattr(ui, name).currentPath for name in paths}, paths).items():
+            getattr(ui, name).currentPath = path
+        local_info = "\n".join(filter(None, [state.server_info, state.torch_build]))
+        ui.serverInfoLabel.text = state.local_mode_note or local_info if not remote else state.server_info
+        how, text = self._drawn.grow("install_log", state.install_log)
+        if how == APPEND:
+            ui.installLogTextEdit.appendPlainText(text)  # the view keeps its scroll position
+        elif how == REPLACE:
+            ui.installLogTextEdit.setPlainText(text)
         ui.iterationsSpinBox.value = state.iterations
         ui.trainNewRadioButton.checked = state.train_new
         ui.fineTuneFromRadioButton.checked = not state.train_new
         ui.predictAuxiliaryCheckBox.checked = state.predict_auxiliary
-        ui.modelComboBox.clear()
-        for model_id, text in state.models:
-            ui.modelComboBox.addItem(text, model_id)
-        if not state.models:
-            ui.modelComboBox.addItem("(no model yet: the first run trains one)", "")
-        ui.modelComboBox.setCurrentIndex(max(0, ui.modelComboBox.findData(state.model_id or "")))
+        if self._drawn.changed("models", state.models):  # an open dropdown stays open during a job
+            ui.modelComboBox.clear()
+            for model_id, text in state.models:
+                ui.modelComboBox.addItem(text, model_id)
+            if not state.models:
+                ui.modelComboBox.addItem("(no model yet: the first run trains one)", "")
+        index = max(0, ui.modelComboBox.findData(state.model_id or ""))
+        if ui.modelComboBox.currentIndex != index:
+            ui.modelComboBox.setCurrentIndex(index)
         ui.trainingProgressBar.value = int(round(100 * (state.job or {}).get("fraction", 0.0)))
         ui.trainingProgressLabel.text = (state.job or {}).get("text", "")
         ui.statusLabel.text = state.status

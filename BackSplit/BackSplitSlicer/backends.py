@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -37,6 +36,8 @@ from BackSplitLib.schema import LabelSchema
 from BackSplitLib.vocabulary import DEFAULT_SERVER_URL
 
 from BackSplitSlicer.case import Case
+from BackSplitSlicer.install import requirement_lines, requirement_names
+from BackSplitSlicer.processes import default_python, popen, run
 
 ENGINE_MODULE = "BackSplitLib.server"
 # Tells the local engine (and its workers) to exit when our end of their stdin closes: no orphans.
@@ -289,9 +290,8 @@ class LocalBackend(RemoteBackend):
         log = open(self.log_path, "ab")
         try:
             # stdin is a pipe only we hold: when this process dies, the engine reads EOF and exits.
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.PIPE, env=self.environment(),
-                                            cwd=str(self.data_dir))
+            self.process = popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE,
+                                 env=self.environment(), cwd=str(self.data_dir))
         except OSError as e:
             raise BackendError(f"cannot start the local engine with {self.python} ({e})",
                                "check Slicer's Python installation") from None
@@ -408,11 +408,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def default_python() -> str:
-    """Slicer's Python launcher when inside Slicer (``sys.executable`` is the Slicer app there), else ours."""
-    return shutil.which("PythonSlicer") or sys.executable
-
-
 def default_engine_path() -> Path:
     """The folder holding the BackSplitLib this process imported: the built extension's module folder (it
     carries the whole engine), or the source checkout's root. The local engine gets it on PYTHONPATH."""
@@ -425,8 +420,6 @@ def missing_packages(python: str | None = None, engine_path: str | Path | None =
                      requirements: Sequence[str] | None = None) -> list[str]:
     """What the local engine needs that ``python`` lacks: distributions of the requirements generated from
     pyproject (checked with importlib.metadata in that interpreter), and the engine's server package."""
-    from BackSplitSlicer.install import requirement_lines, requirement_names
-
     python = python or default_python()
     names = list(requirements) if requirements is not None else requirement_names(requirement_lines())
     script = ("import importlib.metadata, importlib.util, json, sys\n"
@@ -440,8 +433,8 @@ def missing_packages(python: str | None = None, engine_path: str | Path | None =
     engine_path = Path(engine_path) if engine_path else default_engine_path()
     env["PYTHONPATH"] = os.pathsep.join([str(engine_path), *filter(None, [env.get("PYTHONPATH")])])
     try:
-        out = subprocess.run([python, "-c", script, *names, ENGINE_MODULE], capture_output=True, encoding="utf-8",
-                             errors="replace", timeout=60, env=env, check=True).stdout
+        out = run([python, "-c", script, *names, ENGINE_MODULE], capture_output=True, encoding="utf-8",
+                  errors="replace", timeout=60, env=env, check=True, stdin=subprocess.DEVNULL).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise BackendError(f"cannot run {python} to check the local engine's packages ({e})") from None
     return json.loads(out.strip().splitlines()[-1])

@@ -1,10 +1,12 @@
 """MRML <-> arrays: a Slicer volume and its segments become one training case; a prediction becomes segments.
 
 ``export_case`` turns a volume node and a segmentation node into a :class:`Case` (image, multi-class label,
-geometry, schema). Class values come from segment *names* and roles, never from segment order; every
-segment is resampled onto the volume's voxel grid one at a time, and the label map is composed with the
-engine's ``LabelSchema.merge`` so the lesion wins wherever it overlaps an auxiliary structure (Slicer's own
-multi-segment export would let whichever segment comes later win).
+geometry, schema). Class values come from segment *names* and roles, never from segment order. Segments
+that share a binary-labelmap layer cannot overlap, so each layer is resampled onto the volume's voxel grid
+once and its label values are mapped to class values in one pass (a TotalSegmentator map with ~100 segments
+is one layer: one pass, not one full-size labelmap per segment); layers are then composed with the engine's
+``LabelSchema.merge`` precedence, so the lesion wins wherever it overlaps an auxiliary structure (Slicer's
+own multi-segment export would let whichever segment comes later win).
 
 ``import_prediction`` does the reverse: a lesion mask (or a class map with its schema) becomes segments whose
 binary labelmaps have exactly the volume's geometry.
@@ -198,6 +200,107 @@ def _case_schema(target_name: str, auxiliary: list[str], has_ignore: bool,
     return base_schema.with_auxiliary(auxiliary, ignore=has_ignore, colors=colors)
 
 
+def class_ranks(schema: LabelSchema) -> np.ndarray:
+    """Precedence of each class value where segments overlap, as ``LabelSchema.merge`` paints: target over
+    ignore over auxiliary classes (the higher value wins among those) over background."""
+    ranks = np.zeros(max(schema.labels.values()) + 1, dtype=np.int32)
+    top = len(ranks)
+    for name, value in schema.labels.items():
+        ranks[value] = value if name in schema.auxiliary_names else 0
+    if schema.ignore_value is not None:
+        ranks[schema.ignore_value] = top
+    ranks[schema.target_value] = top + 1
+    return ranks
+
+
+def export_segment_classes(segmentation_node, volume_node, classes: Mapping[str, int], ranks: np.ndarray,
+                           dtype=np.uint16) -> np.ndarray:
+    """A class map on the volume's voxel grid from ``{segment id: class value}``.
+
+    One resampling per binary-labelmap layer (segments in a layer never overlap); where segments of different
+    layers overlap, the class with the higher ``ranks`` wins. A segment with no binary labelmap layer (or a
+    segmentation under a transform) is exported on its own by Slicer's logic.
+    """
+    shape = tuple(reversed(volume_node.GetImageData().GetDimensions()))
+    label = np.zeros(shape, dtype=dtype)
+    composed = False
+
+    def compose(codes: np.ndarray) -> None:
+        nonlocal composed
+        if not composed:  # the first layer: nothing to overlap with yet
+            label[...], composed = codes, True
+            return
+        better = ranks[codes] > ranks[label]
+        label[better] = codes[better]
+
+    for layer, segment_codes in _segments_by_layer(segmentation_node, classes).items():
+        if layer is None:  # no shared layer to read: Slicer exports each of these segments
+            for segment_id, code in segment_codes.items():
+                compose(np.where(export_segment_mask(segmentation_node, segment_id, volume_node), code, 0)
+                        .astype(dtype))
+            continue
+        values = _layer_on_volume_grid(segmentation_node, next(iter(segment_codes)), volume_node)
+        segmentation = segmentation_node.GetSegmentation()
+        lookup = np.zeros(max(int(values.max(initial=0)),
+                              *(segmentation.GetSegment(s).GetLabelValue() for s in segment_codes)) + 1, dtype)
+        for segment_id, code in segment_codes.items():
+            lookup[segmentation.GetSegment(segment_id).GetLabelValue()] = code
+        compose(lookup[values])
+    return label
+
+
+def _segments_by_layer(segmentation_node, classes: Mapping[str, int]) -> dict:
+    """``{layer index or None: {segment id: class}}``; None collects segments that have no readable layer."""
+    segmentation = segmentation_node.GetSegmentation()
+    binary = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    readable = (segmentation_node.GetParentTransformNode() is None
+                and segmentation.GetSourceRepresentationName() == binary)
+    layers: dict = {}
+    for segment_id, code in classes.items():
+        layer = segmentation.GetLayerIndex(segment_id, binary) if readable else -1
+        layers.setdefault(layer if layer >= 0 else None, {})[segment_id] = code
+    return layers
+
+
+def _layer_on_volume_grid(segmentation_node, segment_id: str, volume_node) -> np.ndarray:
+    """The label values of the binary-labelmap layer holding ``segment_id``, on the volume's voxel grid."""
+    binary = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    layer = segmentation_node.GetSegmentation().GetSegment(segment_id).GetRepresentation(binary)
+    image_data = volume_node.GetImageData()
+    shape = tuple(reversed(image_data.GetDimensions()))
+    if layer is None or layer.IsEmpty():
+        return np.zeros(shape, np.uint8)
+    reference = slicer.vtkOrientedImageData()
+    reference.SetExtent(image_data.GetExtent())
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(ijk_to_ras)
+    reference.SetImageToWorldMatrix(ijk_to_ras)
+    resampled = slicer.vtkOrientedImageData()
+    if not slicer.vtkOrientedImageDataResample.ResampleOrientedImageToReferenceOrientedImage(
+            layer, reference, resampled, False, False):
+        name = segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
+        raise LabelError(f"segment '{name}' could not be resampled onto volume '{volume_node.GetName()}'")
+    scalars = resampled.GetPointData().GetScalars()
+    if scalars is None:
+        return np.zeros(shape, np.uint8)
+    have, want = resampled.GetExtent(), image_data.GetExtent()
+    data = numpy_support.vtk_to_numpy(scalars).reshape(
+        [have[5] - have[4] + 1, have[3] - have[2] + 1, have[1] - have[0] + 1])
+    if tuple(have) == tuple(want):
+        return data.copy()  # VTK's memory goes with ``resampled``
+    # The resampled extent can differ from the volume's: copy the overlap into a volume-sized array.
+    values = np.zeros(shape, data.dtype)
+    source, target = [], []
+    for axis in (2, 1, 0):  # z, y, x: array order
+        low, high = max(have[2 * axis], want[2 * axis]), min(have[2 * axis + 1], want[2 * axis + 1])
+        if low > high:
+            return values
+        source.append(slice(low - have[2 * axis], high - have[2 * axis] + 1))
+        target.append(slice(low - want[2 * axis], high - want[2 * axis] + 1))
+    values[tuple(target)] = data[tuple(source)]
+    return values
+
+
 def export_case(volume_node, segmentation_node, schema: LabelSchema | None = None,
                 target_name: str = DEFAULT_TARGET_NAME, name: str | None = None) -> Case:
     """A :class:`Case` from a volume and a segmentation whose segments carry roles.
@@ -210,42 +313,40 @@ def export_case(volume_node, segmentation_node, schema: LabelSchema | None = Non
     if volume_node is None or segmentation_node is None:
         raise LabelError("choose a volume and a segmentation first")
     geometry = volume_geometry(volume_node)
-    shape = tuple(reversed(geometry.size))
     target_name = schema.target if schema is not None else target_name
 
-    target_mask = np.zeros(shape, dtype=bool)
-    ignore_mask = np.zeros(shape, dtype=bool)
-    auxiliary_masks: dict[str, np.ndarray] = {}
+    roles: dict[str, str] = {}
+    auxiliary: list[str] = []
     colors: dict[str, tuple[int, int, int]] = {}
-    n_targets = 0
     segmentation = segmentation_node.GetSegmentation()
     for segment_id in segment_ids(segmentation_node):
         segment = segmentation.GetSegment(segment_id)
         role = segment_role(segment)
         if role not in (TARGET, AUXILIARY, IGNORE_ROLE):
             continue  # unused
-        seg_name = segment.GetName()
+        roles[segment_id] = role
         if role == AUXILIARY:
-            _check_auxiliary_name(seg_name, target_name)
-        mask = export_segment_mask(segmentation_node, segment_id, volume_node)
-        if role == TARGET:
-            target_mask |= mask
-            n_targets += 1
-            colors.setdefault(target_name, _segment_color(segment))
-        elif role == IGNORE_ROLE:
-            ignore_mask |= mask
-        else:
-            auxiliary_masks[seg_name] = auxiliary_masks.get(seg_name, np.zeros(shape, bool)) | mask
-            colors.setdefault(seg_name, _segment_color(segment))
-    if n_targets == 0:
+            _check_auxiliary_name(segment.GetName(), target_name)
+            auxiliary.append(segment.GetName())
+        if role != IGNORE_ROLE:
+            colors.setdefault(target_name if role == TARGET else segment.GetName(), _segment_color(segment))
+    if TARGET not in roles.values():
         raise LabelError(
             f"no segment of '{segmentation_node.GetName()}' has the role Target",
             "set the lesion segment's role to Target in the Segment roles table",
         )
 
-    has_ignore = bool(ignore_mask.any())
-    case_schema = _case_schema(target_name, list(auxiliary_masks), has_ignore, colors, schema)
-    label = case_schema.merge(target_mask, auxiliary_masks, ignore_mask if has_ignore else None, shape=shape)
+    auxiliary = list(dict.fromkeys(auxiliary))
+    # Ignore is the highest value, so whether the case keeps it (only when ignore voxels exist) changes no
+    # other class value: compose with it, then drop it when no voxel has it.
+    with_ignore = _case_schema(target_name, auxiliary, IGNORE_ROLE in roles.values(), colors, schema)
+    values = {TARGET: with_ignore.target_value, IGNORE_ROLE: with_ignore.ignore_value}
+    classes = {segment_id: values.get(role) or with_ignore.labels[segmentation.GetSegment(segment_id).GetName()]
+               for segment_id, role in roles.items()}
+    label = export_segment_classes(segmentation_node, volume_node, classes, class_ranks(with_ignore))
+    has_ignore = with_ignore.ignore_value is not None and bool((label == with_ignore.ignore_value).any())
+    case_schema = _case_schema(target_name, auxiliary, has_ignore, colors, schema)
+    label = label.astype(case_schema.label_dtype, copy=False)
     image = np.array(slicer.util.arrayFromVolume(volume_node), dtype=np.float32)  # a copy, not VTK's memory
     if image.ndim != 3:
         raise ImageError(f"volume '{volume_node.GetName()}' is not a single-channel 3D volume",

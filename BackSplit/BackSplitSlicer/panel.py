@@ -14,7 +14,7 @@ daemon threads (:class:`BackgroundCall`) and the UI only checks a done-flag in `
 on the network. Inside Slicer, PythonQt keeps the GIL on the main thread while the Qt event loop is idle:
 ``PythonQt::setEnableThreadSupport`` only takes effect when PythonQt is built with
 ``PYTHONQT_FULL_THREAD_SUPPORT`` and Slicer never calls it, so Python threads run only while the main thread
-runs Python. ``tick()`` therefore releases the GIL for a few milliseconds (:data:`GIL_SLICE_S`) on every call;
+runs Python. ``tick()`` therefore releases the GIL for :data:`GIL_SLICE_S` while background work is pending;
 with the binding's timer at :data:`TICK_MS` the threads get a steady share and finish their transfers, and a
 slow server never freezes the UI. Training itself runs in the server's own process (local or remote).
 """
@@ -59,11 +59,9 @@ class PanelController:
     """The panel's behaviour. Handlers return at once; :meth:`tick` collects background results."""
 
     def __init__(self, scene, settings: Settings, backend_factory: Callable[..., Backend] = make_backend,
-                 ask: Callable[[str], bool] = lambda question: False,
-                 install_torch: Callable[[], bool] | None = None, training_options: dict | None = None,
+                 ask: Callable[[str], bool] = lambda question: False, training_options: dict | None = None,
                  clock: Callable[[], float] = time.monotonic, python_version: tuple = tuple(sys.version_info[:2])):
         self.scene, self.settings, self.backend_factory, self.ask = scene, settings, backend_factory, ask
-        self.install_torch = install_torch  # the PyTorch extension's installer, when Slicer has it
         self.training_options = dict(training_options or {})  # extra job fields (the self-test keeps jobs tiny)
         self.clock = clock
         self.backend: Backend | None = None
@@ -397,10 +395,9 @@ class PanelController:
                     "now? This downloads several hundred MB and may take minutes.")
         if not self.ask(question):
             return
-        try:
-            torch_done = bool(self.install_torch and self.install_torch())
+        try:  # every step runs in a child process (PyTorch as the PyTorch extension picks it): nothing blocks
             python = self.backend_factory("Local", data_folder=self._state.local_data_folder).python
-            self._installer = PipInstall(python, wheel_folder=self._state.wheel_folder or None, skip_torch=torch_done)
+            self._installer = PipInstall(python, wheel_folder=self._state.wheel_folder or None)
             self._set(connection=INSTALLING, install_log=self._installer.log())
             self._run("Installing the local engine's packages", self._installer.wait,
                       on_done=self._on_installed)
@@ -409,7 +406,9 @@ class PanelController:
         self._publish()
 
     def _on_installed(self, returncode: int) -> None:
-        self._set(install_log=self._installer.log(), connection=DISCONNECTED)
+        torch = self._installer.torch
+        self._set(install_log=self._installer.log(), connection=DISCONNECTED,
+                  torch_build=torch.describe() if torch else "")
         if returncode != 0:
             self._error("Installing the local engine's packages failed", BackSplitError(
                 f"pip exited with code {returncode}: {self._installer.log_tail()}",
@@ -424,7 +423,7 @@ class PanelController:
             self._error("Installing the local engine's packages failed", BackSplitError(
                 f"pip finished but Slicer's Python still lacks {', '.join(missing)}", "read the install log below"))
         else:
-            self._say("Installed. Click 'Start local engine'.")
+            self._say(f"Installed. {self._state.torch_build} Click 'Start local engine'.")
 
     # ------------------------------------------------------------------ models and jobs
     def refresh_models(self) -> None:
@@ -546,7 +545,8 @@ class PanelController:
 
     def tick(self) -> None:
         """Collect finished background calls, poll the job and the local engine's readiness. Never waits."""
-        time.sleep(GIL_SLICE_S)  # lets worker threads run under PythonQt (see the module docstring)
+        if self._tasks:  # lets worker threads run under PythonQt (see the module docstring); idle: no sleep
+            time.sleep(GIL_SLICE_S)
         finished = [t for t in self._tasks if t.call.done]
         self._tasks = [t for t in self._tasks if not t.call.done]
         for task in finished:

@@ -96,6 +96,7 @@ class PanelState:
     server_info: str = "Not connected."
     missing_packages: tuple = ()
     install_log: str = ""
+    torch_build: str = ""  # which PyTorch the install step left (version, CUDA or CPU build), once known
     models: tuple = ()  # (model id, description)
     model_id: Optional[str] = None
     train_new: bool = False

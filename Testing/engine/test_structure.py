@@ -1,4 +1,5 @@
-"""The code's shape, checked: no import cycles in BackSplitLib, no source file over ~600 lines.
+"""The code's shape, checked: no import cycles in any package (the engine, the Slicer module's logic, the web
+app), no source file over ~600 lines.
 
 The import graph is read from the source (``ast``), function-level imports included: a cycle hidden in a
 function body still couples two modules, and only works by the accident of import order.
@@ -9,37 +10,42 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "BackSplitLib"
+# Import name -> the folder that holds the package (the Slicer module's logic sits beside BackSplit.py).
+PACKAGES = {"BackSplitLib": REPO, "BackSplitSlicer": REPO / "BackSplit", "BackSplitWeb": REPO}
 MAX_LINES = 600
 SOURCE_FOLDERS = ("BackSplitLib", "BackSplit", "BackSplitWeb", "Testing")
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
+def _module_name(path: Path, root: Path = REPO) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in sorted((REPO / PACKAGE).rglob("*.py"))}
+def _modules(package: str = PACKAGE) -> dict[str, Path]:
+    root = PACKAGES[package]
+    return {_module_name(p, root): p for p in sorted((root / package).rglob("*.py"))}
 
 
 def _resolve(name: str, modules: dict[str, Path]) -> str | None:
-    """The longest BackSplitLib module that ``name`` (a dotted import target) names or lies in."""
+    """The longest module of ``modules`` that ``name`` (a dotted import target) names or lies in."""
     while name and name not in modules:
         name = name.rpartition(".")[0]
     return name or None
 
 
-def import_graph() -> dict[str, set[str]]:
-    """module -> BackSplitLib modules it imports anywhere in its source (top level or inside functions).
+def import_graph(package: str = PACKAGE) -> dict[str, set[str]]:
+    """module -> modules of ``package`` it imports anywhere in its source (top level or inside functions).
 
     ``from A import b`` counts as importing ``A.b`` when that is a module, else ``A``. A package's
     implicit import of its parents is not an edge (it is how Python loads any submodule).
     """
-    modules = _modules()
+    modules = _modules(package)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         is_package = path.name == "__init__.py"
@@ -57,7 +63,7 @@ def import_graph() -> dict[str, set[str]]:
                     source = node.module or ""
                 targets = [f"{source}.{alias.name}" for alias in node.names]
             for target in targets:
-                if target.split(".")[0] != PACKAGE:
+                if target.split(".")[0] != package:
                     continue
                 resolved = _resolve(target, modules)
                 if resolved and resolved != name:
@@ -113,8 +119,11 @@ def test_the_import_graph_sees_imports_inside_functions():
     assert "BackSplitLib.errors" in graph["BackSplitLib.losses"]  # relative import
 
 
-def test_backsplitlib_has_no_import_cycles():
-    cycles = find_cycles(import_graph())
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_no_package_has_import_cycles(package):
+    graph = import_graph(package)
+    assert len(graph) >= 5, graph  # the package's modules were found
+    cycles = find_cycles(graph)
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 

@@ -31,3 +31,11 @@ def scene():
     state = bootstrap()
     yield state["scene"]
     state["scene"].Clear(0)
+
+
+@pytest.fixture(scope="session")
+def installed_extension(tmp_path_factory):
+    """The extension configured, built and installed by real cmake with Slicer's and CTK's own macros (once)."""
+    from extension_layout import build_extension
+
+    return build_extension(tmp_path_factory.mktemp("extension"))

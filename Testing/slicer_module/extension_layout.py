@@ -1,66 +1,94 @@
-"""The built extension's layout, read from BackSplit/CMakeLists.txt the way CMake reads it.
+"""The extension as Slicer builds and installs it, and the tree it must install.
 
-``cmake_listed_files`` resolves the module's file lists and the engine glob; ``install_layout`` lays the
-files out as Slicer installs a scripted module (``lib/Slicer-X.Y/qt-scripted-modules/``: the module file,
-its package, its resources, the engine package copied from the build tree, and the requirements file
-generated at configure time), so tests can run the module from exactly what an installed extension holds.
+:func:`build_extension` runs real ``cmake`` (configure, build, install) on the repository's top-level
+``CMakeLists.txt`` with Slicer's and CTK's own CMake files (``Testing/slicer_build``: fixtures with their
+licences and commits) and a shim for the variables a Slicer build tree defines. :func:`expected_installed_files`
+is the tree that install must hold, derived from the source folders (not from the CMake lists), so a module
+file that CMake forgets, or a file CMake cannot build, fails the test.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "BackSplit"
 ENGINE = REPO / "BackSplitLib"
+SLICER_CMAKE = REPO / "Testing" / "slicer_build"
+# Where Slicer 5.10 (and so the extension) puts scripted modules, under the build tree and the install prefix.
+SCRIPTED_MODULES_DIR = Path("lib") / "Slicer-5.10" / "qt-scripted-modules"
 
 
-def cmake_variables(text: str) -> dict[str, str]:
-    variables = {"MODULE_NAME": "BackSplit", "CMAKE_CURRENT_SOURCE_DIR": str(MODULE)}
-    for name, value in re.findall(r"set\((\w+)\s+([^\s)]+)\)", text):
-        variables[name] = value
-    return variables
+def slicer_python() -> Path:
+    """Slicer 5.10's Python version (3.12) from pyenv when present (CTK byte-compiles with it), else ours."""
+    found = sorted(Path.home().glob(".pyenv/versions/3.12*/bin/python"))
+    return found[-1] if found else Path(sys.executable)
 
 
-def cmake_listed_files() -> list[Path]:
-    """Every source file BackSplit/CMakeLists.txt bundles, resolved the way CMake would (lists and the glob)."""
-    text = re.sub(r"#.*", "", (MODULE / "CMakeLists.txt").read_text(encoding="utf-8", errors="replace"))
-    variables = cmake_variables(text)
+@dataclass
+class BuiltExtension:
+    build: Path
+    install: Path
+    log: str
 
-    def expand(value: str) -> str:
-        while (expanded := re.sub(r"\$\{(\w+)\}", lambda m: variables.get(m.group(1), m.group(0)), value)) != value:
-            value = expanded
-        return value
+    @property
+    def module_dir(self) -> Path:
+        """The installed qt-scripted-modules folder: what Slicer adds to its module paths."""
+        return self.install / SCRIPTED_MODULES_DIR
 
-    files = []
-    for list_name in ("MODULE_PYTHON_SCRIPTS", "MODULE_PYTHON_RESOURCES"):
-        body = re.search(rf"set\({list_name}\s+(.*?)\)", text, re.S).group(1)
-        files += [MODULE / expand(item) for item in body.split()]
-    glob = re.search(r"file\(GLOB_RECURSE ENGINE_PYTHON_SCRIPTS RELATIVE (\S+) CONFIGURE_DEPENDS (\S+)\)", text)
-    engine = Path(expand(glob.group(1)))
-    assert expand(glob.group(2)) == f"{engine}/*.py", glob.group(2)
-    files += sorted(engine.rglob("*.py"))
-    return files
+    @property
+    def metadata(self) -> dict:
+        """The catalogue metadata the top-level CMakeLists.txt declared (written by the shim)."""
+        return json.loads((self.build / "extension-metadata.json").read_text(encoding="utf-8"))
 
 
-def install_layout(dest: Path) -> Path:
-    """Copy what CMakeLists.txt bundles to ``dest`` with the installed relative paths; returns ``dest``."""
-    for source in cmake_listed_files():
-        source = source.resolve()
-        target = dest / (source.relative_to(REPO) if ENGINE in source.parents else source.relative_to(MODULE))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
-    text = (MODULE / "CMakeLists.txt").read_text(encoding="utf-8", errors="replace")
-    assert "${CMAKE_CURRENT_BINARY_DIR}/BackSplitSlicer/requirements-local.txt" in text
-    subprocess.run([sys.executable, str(MODULE / "BackSplitSlicer" / "install.py"), "--requirements",
-                    str(REPO / "pyproject.toml"), str(dest / "BackSplitSlicer" / "requirements-local.txt")],
-                   check=True)
-    return dest
+def cmake() -> str:
+    found = shutil.which("cmake")
+    if found is None:
+        raise AssertionError("cmake is not installed: `apt-get install -y cmake` (as .ci/run does)")
+    return found
+
+
+def build_extension(folder: Path, python: Path | None = None, launcher: Path | None = None) -> BuiltExtension:
+    """Configure, build and install the extension into ``folder``/build and ``folder``/install."""
+    build, install = folder / "build", folder / "install"
+    configure = [cmake(), "-S", str(REPO), "-B", str(build), f"-DSlicer_DIR={SLICER_CMAKE / 'shim'}",
+                 f"-DPYTHON_EXECUTABLE={python or slicer_python()}", "-DBUILD_TESTING=ON",
+                 f"-DCMAKE_INSTALL_PREFIX={install}"]
+    if launcher is not None:
+        configure.append(f"-DSlicer_LAUNCHER_EXECUTABLE={launcher}")
+    log = []
+    for command in (configure, [cmake(), "--build", str(build)], [cmake(), "--install", str(build)]):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        log.append(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}")
+        if done.returncode != 0:
+            raise AssertionError(f"{' '.join(command[:2])} failed:\n" + "\n".join(log)[-4000:])
+    return BuiltExtension(build, install, "\n".join(log))
+
+
+def requirements_name() -> str:
+    text = (MODULE / "BackSplitSlicer" / "install.py").read_text(encoding="utf-8")
+    return re.search(r'^REQUIREMENTS_NAME = "([^"]+)"', text, re.M).group(1)
+
+
+def expected_installed_files() -> set[str]:
+    """Relative paths (POSIX) the installed module folder must hold, besides a ``.pyc`` per ``.py``: the module
+    file and its package, its resources, the whole engine package and the generated requirements."""
+
+    def files(folder: Path, pattern: str) -> set[Path]:
+        return {p for p in folder.glob(pattern) if p.is_file() and "__pycache__" not in p.parts}
+
+    module = files(MODULE, "BackSplit.py") | files(MODULE, "BackSplitSlicer/*.py") | files(MODULE, "Resources/**/*")
+    expected = {p.relative_to(MODULE).as_posix() for p in module}
+    expected |= {p.relative_to(REPO).as_posix() for p in files(ENGINE, "**/*.py")}
+    return expected | {f"BackSplitSlicer/{requirements_name()}"}
 
 
 def widget_module_names() -> set[str]:

@@ -180,3 +180,22 @@ def expected_mask(segmentation_node, segment_name: str) -> np.ndarray:
     resampled = sitk.Resample(stored_segment_sitk(segmentation_node, segment_name), volume_reference_sitk(),
                               sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     return sitk.GetArrayFromImage(resampled).astype(bool)
+
+
+def add_label_map_segmentation(scene, volume, labels: np.ndarray, names: dict[int, str], name: str = "Organ map"):
+    """A segmentation imported from a label map on ``volume``'s grid (as a TotalSegmentator result is): every
+    segment shares one binary-labelmap layer. Segments are named by label value with ``names``."""
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__labels__")
+    matrix = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(matrix)
+    labelmap.SetIJKToRASMatrix(matrix)
+    slicer.util.updateVolumeFromArray(labelmap, labels)
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, node)
+    scene.RemoveNode(labelmap)
+    segmentation = node.GetSegmentation()
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetSegment(segmentation.GetNthSegmentID(i))
+        segment.SetName(names[segment.GetLabelValue()])
+    return node

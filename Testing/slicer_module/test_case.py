@@ -244,3 +244,36 @@ def test_import_prediction_builds_a_3d_surface(scene):
     node = scene.GetFirstNodeByName("BackSplit prediction")
     surface_name = slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName()
     assert node.GetSegmentation().ContainsRepresentation(surface_name)
+
+
+def test_many_segments_sharing_a_layer_export_in_one_pass_with_overlaps_resolved(scene):
+    """An organ map's segments share one labelmap layer (read once); a lesion drawn on another grid, in its
+    own layer, still wins where it overlaps them; class values still come from names."""
+    from BackSplitSlicer.case import _segments_by_layer
+
+    volume = scenes.add_volume(scene)
+    labels = np.zeros(scenes.VOLUME_SHAPE, np.uint8)
+    for value in range(1, 25):  # 24 slabs of organs, label value = column + 1
+        labels[:, 2:18, value - 1] = value
+    names = {value: f"organ_{value:02d}" for value in range(1, 25)}
+    segmentation = scenes.add_label_map_segmentation(scene, volume, labels, names)
+    lesion = scenes.Blob("lesion", tuple(scenes.volume_centre_ras()), (3.0, 3.0, 3.0))
+    segment = slicer.vtkSegment()
+    segment.SetName("lesion")
+    segment.AddRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(),
+                              scenes.blob_oriented_image(lesion))
+    segmentation.GetSegmentation().AddSegment(segment)
+    set_segment_role(segmentation, "organ_24", "unused")
+    layers = _segments_by_layer(segmentation, {segmentation.GetSegmentation().GetNthSegmentID(i): 1
+                                               for i in range(25)})
+    assert sorted(len(ids) for ids in layers.values()) == [1, 24] and None not in layers
+
+    case = export_case(volume, segmentation)
+    organs = sorted(names.values())[:23]
+    assert case.schema.auxiliary_names == organs
+    expected = np.zeros(scenes.VOLUME_SHAPE, np.uint8)
+    for value in range(1, 24):
+        expected[labels == value] = case.schema.labels[names[value]]
+    expected[scenes.expected_mask(segmentation, "lesion")] = case.schema.target_value
+    assert np.array_equal(case.label, expected)
+    assert 0 < (case.label == case.schema.target_value).sum() < (labels > 0).sum()

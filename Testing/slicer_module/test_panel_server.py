@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from extension_layout import REPO, install_layout
+from extension_layout import REPO
 
 from BackSplitSlicer.backends import LocalBackend, RemoteBackend
 from BackSplitSlicer.panel import CONNECTED, DISCONNECTED, LOST, MemorySettings, PanelController
@@ -167,13 +167,14 @@ def run_until(panel: PanelController, done, timeout_s: float, what: str) -> None
 
 @pytest.mark.slow
 @pytest.mark.skipif(not LOCAL_PYTHON.exists(), reason="no install-step venv: run `make local-venv` (make test does)")
-def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, tmp_path):
+def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, tmp_path, installed_extension):
     from BackSplitSlicer.case import LESION_SEGMENT_NAME
     from BackSplitSlicer.selftest import phantom_scene
 
-    layout = install_layout(tmp_path / "qt-scripted-modules")
+    layout = installed_extension.module_dir  # built and installed by cmake (conftest)
     # Only the install step's packages: the project is not installed there.
-    assert subprocess.run([str(LOCAL_PYTHON), "-c", "import BackSplitLib"], cwd=tmp_path,
+    bare_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # a checkout on PYTHONPATH is not "there"
+    assert subprocess.run([str(LOCAL_PYTHON), "-c", "import BackSplitLib"], cwd=tmp_path, env=bare_env,
                           capture_output=True).returncode != 0
 
     def factory(kind, *, token=None, data_folder=None, **unused):

@@ -1,0 +1,1 @@
+# Stands in for Slicer_EXTENSION_CPACK: packaging is the Slicer build farm's step; `cmake --install` is tested.
