@@ -35,7 +35,7 @@ from BackSplitLib.io import Geometry, image_from_array, read_image, resample_lik
 from BackSplitLib.schema import BACKGROUND, IGNORE, LabelSchema
 
 from BackSplitSlicer.roles import (AUXILIARY, IGNORE as IGNORE_ROLE, PREDICTION_PREFIX, ROLE_TAG, TARGET, UNUSED,
-                                   segment_ids, segment_role)
+                                   is_automatic, segment_ids, segment_role)
 
 DEFAULT_TARGET_NAME = "lesion"
 LESION_SEGMENT_NAME = PREDICTION_PREFIX + "lesion"
@@ -87,6 +87,47 @@ def _check_no_parent_transform(node) -> None:
         )
 
 
+# ------------------------------------------------------------------------------------------ sparse annotation
+@dataclass(frozen=True)
+class SliceAnnotation:
+    """How the target is painted along the volume's slice axis (k), and whether the case keeps only the
+    annotated slices (every other slice becomes ``ignore``, so the loss never sees unannotated voxels)."""
+
+    painted: int  # slices with target paint
+    expected: int  # slices its extent suggests
+    annotated: int  # slices with paint in any hand-made segment (kept)
+    total: int
+    used: bool
+    automatic: bool  # decided by :func:`looks_sparse`, not chosen by the user
+
+    def describe(self) -> str:
+        if not self.used:
+            return ""
+        why = (f" (chosen because the target is painted on {self.painted} slice(s) where its extent suggests "
+               f"{self.expected}; turn 'Annotated slices only' off to train on every slice)" if self.automatic else "")
+        return (f"Annotated slices only: {self.annotated} of {self.total} slices kept, the others are ignored "
+                f"in training{why}.")
+
+
+def expected_target_slices(target_mask: np.ndarray, spacing) -> tuple[int, int]:
+    """``(painted, expected)`` slices of the target along k: the slices with paint, and the most of (a) the
+    span from its first to its last painted slice and (b) half the slices a round lesion of its smaller
+    in-plane extent would cover (``spacing`` is SimpleITK's (x, y, z))."""
+    slices = np.flatnonzero(target_mask.any(axis=(1, 2)))
+    if not len(slices):
+        return 0, 0
+    rows = np.flatnonzero(target_mask.any(axis=(0, 2)))
+    columns = np.flatnonzero(target_mask.any(axis=(0, 1)))
+    in_plane_mm = min((rows[-1] - rows[0] + 1) * spacing[1], (columns[-1] - columns[0] + 1) * spacing[0])
+    return len(slices), max(int(slices[-1] - slices[0] + 1), int(round(0.5 * in_plane_mm / spacing[2])))
+
+
+def looks_sparse(target_mask: np.ndarray, spacing) -> bool:
+    """The target is painted on fewer slices than its extent suggests (gaps, or a wide lesion on few slices)."""
+    painted, expected = expected_target_slices(target_mask, spacing)
+    return 0 < painted < expected
+
+
 # ------------------------------------------------------------------------------------------ the case
 @dataclass
 class Case:
@@ -102,6 +143,7 @@ class Case:
     geometry: Geometry
     schema: LabelSchema
     name: str = "case"
+    annotation: SliceAnnotation | None = None  # how the target was painted, and what the export did about it
 
     def __post_init__(self) -> None:
         expected = tuple(reversed(self.geometry.size))
@@ -199,13 +241,18 @@ def _case_schema(target_name: str, auxiliary: list[str], has_ignore: bool,
 
 
 def export_case(volume_node, segmentation_node, schema: LabelSchema | None = None,
-                target_name: str = DEFAULT_TARGET_NAME, name: str | None = None) -> Case:
+                target_name: str = DEFAULT_TARGET_NAME, name: str | None = None,
+                annotated_slices_only: bool | None = False) -> Case:
     """A :class:`Case` from a volume and a segmentation whose segments carry roles.
 
     Every Target segment goes into the one target class; each Auxiliary segment becomes the class of its
     name (segments with the same name share it); Ignore segments become the ignore label; Unused segments
     are dropped. With ``schema`` (a model's schema) the existing class values are kept and new auxiliary
     names are appended; without it the schema is built from the names, the target called ``target_name``.
+
+    ``annotated_slices_only`` (nnU-Net's sparse annotation): every slice along k without paint in a hand-made
+    segment (automatic auxiliary segments do not count) becomes ``ignore``; ignore wins over auxiliary
+    classes, so automatic ones never overwrite it. None turns it on when :func:`looks_sparse`.
     """
     if volume_node is None or segmentation_node is None:
         raise LabelError("choose a volume and a segmentation first")
@@ -218,6 +265,7 @@ def export_case(volume_node, segmentation_node, schema: LabelSchema | None = Non
     auxiliary_masks: dict[str, np.ndarray] = {}
     colors: dict[str, tuple[int, int, int]] = {}
     n_targets = 0
+    hand_painted = np.zeros(shape[0], dtype=bool)  # slices (k) with paint in a hand-made segment
     segmentation = segmentation_node.GetSegmentation()
     for segment_id in segment_ids(segmentation_node):
         segment = segmentation.GetSegment(segment_id)
@@ -228,6 +276,8 @@ def export_case(volume_node, segmentation_node, schema: LabelSchema | None = Non
         if role == AUXILIARY:
             _check_auxiliary_name(seg_name, target_name)
         mask = export_segment_mask(segmentation_node, segment_id, volume_node)
+        if not is_automatic(segment):
+            hand_painted |= mask.any(axis=(1, 2))
         if role == TARGET:
             target_mask |= mask
             n_targets += 1
@@ -243,6 +293,14 @@ def export_case(volume_node, segmentation_node, schema: LabelSchema | None = Non
             "set the lesion segment's role to Target in the Segment roles table",
         )
 
+    annotation = None
+    if annotated_slices_only is not False:
+        painted, expected = expected_target_slices(target_mask, geometry.spacing)
+        used = bool(annotated_slices_only) or looks_sparse(target_mask, geometry.spacing)
+        annotation = SliceAnnotation(painted, expected, int(hand_painted.sum()), shape[0], used,
+                                     annotated_slices_only is None)
+        if used:
+            ignore_mask[~hand_painted] = True
     has_ignore = bool(ignore_mask.any())
     case_schema = _case_schema(target_name, list(auxiliary_masks), has_ignore, colors, schema)
     label = case_schema.merge(target_mask, auxiliary_masks, ignore_mask if has_ignore else None, shape=shape)
@@ -251,7 +309,7 @@ def export_case(volume_node, segmentation_node, schema: LabelSchema | None = Non
         raise ImageError(f"volume '{volume_node.GetName()}' is not a single-channel 3D volume",
                          "choose a scalar volume")
     return Case(image=image, label=label, geometry=geometry, schema=case_schema,
-                name=name or _safe_name(volume_node.GetName()))
+                name=name or _safe_name(volume_node.GetName()), annotation=annotation)
 
 
 def _check_auxiliary_name(segment_name: str, target_name: str) -> None:
@@ -333,7 +391,8 @@ def set_segment_mask(segmentation_node, name: str, mask: np.ndarray, volume_node
 
 def import_prediction(mask_or_classes, volume_node, segmentation_node=None, schema: LabelSchema | None = None,
                       lesion_name: str = LESION_SEGMENT_NAME, auxiliary: bool = True,
-                      show_3d: bool = True, role: str | None = UNUSED) -> dict[str, str]:
+                      show_3d: bool = True, role: str | None = UNUSED,
+                      lesion_color: tuple[int, int, int] | None = None) -> dict[str, str]:
     """Put a prediction into the scene as segments on the volume's exact grid; returns ``{name: segment id}``.
 
     ``mask_or_classes`` is a lesion mask (non-zero = lesion) or, with ``schema``, a class map whose target
@@ -351,12 +410,13 @@ def import_prediction(mask_or_classes, volume_node, segmentation_node=None, sche
     created: dict[str, str] = {}
     if schema is None:
         lesion = array != 0
-        created[lesion_name] = set_segment_mask(node, lesion_name, lesion, volume_node, (255, 255, 0), True)
+        created[lesion_name] = set_segment_mask(node, lesion_name, lesion, volume_node, lesion_color or (255, 255, 0),
+                                                True)
     else:
         schema.check_label_values(array, "prediction")
         lesion = array == schema.target_value
         created[lesion_name] = set_segment_mask(node, lesion_name, lesion, volume_node,
-                                            schema.colors[schema.target], True)
+                                                lesion_color or schema.colors[schema.target], True)
         if auxiliary:
             for class_name in schema.auxiliary_names:
                 created[class_name] = set_segment_mask(node, class_name, array == schema.labels[class_name],

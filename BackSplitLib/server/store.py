@@ -352,13 +352,24 @@ class Store:
         current = self.current_model_id()
         if model_id == "current":
             if current is None:
-                raise NotFound("there is no current model yet; train one or upload a run folder first")
+                raise NotFound(self._no_current_model())
             model_id = current
         with self._read() as db:
             row = db.execute("SELECT * FROM models WHERE id = ?", (model_id,)).fetchone()
         if row is None:
             raise NotFound(f"model {model_id} does not exist")
         return _model(row, current)
+
+    def _no_current_model(self) -> str:
+        """Why there is no current model: none yet, or the latest was kept but not promoted (say which)."""
+        with self._read() as db:
+            latest = db.execute("SELECT id, metrics FROM models ORDER BY created DESC, id DESC LIMIT 1").fetchone()
+        if latest is None:
+            return "there is no current model yet; train one or upload a run folder first"
+        dice = json.loads(latest["metrics"] or "{}").get("best_val_dice")
+        why = f" (its best validation lesion Dice was {dice:.2f})" if isinstance(dice, (int, float)) else ""
+        return (f"there is no current model: model {latest['id']} was kept but not promoted{why}; train longer, "
+                f"or promote it (POST /models/{latest['id']}/promote) to use it anyway")
 
     def promote_model(self, model_id: str) -> dict:
         with self._write() as db:
