@@ -50,3 +50,10 @@ def test_ct_tissue_classes_are_added_as_auxiliary_segments(app, phantom):
     app.panel.controller.add_tissue_classes()
     added = {name: role for name, role in _segment_roles(app).items() if name not in before}
     assert added and set(added.values()) == {"auxiliary"}
+
+
+def test_the_brush_paints_one_slice_by_default(app):
+    from trame_slicer.app.logic.segmentation.brush_effect_logic import BrushEffectLogic
+
+    brushes = [logic for logic in app.segment_editor_logic._effect_logic if isinstance(logic, BrushEffectLogic)]
+    assert brushes and not any(logic.data.use_sphere_brush for logic in brushes)  # paint and erase
