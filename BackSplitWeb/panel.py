@@ -49,6 +49,8 @@ class PanelBinding:
         self.state.bs_panel = self.controller.state().as_dict()
         self.state.bs_role_items = ROLE_ITEMS
         self.state.bs_case_mode_items = CASE_MODE_ITEMS
+        self.state.bs_unsaved = False
+        self._unsaved_source = None
         self._paint_one_slice()
         ctrl_trigger = app.server.trigger
         ctrl_trigger("bs_action")(self.action)
@@ -139,6 +141,8 @@ class PanelBinding:
                     "accept_prediction": c.accept_prediction, "fill_between_slices": self.fill_between_slices}
         if name in handlers:
             handlers[name]()
+        if name == "add_case" and self.controller.state().busy:
+            self._set_unsaved(False)  # the case is on its way to the server
 
     def fill_between_slices(self) -> None:
         """Fill between slices of the segment selected in the editor (the Target segment when none is)."""
@@ -158,6 +162,25 @@ class PanelBinding:
         self.controller.set_volume(volume_node.GetID())
         segmentation = self.app.segmentation_node()
         self.controller.set_segmentation(segmentation.GetID() if segmentation is not None else None)
+        self._watch_unsaved(segmentation)
+
+    # -------------------------------------------------------------------------- unsaved work
+    def _watch_unsaved(self, segmentation) -> None:
+        """Paint since the last open, download or Add case is unsaved work: the page asks before replacing it
+        (``bs_unsaved``). Slicer asks on its own when a scene with changes is closed."""
+        import slicer
+
+        self._set_unsaved(False)
+        if segmentation is not None and segmentation is not self._unsaved_source:
+            self._unsaved_source = segmentation
+            for event in (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved,
+                          slicer.vtkSegmentation.SegmentModified):
+                segmentation.GetSegmentation().AddObserver(event, lambda *_: self._set_unsaved(True))
+
+    def _set_unsaved(self, unsaved: bool) -> None:
+        if self.state.bs_unsaved != unsaved:
+            self.state.bs_unsaved = unsaved
+            self.state.flush()
 
     def _organ_map_items(self) -> list[dict]:
         scene = self.app.slicer_app.scene
@@ -187,6 +210,7 @@ class PanelBinding:
             storage.SetFileName(str(path))
             if not storage.WriteData(node):
                 raise BackSplitError("the segmentation could not be written")
+            self._set_unsaved(False)
             return path
         if what == "prediction":
             node = self._prediction_node()
@@ -220,7 +244,8 @@ class PanelBinding:
             for segment_id in segment_ids(node):
                 segment = segmentation.GetSegment(segment_id)
                 facts["segments"].append({"id": segment_id, "name": segment.GetName(), "role": segment_role(segment),
-                                          "voxels": _painted_voxels(segment)})
+                                          "voxels": _painted_voxels(segment),
+                                          "color": [round(255 * c) for c in segment.GetColor()]})
         prediction = self._prediction_node()
         segment_id = prediction.GetSegmentation().GetSegmentIdBySegmentName(LESION_SEGMENT_NAME) if prediction else ""
         if segment_id:
