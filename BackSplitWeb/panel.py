@@ -24,6 +24,10 @@ from BackSplitSlicer.panel import SETTINGS, TICK_MS, MemorySettings, PanelContro
 from BackSplitSlicer.roles import ROLES, segment_ids, segment_role
 
 ROLE_ITEMS = [{"title": role.capitalize(), "value": role} for role in ROLES]
+# CT window/level presets (window, level in HU), Slicer's Volumes module values; mediastinum and liver from
+# common radiology practice.
+WINDOW_PRESETS = {"Lung": (1400, -500), "Mediastinum": (350, 50), "Abdomen": (350, 40), "Liver": (150, 30),
+                  "Bone": (1000, 400), "Brain": (100, 50)}
 # The case mode's choices in the page (the controller's annotated_slices_only: None decides per case).
 CASE_MODES = {"auto": None, "on": True, "off": False}
 CASE_MODE_ITEMS = [{"title": "Annotated slices only: when the target looks sparse", "value": "auto"},
@@ -59,6 +63,9 @@ class PanelBinding:
         ctrl_trigger("bs_set_case_mode")(lambda mode: self.controller.set_case_mode(CASE_MODES.get(mode)))
         ctrl_trigger("bs_fill_between_slices")(self.fill_between_slices)
         ctrl_trigger("bs_dismiss_message")(self.controller.dismiss_message)
+        ctrl_trigger("bs_window_preset")(self.window_preset)
+        self.state.bs_window_presets = [{"title": f"{name} (W {w} / L {level})", "value": name}
+                                        for name, (w, level) in WINDOW_PRESETS.items()]
         ctrl_trigger("bs_set_train_new")(lambda on: self.controller.set_training(train_new=bool(on)))
         ctrl_trigger("bs_set_predict_auxiliary")(lambda on: self.controller.set_training(predict_auxiliary=bool(on)))
         ctrl_trigger("bs_select_model")(self.controller.select_model)
@@ -143,6 +150,17 @@ class PanelBinding:
             handlers[name]()
         if name == "add_case" and self.controller.state().busy:
             self._set_unsaved(False)  # the case is on its way to the server
+
+    def window_preset(self, name: str) -> None:
+        """Show the volume with a CT window (W/L in HU) instead of the automatic one."""
+        volume = self.app.volume_node
+        display = volume.GetDisplayNode() if volume is not None else None
+        if display is None or name not in WINDOW_PRESETS:
+            return
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevel(*WINDOW_PRESETS[name])
+        self.state.bs_window_preset = name
+        self.state.flush()
 
     def fill_between_slices(self) -> None:
         """Fill between slices of the segment selected in the editor (the Target segment when none is)."""
@@ -265,6 +283,9 @@ class PanelBinding:
         p = "bs_panel"
         with html.Div(classes="pa-3 d-flex flex-column ga-2", id="bs-panel"):
             html.Div("BackSplit", classes="text-h6")
+            v3.VSelect(label="Window (CT)", items=("bs_window_presets",), model_value=("bs_window_preset", None),
+                       density="compact", hide_details=True, id="bs-window",
+                       update_modelValue="trigger('bs_window_preset', [$event])")
             html.Div(f"{{{{ {p}.server_info }}}}", classes="text-caption", id="bs-server-info")
             with html.Div(classes="d-flex ga-2"):
                 _button("Reconnect", "reconnect", p)

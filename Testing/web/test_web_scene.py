@@ -74,3 +74,14 @@ def test_paint_since_the_last_save_is_unsaved_work_until_downloaded(app, phantom
     assert app.state.bs_unsaved is True  # the page asks before an open replaces it
     app.panel.export("segmentation", tmp_path)
     assert app.state.bs_unsaved is False
+
+
+def test_a_ct_window_preset_sets_the_volumes_window_and_level(app, phantom):
+    from BackSplitWeb.panel import WINDOW_PRESETS
+
+    image, _ = phantom
+    app.open_volume(image, "phantom.nii.gz")
+    app.panel.window_preset("Lung")
+    display = app.volume_node.GetDisplayNode()
+    assert not display.GetAutoWindowLevel()
+    assert (display.GetWindow(), display.GetLevel()) == WINDOW_PRESETS["Lung"] == (1400, -500)
