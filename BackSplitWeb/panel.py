@@ -64,6 +64,7 @@ class PanelBinding:
         ctrl_trigger("bs_fill_between_slices")(self.fill_between_slices)
         ctrl_trigger("bs_dismiss_message")(self.controller.dismiss_message)
         ctrl_trigger("bs_window_preset")(self.window_preset)
+        ctrl_trigger("bs_select_cases")(lambda ids: self.controller.select_cases(list(ids or []) or None))
         self.state.bs_window_presets = [{"title": f"{name} (W {w} / L {level})", "value": name}
                                         for name, (w, level) in WINDOW_PRESETS.items()]
         ctrl_trigger("bs_set_train_new")(lambda on: self.controller.set_training(train_new=bool(on)))
@@ -327,6 +328,10 @@ class PanelBinding:
                           model_value=(f"{p}.iterations || ''",), placeholder=(f"String({p}.iterations_default)",),
                           density="compact", hide_details=True, id="bs-iterations",
                           update_modelValue="trigger('bs_set_iterations', [Number($event || 0)])")
+            v3.VSelect(label="Train on (empty: every case on the server)", multiple=True, chips=True,
+                       closable_chips=True, items=(f"{p}.cases.map(c => ({{title: c[1], value: c[0]}}))",),
+                       model_value=(f"{p}.case_ids || []",), density="compact", hide_details=True, id="bs-cases-train",
+                       update_modelValue="trigger('bs_select_cases', [$event])")
             v3.VCheckbox(label="Train a new model", model_value=(f"{p}.train_new",), density="compact",
                          hide_details=True, update_modelValue="trigger('bs_set_train_new', [$event])")
             with html.Div(classes="d-flex ga-2"):
@@ -336,6 +341,15 @@ class PanelBinding:
             v3.VProgressLinear(model_value=(f"{p}.job ? 100 * {p}.job.fraction : 0",), height=8,
                                id="bs-progress")
             html.Div(f"{{{{ {p}.job ? {p}.job.text : '' }}}}", classes="text-caption", id="bs-job-text")
+            with html.Div(v_if=(f"{p}.curve.length > 1",), id="bs-curve"):
+                html.Div("Loss", classes="text-caption")
+                v3.VSparkline(model_value=(f"{p}.curve.filter(c => c[1] !== null).map(c => c[1])",), height=40,
+                              line_width=2, color="primary", auto_draw=False)
+                html.Div("Validation Dice", classes="text-caption",
+                         v_if=(f"{p}.curve.filter(c => c[2] !== null).length > 1",))
+                v3.VSparkline(model_value=(f"{p}.curve.filter(c => c[2] !== null).map(c => c[2])",), height=40,
+                              line_width=2, color="success", auto_draw=False, min=0, max=1,
+                              v_if=(f"{p}.curve.filter(c => c[2] !== null).length > 1",))
             with v3.VAlert(v_if=(f"{p}.unpromoted",), type="warning", density="compact", variant="tonal",
                            id="bs-unpromoted"):
                 html.Div(f"Model {{{{ {p}.unpromoted.model_id }}}} kept but not used: {{{{ {p}.unpromoted.reason }}}}."

@@ -108,6 +108,8 @@ class ModelInfo:
     source: str = ""
     parent: str | None = None
     metrics: dict = field(default_factory=dict)
+    created: float | None = None
+    cases: int = 0
 
     @classmethod
     def from_json(cls, model: dict) -> ModelInfo:
@@ -118,17 +120,33 @@ class ModelInfo:
             except BackSplitError:
                 schema = None
         return cls(model_id=model["id"], schema=schema, current=bool(model.get("current")),
-                   source=model.get("source") or "", parent=model.get("parent"), metrics=model.get("metrics") or {})
+                   source=model.get("source") or "", parent=model.get("parent"), metrics=model.get("metrics") or {},
+                   created=model.get("created"), cases=len(model.get("cases") or []))
 
     def describe(self) -> str:
-        """Text for the model picker: id, current mark, origin, classes and validation Dice when known."""
-        details = [d for d in ("current" if self.current else "", self.source) if d]
+        """Text for the model picker: id, current mark, date, origin, validation Dice, cases and classes."""
+        details = [d for d in ("current" if self.current else "", _date(self.created), self.source) if d]
         dice = self.metrics.get("val_dice", self.metrics.get("best_val_dice"))
         if isinstance(dice, (int, float)):
-            details.append(f"Dice {dice:.2f}")
+            details.append(f"validation Dice {dice:.2f}")
+        if self.cases:
+            details.append(f"{self.cases} case{'s' if self.cases != 1 else ''}")
         if self.schema is not None:
             details.append(f"{self.schema.num_classes} classes")
         return f"{self.model_id} ({', '.join(details)})" if details else self.model_id
+
+
+def describe_case(case: dict) -> str:
+    """A server case for a picker: name, date, classes and the lesion's size (not an 8-character id)."""
+    spacing = case.get("spacing") or (1.0, 1.0, 1.0)
+    lesion_ml = int(case.get("target_voxels") or 0) * float(spacing[0]) * float(spacing[1]) * float(spacing[2]) / 1000
+    classes = [c for c in case.get("classes") or [] if c != "background"]
+    return (f"{case.get('name', '?')} ({_date(case.get('created'))}; {', '.join(classes) or 'no classes'}; "
+            f"lesion {lesion_ml:.2f} mL)")
+
+
+def _date(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else ""
 
 
 @dataclass
@@ -162,6 +180,10 @@ class Backend:
         raise NotImplementedError
 
     def list_models(self) -> list[ModelInfo]:
+        raise NotImplementedError
+
+    def list_cases(self) -> list[dict]:
+        """The server's case records (``describe_case`` gives a picker's text)."""
         raise NotImplementedError
 
     def promote(self, model_id: str) -> ModelInfo:
@@ -233,6 +255,9 @@ class RemoteBackend(Backend):
 
     def cancel(self, job_id: str) -> JobStatus:
         return JobStatus.from_json(self._call("cancelling the job", self.client.cancel_job, job_id))
+
+    def list_cases(self) -> list[dict]:
+        return self._call("listing cases", self.client.list_cases)
 
     def list_models(self) -> list[ModelInfo]:
         models = [ModelInfo.from_json(m) for m in self._call("listing models", self.client.list_models)]

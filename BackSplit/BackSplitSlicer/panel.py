@@ -341,8 +341,23 @@ class PanelController(SceneActions):
 
     # ------------------------------------------------------------------ models and jobs
     def refresh_models(self) -> None:
+        """The backend's models and cases (for the pickers)."""
         if self.backend is not None:
             self._run(Work.list_models, self.backend.list_models, on_done=self._on_models)
+            self._run(Work.list_cases, self.backend.list_cases, on_done=self._on_cases, quiet=True)
+        self._publish()
+
+    def _on_cases(self, cases: list[dict]) -> None:
+        from BackSplitSlicer.backends import describe_case
+
+        ids = [c["id"] for c in cases]
+        chosen = self._state.case_ids
+        self._set(cases=tuple((c["id"], describe_case(c)) for c in cases),
+                  case_ids=tuple(i for i in chosen if i in ids) or None if chosen is not None else None)
+
+    def select_cases(self, case_ids: list[str] | None) -> None:
+        """The cases Fine-tune trains on; None or empty: every case on the server."""
+        self._set(case_ids=tuple(case_ids) if case_ids else None)
         self._publish()
 
     def _on_models(self, models: list[ModelInfo]) -> None:
@@ -405,10 +420,16 @@ class PanelController(SceneActions):
                                annotated_slices_only=self._state.annotated_slices_only)
             note = f" {case.annotation.describe()}" if case.annotation is not None else ""
             self._run(Work.upload_case, backend.add_case, case, label=f"Uploading case '{case.name}'",
-                      on_done=lambda case_id: self._succeeded("add_case", f"Case added ({case_id}).{note}"))
+                      on_done=lambda case_id: self._on_case_added(case_id, note))
         except Exception as e:  # noqa: BLE001
             self._error("Adding the case failed", e, action="add_case")
         self._publish()
+
+    def _on_case_added(self, case_id: str, note: str) -> None:
+        self._succeeded("add_case", f"Case added ({case_id}).{note}")
+        if self._state.case_ids is not None:  # a chosen set grows by the case just added
+            self._set(case_ids=(*self._state.case_ids, case_id))
+        self._run(Work.list_cases, self.backend.list_cases, on_done=self._on_cases, quiet=True)
 
     def fine_tune(self) -> None:
         try:
@@ -417,7 +438,7 @@ class PanelController(SceneActions):
             self._run(Work.start_training, backend.fine_tune, base_model=model.model_id if model else None,
                       iterations=self._state.iterations or default_iterations(self._job_kind()),
                       train_new=self._state.train_new or model is None, on_done=self._on_job,
-                      **self.training_options)
+                      cases=list(self._state.case_ids or ()) or "all", **self.training_options)
         except BackSplitError as e:
             self._error("Starting training failed", e, action="fine_tune")
         self._publish()
@@ -447,8 +468,12 @@ class PanelController(SceneActions):
             self._next_poll = self.clock() + POLL_S
 
     def _show_job(self, job: JobStatus) -> None:
+        curve = self._state.curve if self._job is not None and self._job.job_id == job.job_id else ()
+        if job.iteration and (not curve or curve[-1][0] != job.iteration):
+            curve = (*curve, (job.iteration, job.loss, job.val_dice))
         self._job = job
-        self._set(job={**asdict(job), "fraction": job.fraction, "text": job.describe()}, status=job.describe())
+        self._set(job={**asdict(job), "fraction": job.fraction, "text": job.describe()}, status=job.describe(),
+                  curve=curve)
         self._publish()
 
     def _on_poll_failed(self, error: BaseException) -> None:

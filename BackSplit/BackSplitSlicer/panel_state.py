@@ -37,6 +37,7 @@ class Work(str, Enum):
     start_engine = "Starting the local engine"
     connect = "Connecting"
     list_models = "Listing models"
+    list_cases = "Listing cases"
     upload_case = "Uploading case"
     start_training = "Starting training"
     read_progress = "Reading progress"
@@ -121,6 +122,8 @@ class PanelState:
     install_log: str = ""
     models: tuple = ()  # (model id, description)
     model_id: Optional[str] = None
+    cases: tuple = ()  # the server's cases: (case id, description)
+    case_ids: Optional[tuple] = None  # the cases Fine-tune trains on; None: all of them
     train_new: bool = False
     iterations: Optional[int] = None  # set by the user; None: the recipe's default (``iterations_default``)
     iterations_default: int = DEFAULT_FINETUNE_ITERATIONS
@@ -131,6 +134,7 @@ class PanelState:
     auxiliary_segments: int = 0  # auxiliary segments of the last prediction
     auxiliary_shown: bool = False
     job: Optional[dict] = None  # JobStatus fields + "fraction" and "text"
+    curve: tuple = ()  # the job's (iteration, loss, validation Dice) as polled: the training curve
     busy: tuple = ()  # what runs in the background now
     status: str = "Ready."
     message: Optional[Message] = None

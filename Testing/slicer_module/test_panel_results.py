@@ -48,12 +48,18 @@ def test_an_unpromoted_model_is_said_with_its_promote_action_and_predict_says_wh
     run_until(panel, lambda s: s.connection == CONNECTED and s.models, 60, "connecting")
     base = panel.state().model_id
     panel.add_case()
-    run_until(panel, lambda s: s.status.startswith("Case added"), 60, "the upload")
+    run_until(panel, lambda s: s.status.startswith("Case added") and s.cases, 60, "the upload")
+    (case_id, text), = panel.state().cases  # the picker: name, date, classes, lesion size
+    assert text.startswith("BackSplit_phantom (") and "liver" in text and " mL)" in text
+    panel.select_cases([case_id])
     panel.set_training(iterations=2)
     panel.fine_tune()
+    run_until(panel, lambda s: s.job is not None, 30, "the job")
+    assert panel.backend.client.get_job(panel.state().job["job_id"])["cases"] == [case_id]
     run_until(panel, lambda s: s.unpromoted is not None, 240, "the unpromoted model said")
     state = panel.state()
     new = state.job["model_id"]
+    assert state.curve and state.curve[-1][0] == 2  # the training curve ends at the last iteration
     assert state.unpromoted["model_id"] == new != base
     assert state.message.level == "warning" and f"Model {new} kept but not used" in state.message.text
     assert "Use this model" in state.message.hint and state.enabled["promote"]
