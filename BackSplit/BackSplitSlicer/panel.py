@@ -211,6 +211,7 @@ class PanelController(SceneActions):
             if segment is None:
                 raise BackSplitError("that segment no longer exists", "pick the role again in the table")
             set_segment_role(node, segment.GetName(), role)
+            self._succeeded("set_role", f"'{segment.GetName()}' is {role.capitalize()}.")
         except BackSplitError as e:
             self._error("Setting the role failed", e, action="set_role")
         self._publish()

@@ -62,7 +62,8 @@ class SceneActions:
         from BackSplitSlicer.interpolation import fill_between_slices
 
         def work() -> str:
-            name, before, after = fill_between_slices(*reversed(self._inputs()), segment_id)
+            volume, segmentation = self._inputs()
+            name, before, after = fill_between_slices(segmentation, volume, segment_id)
             return f"Filled between slices of '{name}': painted on {before} slice(s), now {after}."
 
         self._scene_work("fill_between_slices", "Filling between slices failed", work)

@@ -14,11 +14,11 @@ import SimpleITK as sitk
 from BackSplitLib.metrics import describe_findings, lesion_findings
 from BackSplitLib.vocabulary import DEFAULT_FINETUNE_ITERATIONS, DEFAULT_ITERATIONS
 from BackSplitSlicer.case import (LESION_SEGMENT_NAME, export_case, import_prediction, prediction_mask,
-                                  prediction_node, set_segment_mask, volume_geometry)
+                                  prediction_node, set_segment_mask)
 from BackSplitSlicer.panel import SETTINGS, MemorySettings, PanelController
 from BackSplitSlicer.panel_state import PanelState, Work, enabled_actions
 from BackSplitSlicer.prediction import ACCEPTED_SEGMENT_NAME, lesion_color
-from BackSplitSlicer.roles import AUXILIARY, TARGET, segment_role, set_segment_role
+from BackSplitSlicer.roles import AUXILIARY, TARGET, segment_role
 
 SHAPE = (12, 40, 40)  # slice, row, column
 SPACING = (0.8, 0.8, 5.0)  # x, y, z: thick slices, as in the chest CT of the issue
@@ -186,10 +186,10 @@ def test_an_error_is_cleared_when_the_same_action_later_succeeds(scene):
     assert panel.state().message.action == "set_role"
     panel.add_tissue_classes()
     assert panel.state().message.action == "set_role"
-    panel.set_role(segmentation.GetSegmentation().GetSegmentIdBySegmentName("tumour"), TARGET)
     panel.add_tissue_classes()
     assert panel.state().status.startswith("Added auxiliary segments")
-    set_segment_role(segmentation, "tumour", TARGET)
+    panel.set_role(segmentation.GetSegmentation().GetSegmentIdBySegmentName("tumour"), TARGET)
+    assert panel.state().message is None and panel.state().status == "'tumour' is Target."
 
 
 def test_the_fine_tune_budget_is_the_recipes_default_until_the_user_sets_one(scene):

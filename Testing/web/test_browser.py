@@ -237,8 +237,8 @@ def test_upload_paint_roles_fine_tune_and_predict(page, phantom_files, backsplit
 
     # The iteration count shows the fine-tune recipe's default until the user types one.
     assert facts(page)["panel"]["iterations"] is None
-    page.locator("#bs-panel label", has_text=f"Iterations (default {DEFAULT_FINETUNE_ITERATIONS})").first.wait_for(
-        timeout=30_000)
+    wait_until(lambda: page.locator("#bs-panel label", has_text=f"Iterations (default {DEFAULT_FINETUNE_ITERATIONS})")
+               .count(), 30, "the iteration field's label with the recipe's default")
     page.fill("#bs-iterations", str(FINE_TUNE_ITERATIONS))
     wait_until(lambda: facts(page)["panel"]["iterations"] == FINE_TUNE_ITERATIONS, 30, "the iteration count")
     page.click("#bs-fine-tune")
