@@ -76,6 +76,7 @@ class PanelController(SceneActions):
         self._tasks: list[_Task] = []
         self._observers: list[Callable[[PanelState], None]] = []
         self._next_poll = 0.0
+        self._promotion_said: str | None = None  # the job whose model's promotion was said
         self._message_serial = 0
         self._published: PanelState | None = None
         self._segmentation_node = None
@@ -373,14 +374,13 @@ class PanelController(SceneActions):
         """After a job succeeded: its model is current (the server promoted it) or kept but not used. The
         server's record decides (the model's ``current`` mark); the reason is its validation Dice."""
         job = self._job
-        if job is None or job.state != "succeeded" or not job.model_id:
+        model = next((m for m in self._models if job is not None and m.model_id == job.model_id), None)
+        if model is None or job.state != "succeeded" or self._promotion_said == job.job_id:
+            return  # no finished job's model listed yet, or said once already
+        self._promotion_said = job.job_id
+        if model.current:  # promoted: Predict uses it from now on
+            self._set(unpromoted=None, model_id=model.model_id)
             return
-        model = next((m for m in self._models if m.model_id == job.model_id), None)
-        if model is None or model.current:
-            self._set(unpromoted=None)
-            return
-        if self._state.unpromoted and self._state.unpromoted["model_id"] == model.model_id:
-            return  # said once
         dice = model.metrics.get("best_val_dice", model.metrics.get("val_dice"))
         reason = (f"its validation lesion Dice was {dice:.2f}" if isinstance(dice, (int, float))
                   else "the server did not promote it")

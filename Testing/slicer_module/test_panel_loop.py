@@ -225,3 +225,17 @@ def test_local_mode_uses_the_vocabularys_loopback_host(tmp_path):
     backend = LocalBackend(tmp_path)
     assert backend.url.startswith(f"http://{DEFAULT_HOST}:")
     assert backend.command()[backend.command().index("--host") + 1] == DEFAULT_HOST
+
+
+def test_after_a_promoted_training_predict_uses_the_new_model(scene):
+    from BackSplitSlicer.backends import JobStatus, ModelInfo
+
+    panel = PanelController(scene, MemorySettings())
+    panel._on_models([ModelInfo("old", None, current=True)])
+    assert panel.state().model_id == "old"
+    panel._show_job(JobStatus("j1", "succeeded", model_id="new"))
+    panel._on_models([ModelInfo("new", None, current=True), ModelInfo("old", None)])
+    assert panel.state().model_id == "new" and panel.state().unpromoted is None
+    panel.select_model("old")  # the user's later choice is kept on the next refresh
+    panel._on_models([ModelInfo("new", None, current=True), ModelInfo("old", None)])
+    assert panel.state().model_id == "old"

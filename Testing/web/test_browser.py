@@ -256,6 +256,7 @@ def test_upload_paint_roles_fine_tune_and_predict(page, phantom_files, backsplit
     else:
         page.locator("#bs-unpromoted", has_text=f"Model {job['model_id']} kept but not used").wait_for(timeout=30_000)
     current = next(m["id"] for m in client.list_models() if m["current"])
+    wait_until(lambda: facts(page)["panel"]["model_id"] == current, 30, "Predict on the current model")
 
     page.locator("#bs-panel .v-checkbox", has_text="auxiliary").click()
     wait_until(lambda: facts(page)["panel"]["predict_auxiliary"], 30, "auxiliary predictions asked for")
