@@ -24,7 +24,7 @@ import pytest
 from extension_layout import REPO, install_layout
 
 from BackSplitSlicer.backends import LocalBackend, RemoteBackend
-from BackSplitSlicer.panel import CONNECTED, DISCONNECTED, LOST, MemorySettings, PanelController
+from BackSplitSlicer.panel import CONNECTED, DISCONNECTED, LOST, MemorySettings, PanelController, Work
 
 DELAY_S = 5.0
 HANDLER_BUDGET_S = 0.050
