@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO / "Testing" / "slicer_module"), str(REPO / "Testing" / "server"), str(REPO)]
+sys.path[:0] = [str(REPO / "Testing" / "slicer_module"), str(REPO / "Testing" / "server"), str(REPO), str(REPO / "BackSplit")]
 
 
 def timed(what: str, fn, *args, **kwargs):
