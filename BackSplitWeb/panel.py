@@ -207,7 +207,7 @@ class PanelBinding:
         items = []
         for class_name in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode"):
             for node in scene.GetNodesByClass(class_name):
-                if node is not edited and node.GetName() != PREDICTION_NODE_NAME:
+                if node is not edited and not node.GetName().startswith(PREDICTION_NODE_NAME):
                     items.append({"title": node.GetName(), "value": node.GetID()})
         return items
 

@@ -82,6 +82,7 @@ class PanelController(SceneActions):
         self._segmentation_node = None
         self._segmentation_tags: list[int] = []
         self._auxiliary_segment_ids: list[str] = []  # the last prediction's hidden auxiliary segments
+        self._auxiliary_node_id: str | None = None  # and the node that holds them
         self._scene_tags = [scene.AddObserver(scene.EndCloseEvent, self._on_scene_closed),
                             scene.AddObserver(scene.NodeRemovedEvent, self._on_node_removed)]
         note = "" if local_mode_supported(python_version) else LOCAL_MODE_NOTE.format(
@@ -242,7 +243,7 @@ class PanelController(SceneActions):
     def _first(self, class_name: str, exclude: str = "", exclude_name: str = ""):
         for i in range(self.scene.GetNumberOfNodesByClass(class_name)):
             node = self.scene.GetNthNodeByClass(i, class_name)
-            if not (exclude and node.IsA(exclude)) and node.GetName() != exclude_name:
+            if not (exclude and node.IsA(exclude)) and not (exclude_name and node.GetName().startswith(exclude_name)):
                 return node
         return None
 

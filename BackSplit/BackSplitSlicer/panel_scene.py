@@ -95,9 +95,10 @@ class SceneActions:
         if volume is None:
             raise BackSplitError("the volume was removed before the prediction arrived")
         model = next((m for m in self._models if m.model_id == model_id), None)
-        output, auxiliary_ids = show_prediction(result, volume, self._node(self._state.output_id),
-                                                self._state.predict_auxiliary, self._segmentation_node,
-                                                model.schema if model else None)
+        output, auxiliary_node, auxiliary_ids = show_prediction(
+            result, volume, self._node(self._state.output_id), self._state.predict_auxiliary,
+            self._segmentation_node, model.schema if model else None)
+        self._auxiliary_node_id = auxiliary_node.GetID() if auxiliary_node is not None else None
         self._auxiliary_segment_ids = auxiliary_ids
         found = describe_findings(findings)
         self._set(output_id=output.GetID(), auxiliary_segments=len(auxiliary_ids), auxiliary_shown=False,
@@ -111,6 +112,6 @@ class SceneActions:
         from BackSplitSlicer.prediction import show_segments
 
         shown = not self._state.auxiliary_shown
-        if show_segments(self._node(self._state.output_id), self._auxiliary_segment_ids, shown):
+        if show_segments(self._node(self._auxiliary_node_id), self._auxiliary_segment_ids, shown):
             self._set(auxiliary_shown=shown)
         self._publish()

@@ -13,11 +13,12 @@ from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import image_from_array
 from BackSplitLib.metrics import lesion_findings
 
-from BackSplitSlicer.case import (LESION_SEGMENT_NAME, import_prediction, prediction_mask, prediction_node,
-                                  set_segment_mask, volume_geometry)
+from BackSplitSlicer.case import (LESION_SEGMENT_NAME, PREDICTION_NODE_NAME, import_prediction, prediction_mask,
+                                  prediction_node, set_segment_mask, volume_geometry)
 from BackSplitSlicer.roles import TARGET, role_rows, set_segment_role
 
 ACCEPTED_SEGMENT_NAME = "lesion (from prediction)"
+AUXILIARY_NODE_NAME = PREDICTION_NODE_NAME + " (auxiliary)"
 # Candidate colours for the predicted lesion, yellow first; the one farthest from every colour already on
 # screen (auxiliary classes, the user's segments) is used, so the lesion is never confused with a neighbour
 # (yellow beside "fat" (230, 220, 70) was).
@@ -47,18 +48,32 @@ def lesion_color(avoid) -> tuple[int, int, int]:
 
 
 def show_prediction(result, volume_node, output_node, auxiliary: bool, segmentation_node=None, model_schema=None):
-    """Put the prediction into the scene; returns the output node and the ids of its (hidden) auxiliary
-    segments. The lesion's colour is far from every auxiliary class's (the model's and the prediction's)
-    and from the non-target segments of ``segmentation_node`` (what the user sees beside it)."""
+    """Put the prediction into the scene; returns the output node, the node of the (hidden) auxiliary classes
+    (None without them) and their segment ids.
+
+    The lesion (2D and a 3D surface) goes into ``output_node`` (a new "BackSplit prediction" without one), in
+    a colour far from every auxiliary class's (the model's and the prediction's) and from the non-target
+    segments of ``segmentation_node`` (what the user sees beside it). The auxiliary classes go into a node of
+    their own, "BackSplit prediction (auxiliary)", without 3D surfaces: a segmentation builds a surface for
+    every segment once it has one, and for a chest CT's hidden classes that took longer than the prediction.
+    """
     with_classes = auxiliary and result.classes is not None
     output = prediction_node(volume_node, output_node)
     schema = result.schema if with_classes else None
     avoid = [r.color for r in role_rows(segmentation_node) if r.role != TARGET]
     for known in (model_schema, schema):
         avoid += [known.colors[name] for name in known.auxiliary_names] if known is not None else []
-    created = import_prediction(result.classes if with_classes else result.mask, volume_node, output,
-                                schema=schema, auxiliary=with_classes, lesion_color=lesion_color(avoid))
-    return output, [segment_id for name, segment_id in created.items() if name != LESION_SEGMENT_NAME]
+    import_prediction(result.mask, volume_node, output, lesion_color=lesion_color(avoid))
+    if not with_classes:
+        return output, None, []
+    scene = volume_node.GetScene()
+    holder = scene.GetFirstNodeByName(AUXILIARY_NODE_NAME) if scene is not None else None
+    if holder is None or not holder.IsA("vtkMRMLSegmentationNode"):
+        holder = prediction_node(volume_node)
+        holder.SetName(AUXILIARY_NODE_NAME)
+    created = import_prediction(result.classes, volume_node, holder, schema=schema, auxiliary=True, show_3d=False)
+    holder.GetSegmentation().RemoveSegment(created.pop(LESION_SEGMENT_NAME))  # the lesion is in ``output``
+    return output, holder, list(created.values())
 
 
 def show_segments(output_node, segment_ids, shown: bool) -> bool:

@@ -6,8 +6,8 @@
 Runs, on this machine: (1) the CLI, `python -m BackSplitLib predict` in a subprocess (process start and
 imports included, as a user runs it); (2) the panel's path on real MRML (slicer-core, no browser): the volume
 copied out of the scene, sent to a loopback `backsplit serve` holding the run, the answer measured
-(`lesion_findings`) and imported as segments, each stage timed, with and without the 3D surface and the
-auxiliary classes. The page adds its own rendering on top (trame-slicer's views), not measured here.
+(`lesion_findings`) and shown (`prediction.show_prediction`), each stage timed, with and without the
+auxiliary classes (and once the lesion alone without its 3D surface, for comparison). The page adds its own rendering on top (trame-slicer's views), not measured here.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def panel_predict(server_url: str, token: str, image_path: Path, classes: bool, 
     from BackSplitLib.metrics import lesion_findings
     from BackSplitSlicer.backends import RemoteBackend
     from BackSplitSlicer.case import import_prediction, prediction_node
-    from BackSplitSlicer.prediction import volume_image
+    from BackSplitSlicer.prediction import show_prediction, volume_image
     from BackSplitSlicer.selftest import add_volume_from_sitk
 
     scene = bootstrap()["scene"]
@@ -55,10 +55,12 @@ def panel_predict(server_url: str, token: str, image_path: Path, classes: bool, 
     result = timed(f"server predict (upload, infer, download){' + classes' if classes else ''}", backend.predict,
                    image, classes=classes)
     findings = timed("lesion_findings", lesion_findings, result.mask)
-    with_classes = classes and result.classes is not None
-    timed(f"import into the scene{' + classes' if with_classes else ''}{' + 3D surface' if surface else ''}",
-          import_prediction, result.classes if with_classes else result.mask, volume, prediction_node(volume),
-          schema=result.schema if with_classes else None, auxiliary=with_classes, show_3d=surface)
+    if surface:  # the panel's own import: the lesion with its 3D surface, auxiliary classes without
+        timed(f"show_prediction (lesion + 3D surface{', classes' if classes else ''})", show_prediction, result,
+              volume, None, classes)
+    else:
+        timed("import the lesion alone, no 3D surface", import_prediction, result.mask, volume,
+              prediction_node(volume), show_3d=False)
     total = time.perf_counter() - start
     scene.Clear()
     print(f"  -> {findings['voxels']} lesion voxels; panel total {total:.2f} s")

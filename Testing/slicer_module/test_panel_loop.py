@@ -149,7 +149,7 @@ def test_hidden_auxiliary_segments_are_reachable_and_a_prediction_becomes_a_targ
     panel = PanelController(scene, MemorySettings())
     output = prediction_node(volume)
     created = import_prediction(classes, volume, output, schema=schema, show_3d=False)
-    panel._auxiliary_segment_ids = [created["liver"]]  # what _on_prediction records
+    panel._auxiliary_segment_ids, panel._auxiliary_node_id = [created["liver"]], output.GetID()  # as _on_prediction
     panel._set(output_id=output.GetID(), auxiliary_segments=1,
                prediction={**lesion_findings(sitk.GetImageFromArray((classes == 2).astype(np.uint8))), "text": ""})
     display = output.GetDisplayNode()
@@ -239,3 +239,31 @@ def test_after_a_promoted_training_predict_uses_the_new_model(scene):
     panel.select_model("old")  # the user's later choice is kept on the next refresh
     panel._on_models([ModelInfo("new", None, current=True), ModelInfo("old", None)])
     assert panel.state().model_id == "old"
+
+
+def test_a_prediction_with_classes_builds_a_3d_surface_for_the_lesion_only(scene):
+    from BackSplitLib.io import image_from_array
+    from BackSplitLib.schema import LabelSchema
+    from BackSplitSlicer.backends import PredictionResult
+    from BackSplitSlicer.case import volume_geometry
+    from BackSplitSlicer.prediction import AUXILIARY_NODE_NAME, show_prediction
+
+    volume, segmentation, _ = painted_scene(scene, target_slices=(3,))
+    schema = LabelSchema.from_names("lesion", ["liver"], colors={"liver": (230, 220, 70)})
+    classes = np.zeros(SHAPE, np.uint8)
+    classes[:, 0:10, 0:10] = schema.labels["liver"]
+    classes[5, 20:25, 20:25] = schema.target_value
+    geometry = volume_geometry(volume)
+    result = PredictionResult(mask=image_from_array((classes == schema.target_value).astype(np.uint8), geometry),
+                              classes=image_from_array(classes, geometry), schema=schema)
+    output, holder, ids = show_prediction(result, volume, None, True, segmentation)
+    lesion = output.GetSegmentation().GetSegment(output.GetSegmentation().GetSegmentIdBySegmentName(
+        LESION_SEGMENT_NAME))
+    assert lesion.GetRepresentation("Closed surface") is not None
+    assert tuple(round(255 * c) for c in lesion.GetColor()) != (255, 255, 0)  # yellow is too close to liver's
+    assert holder.GetName() == AUXILIARY_NODE_NAME and output.GetSegmentation().GetNumberOfSegments() == 1
+    liver = holder.GetSegmentation().GetSegment(ids[0])
+    assert liver.GetName() == "liver" and liver.GetRepresentation("Closed surface") is None
+    assert not holder.GetDisplayNode().GetSegmentVisibility(ids[0])
+    again = show_prediction(result, volume, output, True, segmentation)  # predicting again reuses both nodes
+    assert again[0] is output and again[1] is holder and holder.GetSegmentation().GetNumberOfSegments() == 1
