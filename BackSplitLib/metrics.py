@@ -50,6 +50,33 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return ids, int(ids.max()) if ids.size else 0
 
 
+def lesion_findings(mask: sitk.Image) -> dict:
+    """What a predicted lesion mask holds, in the units a clinician reads: ``voxels``, ``volume_ml``,
+    ``components`` (26-connected, as everywhere here) and ``largest_diameter_mm`` (the largest component's
+    Feret diameter, its longest extent in physical space); an empty mask gives zeros."""
+    binary = sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
+    voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(binary)))
+    findings = {"voxels": voxels, "volume_ml": voxels * math.prod(mask.GetSpacing()) / 1000.0, "components": 0,
+                "largest_diameter_mm": 0.0}
+    if voxels:
+        shapes = sitk.LabelShapeStatisticsImageFilter()
+        shapes.ComputeFeretDiameterOn()
+        shapes.Execute(sitk.ConnectedComponent(binary, True))
+        largest = max(shapes.GetLabels(), key=shapes.GetNumberOfPixels)
+        findings.update(components=len(shapes.GetLabels()),
+                        largest_diameter_mm=float(shapes.GetFeretDiameter(largest)))
+    return findings
+
+
+def describe_findings(findings: dict) -> str:
+    """One line: "no lesion found", or the volume, the component count and the largest one's diameter."""
+    if not findings.get("voxels"):
+        return "no lesion found"
+    n = findings["components"]
+    return (f"lesion {findings['volume_ml']:.2f} mL in {n} component{'s' if n != 1 else ''}, "
+            f"the largest {findings['largest_diameter_mm']:.1f} mm across")
+
+
 def _as_onehot_tensor(mask: np.ndarray):
     import torch
 

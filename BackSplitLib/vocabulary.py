@@ -131,3 +131,9 @@ def default_iterations(kind: str) -> int:
     """The iterations a job of ``kind`` gets when its request names none: the same from every entry point."""
     return DEFAULT_FINETUNE_ITERATIONS if kind == JobKind.finetune else DEFAULT_ITERATIONS
 
+
+#: Words clinicians use for the lesion in a segment's name: a segment so named defaults to the Target role
+#: (the Slicer panel and the browser app). Whole words or word starts, case-insensitive ("Tumor 2",
+#: "liver_lesion", "GGO"); short words ("met", "mass") match only as whole words.
+LESION_WORDS = ("lesion", "tumor", "tumour", "mass", "nodule", "metastasis", "metastases", "met", "mets", "cyst",
+                "ggo", "ground glass", "cancer", "carcinoma", "neoplasm", "target")

@@ -165,8 +165,9 @@ class WebApp:
         except Exception as e:  # noqa: BLE001 (shown to the user)
             self._set(bs_error=f"listing the server's cases failed: {e}")
             return
-        self._set(bs_cases=[{"title": f"{c['name']} ({c['id'][:8]})", "value": c["id"]} for c in cases],
-                  bs_error="")
+        from BackSplitSlicer.backends import describe_case
+
+        self._set(bs_cases=[{"title": describe_case(c), "value": c["id"]} for c in cases], bs_error="")
 
     async def open_case(self, case_id: str) -> None:
         """Open a case stored on the server: its image, and its label map as named segments with roles."""

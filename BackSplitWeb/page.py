@@ -18,6 +18,11 @@ from trame_slicer.app.ui import (
 )
 
 
+# Asked before an open replaces painted segments that were neither downloaded nor added as a case.
+UNSAVED_QUESTION = ("The segmentation has changes that are not saved (not downloaded, not added as a case). "
+                    "Open anyway and lose them?")
+
+
 def build(app) -> ViewerLayout:
     server = app.server
     server.state.client_only("bs_token_input")
@@ -57,8 +62,9 @@ def _open_buttons(loaded: str) -> None:
                          id=f"bs-open-{kind}"):
                 html.Span(label)
                 html.Input(type="file", style="display: none;", id=f"bs-file-{kind}",
-                           change=f"window.backsplitUpload($event.target.files[0], '{kind}', bs_ticket);"
-                                  "$event.target.value = ''")
+                           change=f"({'true' if kind == 'organ_map' else '!bs_unsaved'} || window.confirm("
+                                  f"{UNSAVED_QUESTION!r})) && window.backsplitUpload($event.target.files[0], "
+                                  f"'{kind}', bs_ticket); $event.target.value = ''")
         with v3.VMenu(close_on_content_click=False):
             with v3.Template(v_slot_activator="{ props }"):
                 v3.VBtn("Server cases", prepend_icon="mdi-database", variant="tonal", size="small", v_bind="props",
@@ -66,7 +72,8 @@ def _open_buttons(loaded: str) -> None:
             with v3.VCard(min_width=320):
                 with v3.VList(density="compact"):
                     v3.VListItem(v_for="item in bs_cases", key="item.value", title=("item.title",),
-                                 click="trigger('bs_open_case', [item.value])")
+                                 click=f"(!bs_unsaved || window.confirm({UNSAVED_QUESTION!r})) && "
+                                       "trigger('bs_open_case', [item.value])")
                     v3.VListItem(v_if=("bs_cases.length === 0",), title="No cases on the server yet.")
         v3.VProgressCircular(v_if=("bs_uploading",), indeterminate=True, size=20)
         html.Span("{{ bs_volume_name }}", classes="text-caption", id="bs-volume-name")

@@ -24,6 +24,15 @@ from BackSplitSlicer.panel import SETTINGS, TICK_MS, MemorySettings, PanelContro
 from BackSplitSlicer.roles import ROLES, segment_ids, segment_role
 
 ROLE_ITEMS = [{"title": role.capitalize(), "value": role} for role in ROLES]
+# CT window/level presets (window, level in HU), Slicer's Volumes module values; mediastinum and liver from
+# common radiology practice.
+WINDOW_PRESETS = {"Lung": (1400, -500), "Mediastinum": (350, 50), "Abdomen": (350, 40), "Liver": (150, 30),
+                  "Bone": (1000, 400), "Brain": (100, 50)}
+# The case mode's choices in the page (the controller's annotated_slices_only: None decides per case).
+CASE_MODES = {"auto": None, "on": True, "off": False}
+CASE_MODE_ITEMS = [{"title": "Annotated slices only: when the target looks sparse", "value": "auto"},
+                   {"title": "Annotated slices only: always", "value": "on"},
+                   {"title": "Whole volume", "value": "off"}]
 
 
 class PanelBinding:
@@ -43,10 +52,21 @@ class PanelBinding:
         self._jump_pending = False
         self.state.bs_panel = self.controller.state().as_dict()
         self.state.bs_role_items = ROLE_ITEMS
+        self.state.bs_case_mode_items = CASE_MODE_ITEMS
+        self.state.bs_unsaved = False
+        self._unsaved_source = None
+        self._paint_one_slice()
         ctrl_trigger = app.server.trigger
         ctrl_trigger("bs_action")(self.action)
         ctrl_trigger("bs_set_role")(self.controller.set_role)
-        ctrl_trigger("bs_set_iterations")(lambda n: self.controller.set_training(iterations=int(n or 1)))
+        ctrl_trigger("bs_set_iterations")(lambda n: self.controller.set_training(iterations=_count(n)))
+        ctrl_trigger("bs_set_case_mode")(lambda mode: self.controller.set_case_mode(CASE_MODES.get(mode)))
+        ctrl_trigger("bs_fill_between_slices")(self.fill_between_slices)
+        ctrl_trigger("bs_dismiss_message")(self.controller.dismiss_message)
+        ctrl_trigger("bs_window_preset")(self.window_preset)
+        ctrl_trigger("bs_select_cases")(lambda ids: self.controller.select_cases(list(ids or []) or None))
+        self.state.bs_window_presets = [{"title": f"{name} (W {w} / L {level})", "value": name}
+                                        for name, (w, level) in WINDOW_PRESETS.items()]
         ctrl_trigger("bs_set_train_new")(lambda on: self.controller.set_training(train_new=bool(on)))
         ctrl_trigger("bs_set_predict_auxiliary")(lambda on: self.controller.set_training(predict_auxiliary=bool(on)))
         ctrl_trigger("bs_select_model")(self.controller.select_model)
@@ -112,16 +132,44 @@ class PanelBinding:
         for slice_node in self.app.slicer_app.scene.GetNodesByClass("vtkMRMLSliceNode"):
             slice_node.JumpSliceByOffsetting(r, a, s_)
 
+    def _paint_one_slice(self) -> None:
+        """The brush paints on the slice under it, as Slicer's does (trame-slicer's page starts with a sphere
+        brush, which painted eleven 5 mm slices of a chest CT at once)."""
+        from trame_slicer.app.logic.segmentation.brush_effect_logic import BrushEffectLogic
+
+        for logic in getattr(self.app.segment_editor_logic, "_effect_logic", []):
+            if isinstance(logic, BrushEffectLogic):
+                logic.data.use_sphere_brush = False
+
     # -------------------------------------------------------------------------- page -> controller
     def action(self, name: str) -> None:
         """A button of the panel: the controller's handler of the same name (only those it offers)."""
-        handlers = {"add_case": self.controller.add_case, "fine_tune": self.controller.fine_tune,
-                    "cancel": self.controller.cancel, "predict": self.controller.predict,
-                    "reconnect": self.controller.reconnect, "refresh_models": self.controller.refresh_models,
-                    "add_tissue_classes": self.controller.add_tissue_classes,
-                    "import_organ_map": self.controller.import_organ_map}
+        c = self.controller
+        handlers = {"add_case": c.add_case, "fine_tune": c.fine_tune, "cancel": c.cancel, "predict": c.predict,
+                    "reconnect": c.reconnect, "refresh_models": c.refresh_models,
+                    "add_tissue_classes": c.add_tissue_classes, "import_organ_map": c.import_organ_map,
+                    "promote": c.promote, "show_auxiliary": c.show_auxiliary,
+                    "accept_prediction": c.accept_prediction, "fill_between_slices": self.fill_between_slices}
         if name in handlers:
             handlers[name]()
+        if name == "add_case" and self.controller.state().busy:
+            self._set_unsaved(False)  # the case is on its way to the server
+
+    def window_preset(self, name: str) -> None:
+        """Show the volume with a CT window (W/L in HU) instead of the automatic one."""
+        volume = self.app.volume_node
+        display = volume.GetDisplayNode() if volume is not None else None
+        if display is None or name not in WINDOW_PRESETS:
+            return
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevel(*WINDOW_PRESETS[name])
+        self.state.bs_window_preset = name
+        self.state.flush()
+
+    def fill_between_slices(self) -> None:
+        """Fill between slices of the segment selected in the editor (the Target segment when none is)."""
+        editor = self.app.slicer_app.segmentation_editor
+        self.controller.fill_between_slices(editor.get_active_segment_id() or None)
 
     def on_login(self, server_url: str, token: str) -> None:
         self.controller.set_server_url(server_url)
@@ -139,6 +187,25 @@ class PanelBinding:
         self.controller.set_volume(volume_node.GetID())
         segmentation = self.app.segmentation_node()
         self.controller.set_segmentation(segmentation.GetID() if segmentation is not None else None)
+        self._watch_unsaved(segmentation)
+
+    # -------------------------------------------------------------------------- unsaved work
+    def _watch_unsaved(self, segmentation) -> None:
+        """Paint since the last open, download or Add case is unsaved work: the page asks before replacing it
+        (``bs_unsaved``). Slicer asks on its own when a scene with changes is closed."""
+        import slicer
+
+        self._set_unsaved(False)
+        if segmentation is not None and segmentation is not self._unsaved_source:
+            self._unsaved_source = segmentation
+            for event in (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved,
+                          slicer.vtkSegmentation.SegmentModified):
+                segmentation.GetSegmentation().AddObserver(event, lambda *_: self._set_unsaved(True))
+
+    def _set_unsaved(self, unsaved: bool) -> None:
+        if self.state.bs_unsaved != unsaved:
+            self.state.bs_unsaved = unsaved
+            self.state.flush()
 
     def _organ_map_items(self) -> list[dict]:
         scene = self.app.slicer_app.scene
@@ -146,7 +213,7 @@ class PanelBinding:
         items = []
         for class_name in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode"):
             for node in scene.GetNodesByClass(class_name):
-                if node is not edited and node.GetName() != PREDICTION_NODE_NAME:
+                if node is not edited and not node.GetName().startswith(PREDICTION_NODE_NAME):
                     items.append({"title": node.GetName(), "value": node.GetID()})
         return items
 
@@ -168,6 +235,7 @@ class PanelBinding:
             storage.SetFileName(str(path))
             if not storage.WriteData(node):
                 raise BackSplitError("the segmentation could not be written")
+            self._set_unsaved(False)
             return path
         if what == "prediction":
             node = self._prediction_node()
@@ -201,7 +269,8 @@ class PanelBinding:
             for segment_id in segment_ids(node):
                 segment = segmentation.GetSegment(segment_id)
                 facts["segments"].append({"id": segment_id, "name": segment.GetName(), "role": segment_role(segment),
-                                          "voxels": _painted_voxels(segment)})
+                                          "voxels": _painted_voxels(segment),
+                                          "color": [round(255 * c) for c in segment.GetColor()]})
         prediction = self._prediction_node()
         segment_id = prediction.GetSegmentation().GetSegmentIdBySegmentName(LESION_SEGMENT_NAME) if prediction else ""
         if segment_id:
@@ -221,6 +290,9 @@ class PanelBinding:
         p = "bs_panel"
         with html.Div(classes="pa-3 d-flex flex-column ga-2", id="bs-panel"):
             html.Div("BackSplit", classes="text-h6")
+            v3.VSelect(label="Window (CT)", items=("bs_window_presets",), model_value=("bs_window_preset", None),
+                       density="compact", hide_details=True, id="bs-window",
+                       update_modelValue="trigger('bs_window_preset', [$event])")
             html.Div(f"{{{{ {p}.server_info }}}}", classes="text-caption", id="bs-server-info")
             with html.Div(classes="d-flex ga-2"):
                 _button("Reconnect", "reconnect", p)
@@ -250,10 +322,22 @@ class PanelBinding:
                           hide_details=True, model_value=(f"{p}.organ_structures",),
                           update_modelValue=f"trigger('bs_set_organ_map', [{p}.organ_map_id, $event])")
 
+            _button("Fill between slices", "fill_between_slices", p)
+
             html.Div("Training", classes="text-subtitle-2 mt-2")
-            v3.VTextField(label="Iterations", type="number", model_value=(f"{p}.iterations",), density="compact",
-                          hide_details=True, id="bs-iterations",
-                          update_modelValue="trigger('bs_set_iterations', [Number($event)])")
+            v3.VSelect(label="Add case trains on", items=("bs_case_mode_items",), density="compact",
+                       hide_details=True, id="bs-case-mode",
+                       model_value=(f"{p}.annotated_slices_only === null ? 'auto' : "
+                                    f"({p}.annotated_slices_only ? 'on' : 'off')",),
+                       update_modelValue="trigger('bs_set_case_mode', [$event])")
+            v3.VTextField(label=(f"'Iterations (default ' + {p}.iterations_default + ')'",), type="number",
+                          model_value=(f"{p}.iterations || ''",), placeholder=(f"String({p}.iterations_default)",),
+                          density="compact", hide_details=True, id="bs-iterations",
+                          update_modelValue="trigger('bs_set_iterations', [Number($event || 0)])")
+            v3.VSelect(label="Train on (empty: every case on the server)", multiple=True, chips=True,
+                       closable_chips=True, items=(f"{p}.cases.map(c => ({{title: c[1], value: c[0]}}))",),
+                       model_value=(f"{p}.case_ids || []",), density="compact", hide_details=True, id="bs-cases-train",
+                       update_modelValue="trigger('bs_select_cases', [$event])")
             v3.VCheckbox(label="Train a new model", model_value=(f"{p}.train_new",), density="compact",
                          hide_details=True, update_modelValue="trigger('bs_set_train_new', [$event])")
             with html.Div(classes="d-flex ga-2"):
@@ -263,12 +347,33 @@ class PanelBinding:
             v3.VProgressLinear(model_value=(f"{p}.job ? 100 * {p}.job.fraction : 0",), height=8,
                                id="bs-progress")
             html.Div(f"{{{{ {p}.job ? {p}.job.text : '' }}}}", classes="text-caption", id="bs-job-text")
+            with html.Div(v_if=(f"{p}.curve.length > 1",), id="bs-curve"):
+                html.Div("Loss", classes="text-caption")
+                v3.VSparkline(model_value=(f"{p}.curve.filter(c => c[1] !== null).map(c => c[1])",), height=40,
+                              line_width=2, color="primary", auto_draw=False)
+                html.Div("Validation Dice", classes="text-caption",
+                         v_if=(f"{p}.curve.filter(c => c[2] !== null).length > 1",))
+                v3.VSparkline(model_value=(f"{p}.curve.filter(c => c[2] !== null).map(c => c[2])",), height=40,
+                              line_width=2, color="success", auto_draw=False, min=0, max=1,
+                              v_if=(f"{p}.curve.filter(c => c[2] !== null).length > 1",))
+            with v3.VAlert(v_if=(f"{p}.unpromoted",), type="warning", density="compact", variant="tonal",
+                           id="bs-unpromoted"):
+                html.Div(f"Model {{{{ {p}.unpromoted.model_id }}}} kept but not used: {{{{ {p}.unpromoted.reason }}}}."
+                         " Train longer, or use it anyway.")
+                _button("Use this model", "promote", p)
 
             html.Div("Prediction", classes="text-subtitle-2 mt-2")
             v3.VCheckbox(label="Also predict auxiliary structures (hidden)", model_value=(f"{p}.predict_auxiliary",),
                          density="compact", hide_details=True,
                          update_modelValue="trigger('bs_set_predict_auxiliary', [$event])")
             _button("Predict", "predict", p)
+            html.Div(f"{{{{ {p}.prediction ? {p}.prediction.text + ' (model ' + ({p}.prediction.model_id || "
+                     f"'current') + ')' : '' }}}}", classes="text-body-2", id="bs-prediction-text")
+            with html.Div(classes="d-flex ga-2"):
+                v3.VBtn(f"{{{{ {p}.auxiliary_shown ? 'Hide' : 'Show' }}}} {{{{ {p}.auxiliary_segments }}}} auxiliary",
+                        size="small", variant="tonal", id="bs-show-auxiliary", v_if=(f"{p}.auxiliary_segments",),
+                        disabled=(f"!{p}.enabled.show_auxiliary",), click="trigger('bs_action', ['show_auxiliary'])")
+                _button("Use as label", "accept_prediction", p)
 
             html.Div("Save", classes="text-subtitle-2 mt-2")
             with html.Div(classes="d-flex ga-2"):
@@ -280,8 +385,12 @@ class PanelBinding:
                         raw_attrs=["download"])
 
             html.Div(f"{{{{ {p}.status }}}}", classes="text-caption mt-2", id="bs-status")
-            html.Div(f"{{{{ {p}.message && {p}.message.level === 'error' ? {p}.message.text : '' }}}}",
-                     classes="text-caption text-red", id="bs-message")
+            with v3.VAlert(v_if=(f"{p}.message && {p}.message.level === 'error'",), type="error", density="compact",
+                           variant="tonal", closable=True, id="bs-message",
+                           click_close="trigger('bs_dismiss_message')"):
+                html.Div(f"{{{{ {p}.message.text }}}}", id="bs-message-text")
+                html.Div(f"What to do: {{{{ {p}.message.hint }}}}", v_if=(f"{p}.message.hint",),
+                         id="bs-message-hint")
 
 
 def _matrix(getter) -> list[float]:
@@ -302,6 +411,14 @@ def _painted_voxels(segment) -> int:
     if scalars is None:
         return 0
     return int(np.count_nonzero(numpy_support.vtk_to_numpy(scalars) == segment.GetLabelValue()))
+
+
+def _count(value) -> int:
+    """An iteration count from the page: empty or not a number is 0 (the recipe's default)."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _button(label: str, action: str, p: str) -> None:

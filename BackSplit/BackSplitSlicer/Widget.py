@@ -14,7 +14,7 @@ from __future__ import annotations
 import qt
 import slicer
 
-from BackSplitSlicer.panel import ACTIONS, TICK_MS, PanelController, PanelState, Settings
+from BackSplitSlicer.panel import TICK_MS, PanelController, PanelState, Settings
 from BackSplitSlicer.redraw import APPEND, REPLACE, Drawn, edits
 from BackSplitSlicer.roles import ROLES
 
@@ -23,7 +23,9 @@ BUTTONS = {"connect": "connectButton", "stop": "stopButton", "reconnect": "recon
            "install": "installDependenciesButton", "refresh_models": "refreshModelsButton",
            "add_tissue_classes": "addTissueClassesButton", "import_organ_map": "importOrganMapButton",
            "open_segment_editor": "segmentEditorButton", "add_case": "addCaseButton",
-           "fine_tune": "fineTuneButton", "cancel": "cancelButton", "predict": "predictButton"}
+           "fine_tune": "fineTuneButton", "cancel": "cancelButton", "predict": "predictButton",
+           "promote": "promoteButton", "show_auxiliary": "showAuxiliaryButton",
+           "fill_between_slices": "fillBetweenSlicesButton", "accept_prediction": "acceptPredictionButton"}
 REMOTE_ONLY = ("serverUrlLabel", "serverUrlLineEdit", "tokenLabel", "tokenLineEdit", "caBundleLabel",
                "caBundlePathLineEdit")
 LOCAL_ONLY = ("localDataLabel", "localDataPathLineEdit", "wheelFolderLabel", "wheelFolderPathLineEdit",
@@ -104,6 +106,7 @@ class Widget(qt.QWidget):
         ui.modelComboBox.connect("activated(int)",
                                  lambda index: c.select_model(ui.modelComboBox.itemData(index)))
         handlers = {"open_segment_editor": self.openSegmentEditor,
+                    "fill_between_slices": lambda: self.openSegmentEditor("Fill between slices"),
                     **{action: self._waiting(getattr(c, action)) for action in SCENE_WORK}}
         for action, button in BUTTONS.items():
             getattr(ui, button).clicked.connect(handlers.get(action, getattr(c, action)))
@@ -116,12 +119,15 @@ class Widget(qt.QWidget):
 
         return run
 
-    def openSegmentEditor(self) -> None:
+    def openSegmentEditor(self, effect: str = "") -> None:
+        """Slicer's own editor (its Fill between slices effect is the same ITK algorithm the browser uses)."""
         state = self.controller.state()
         slicer.util.selectModule("SegmentEditor")
         editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
         editor.setSegmentationNode(slicer.mrmlScene.GetNodeByID(state.segmentation_id))
         editor.setSourceVolumeNode(slicer.mrmlScene.GetNodeByID(state.volume_id))
+        if effect:
+            editor.setActiveEffectByName(effect)
 
     # ------------------------------------------------------------------ controller -> widgets
     def render(self, state: PanelState) -> None:
@@ -168,7 +174,7 @@ class Widget(qt.QWidget):
             ui.installLogTextEdit.appendPlainText(text)  # the view keeps its scroll position
         elif how == REPLACE:
             ui.installLogTextEdit.setPlainText(text)
-        ui.iterationsSpinBox.value = state.iterations
+        ui.iterationsSpinBox.value = state.iterations or state.iterations_default
         ui.trainNewRadioButton.checked = state.train_new
         ui.fineTuneFromRadioButton.checked = not state.train_new
         ui.predictAuxiliaryCheckBox.checked = state.predict_auxiliary
@@ -184,8 +190,8 @@ class Widget(qt.QWidget):
         ui.trainingProgressBar.value = int(round(100 * (state.job or {}).get("fraction", 0.0)))
         ui.trainingProgressLabel.text = (state.job or {}).get("text", "")
         ui.statusLabel.text = state.status
-        for action in ACTIONS:
-            getattr(ui, BUTTONS[action]).enabled = state.enabled[action]
+        for action, button in BUTTONS.items():
+            getattr(ui, button).enabled = state.enabled[action]
         ui.reconnectButton.setVisible(state.enabled["reconnect"])
 
     def _drawRoles(self, rows) -> None:

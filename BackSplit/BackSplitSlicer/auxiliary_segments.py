@@ -16,7 +16,7 @@ from BackSplitLib.errors import LabelError
 from BackSplitLib.io import image_from_array, resample_like
 
 from BackSplitSlicer.case import set_segment_mask, export_segment_mask, volume_geometry
-from BackSplitSlicer.roles import AUXILIARY, segment_names, set_segment_role
+from BackSplitSlicer.roles import AUXILIARY, mark_automatic, segment_names, set_segment_role
 
 
 def volume_to_sitk(volume_node) -> sitk.Image:
@@ -27,6 +27,7 @@ def volume_to_sitk(volume_node) -> sitk.Image:
 
 def _add_auxiliary(segmentation_node, volume_node, name: str, mask: np.ndarray, color) -> None:
     set_segment_mask(segmentation_node, name, mask, volume_node, tuple(color), True)
+    mark_automatic(segmentation_node, name)  # not the clinician's annotation (annotated slices only)
     set_segment_role(segmentation_node, name, AUXILIARY)
 
 

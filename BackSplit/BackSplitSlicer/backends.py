@@ -33,7 +33,7 @@ from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import read_image, write_image
 from BackSplitLib.run_folder import read_prediction_bundle
 from BackSplitLib.schema import LabelSchema
-from BackSplitLib.vocabulary import DEFAULT_SERVER_URL
+from BackSplitLib.vocabulary import DEFAULT_HOST, DEFAULT_SERVER_URL, default_iterations
 
 from BackSplitSlicer.case import Case
 from BackSplitSlicer.install import requirement_lines, requirement_names
@@ -109,6 +109,8 @@ class ModelInfo:
     source: str = ""
     parent: str | None = None
     metrics: dict = field(default_factory=dict)
+    created: float | None = None
+    cases: int = 0
 
     @classmethod
     def from_json(cls, model: dict) -> ModelInfo:
@@ -119,17 +121,33 @@ class ModelInfo:
             except BackSplitError:
                 schema = None
         return cls(model_id=model["id"], schema=schema, current=bool(model.get("current")),
-                   source=model.get("source") or "", parent=model.get("parent"), metrics=model.get("metrics") or {})
+                   source=model.get("source") or "", parent=model.get("parent"), metrics=model.get("metrics") or {},
+                   created=model.get("created"), cases=len(model.get("cases") or []))
 
     def describe(self) -> str:
-        """Text for the model picker: id, current mark, origin, classes and validation Dice when known."""
-        details = [d for d in ("current" if self.current else "", self.source) if d]
+        """Text for the model picker: id, current mark, date, origin, validation Dice, cases and classes."""
+        details = [d for d in ("current" if self.current else "", _date(self.created), self.source) if d]
         dice = self.metrics.get("val_dice", self.metrics.get("best_val_dice"))
         if isinstance(dice, (int, float)):
-            details.append(f"Dice {dice:.2f}")
+            details.append(f"validation Dice {dice:.2f}")
+        if self.cases:
+            details.append(f"{self.cases} case{'s' if self.cases != 1 else ''}")
         if self.schema is not None:
             details.append(f"{self.schema.num_classes} classes")
         return f"{self.model_id} ({', '.join(details)})" if details else self.model_id
+
+
+def describe_case(case: dict) -> str:
+    """A server case for a picker: name, date, classes and the lesion's size (not an 8-character id)."""
+    spacing = case.get("spacing") or (1.0, 1.0, 1.0)
+    lesion_ml = int(case.get("target_voxels") or 0) * float(spacing[0]) * float(spacing[1]) * float(spacing[2]) / 1000
+    classes = [c for c in case.get("classes") or [] if c != "background"]
+    return (f"{case.get('name', '?')} ({_date(case.get('created'))}; {', '.join(classes) or 'no classes'}; "
+            f"lesion {lesion_ml:.2f} mL)")
+
+
+def _date(timestamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp)) if timestamp else ""
 
 
 @dataclass
@@ -152,7 +170,7 @@ class Backend:
     def add_case(self, case: Case, allow_empty_target: bool = False, modality: str = "CT") -> str:
         raise NotImplementedError
 
-    def fine_tune(self, base_model: str | None = "current", iterations: int = 300, train_new: bool = False,
+    def fine_tune(self, base_model: str | None = "current", iterations: int | None = None, train_new: bool = False,
                   **options: Any) -> JobStatus:
         raise NotImplementedError
 
@@ -163,6 +181,14 @@ class Backend:
         raise NotImplementedError
 
     def list_models(self) -> list[ModelInfo]:
+        raise NotImplementedError
+
+    def list_cases(self) -> list[dict]:
+        """The server's case records (``describe_case`` gives a picker's text)."""
+        raise NotImplementedError
+
+    def promote(self, model_id: str) -> ModelInfo:
+        """Make ``model_id`` the current model."""
         raise NotImplementedError
 
     def predict(self, image: Case | sitk.Image, model: str = "current", classes: bool = False) -> PredictionResult:
@@ -210,18 +236,19 @@ class RemoteBackend(Backend):
                                 case.schema, allow_empty_target=allow_empty_target, modality=modality)
         return record["id"]
 
-    def fine_tune(self, base_model: str | None = "current", iterations: int = 300, train_new: bool = False,
+    def fine_tune(self, base_model: str | None = "current", iterations: int | None = None, train_new: bool = False,
                   **options: Any) -> JobStatus:
         """Queue training on all the server's cases: fine-tune ``base_model``, or train new.
 
         With no model on the server yet there is nothing to fine-tune, so the first run trains a new one.
+        ``iterations`` None: the job kind's default (``vocabulary.default_iterations``).
         """
         if not train_new and not self.list_models():
             train_new = True
         kind = "train" if train_new else "finetune"
         job = self._call("starting training", self.client.create_job, kind,
                          base_model=None if train_new else (base_model or "current"),
-                         iterations=int(iterations), **options)
+                         iterations=int(iterations or default_iterations(kind)), **options)
         return JobStatus.from_json(job)
 
     def status(self, job_id: str) -> JobStatus:
@@ -230,9 +257,15 @@ class RemoteBackend(Backend):
     def cancel(self, job_id: str) -> JobStatus:
         return JobStatus.from_json(self._call("cancelling the job", self.client.cancel_job, job_id))
 
+    def list_cases(self) -> list[dict]:
+        return self._call("listing cases", self.client.list_cases)
+
     def list_models(self) -> list[ModelInfo]:
         models = [ModelInfo.from_json(m) for m in self._call("listing models", self.client.list_models)]
         return sorted(models, key=lambda m: not m.current)  # the current model first
+
+    def promote(self, model_id: str) -> ModelInfo:
+        return ModelInfo.from_json(self._call("promoting the model", self.client.promote_model, model_id))
 
     def predict(self, image: Case | sitk.Image, model: str = "current", classes: bool = False) -> PredictionResult:
         """Send the image (NRRD, exact geometry) and read back the mask on the same grid."""
@@ -267,12 +300,12 @@ class LocalBackend(RemoteBackend):
         self.log_path = self.data_dir / "slicer-local-server.log"
         # A web page the clinician visits can POST to loopback: the local engine needs a token too.
         self.token = token or secrets.token_urlsafe(32)
-        super().__init__(f"http://127.0.0.1:{self.port}", token=self.token)
+        super().__init__(f"http://{DEFAULT_HOST}:{self.port}", token=self.token)
         # Readiness probes must answer at once, not retry for seconds.
         self._probe = BackSplitClient(self.url, timeout=2.0, retries=0)
 
     def command(self) -> list[str]:
-        return [self.python, "-m", "BackSplitLib", "serve", "--data", str(self.data_dir), "--host", "127.0.0.1",
+        return [self.python, "-m", "BackSplitLib", "serve", "--data", str(self.data_dir), "--host", DEFAULT_HOST,
                 "--port", str(self.port)]
 
     def environment(self) -> dict[str, str]:
@@ -404,7 +437,7 @@ class BackgroundCall:
 def free_port() -> int:
     """A TCP port that is free on the loopback interface right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((DEFAULT_HOST, 0))
         return int(s.getsockname()[1])
 
 

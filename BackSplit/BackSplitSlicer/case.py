@@ -37,7 +37,7 @@ from BackSplitLib.io import Geometry, image_from_array, read_image, resample_lik
 from BackSplitLib.schema import BACKGROUND, IGNORE, LabelSchema
 
 from BackSplitSlicer.roles import (AUXILIARY, IGNORE as IGNORE_ROLE, PREDICTION_PREFIX, ROLE_TAG, TARGET, UNUSED,
-                                   segment_ids, segment_role)
+                                   is_automatic, segment_ids, segment_role)
 
 DEFAULT_TARGET_NAME = "lesion"
 LESION_SEGMENT_NAME = PREDICTION_PREFIX + "lesion"
@@ -91,6 +91,47 @@ def _check_no_parent_transform(node) -> None:
 
 # ------------------------------------------------------------------------------------------ the case
 @dataclass
+class SliceAnnotation:
+    """How the target is painted along the volume's slice axis (k), and whether the case keeps only the
+    annotated slices (every other slice becomes ``ignore``, so the loss never sees unannotated voxels)."""
+
+    painted: int  # slices with target paint
+    expected: int  # slices its extent suggests
+    annotated: int  # slices with paint in any hand-made segment (kept)
+    total: int
+    used: bool
+    automatic: bool  # decided by :func:`looks_sparse`, not chosen by the user
+
+    def describe(self) -> str:
+        if not self.used:
+            return ""
+        why = (f" (chosen because the target is painted on {self.painted} slice(s) where its extent suggests "
+               f"{self.expected}; turn 'Annotated slices only' off to train on every slice)" if self.automatic else "")
+        return (f"Annotated slices only: {self.annotated} of {self.total} slices kept, the others are ignored "
+                f"in training{why}.")
+
+
+def expected_target_slices(target_mask: np.ndarray, spacing) -> tuple[int, int]:
+    """``(painted, expected)`` slices of the target along k: the slices with paint, and the most of (a) the
+    span from its first to its last painted slice and (b) half the slices a round lesion of its smaller
+    in-plane extent would cover (``spacing`` is SimpleITK's (x, y, z))."""
+    slices = np.flatnonzero(target_mask.any(axis=(1, 2)))
+    if not len(slices):
+        return 0, 0
+    rows = np.flatnonzero(target_mask.any(axis=(0, 2)))
+    columns = np.flatnonzero(target_mask.any(axis=(0, 1)))
+    in_plane_mm = min((rows[-1] - rows[0] + 1) * spacing[1], (columns[-1] - columns[0] + 1) * spacing[0])
+    return len(slices), max(int(slices[-1] - slices[0] + 1), int(round(0.5 * in_plane_mm / spacing[2])))
+
+
+def looks_sparse(target_mask: np.ndarray, spacing) -> bool:
+    """The target is painted on fewer slices than its extent suggests (gaps, or a wide lesion on few slices)."""
+    painted, expected = expected_target_slices(target_mask, spacing)
+    return 0 < painted < expected
+
+
+# ------------------------------------------------------------------------------------------ the case
+@dataclass
 class Case:
     """One training or prediction case exported from the scene.
 
@@ -104,6 +145,7 @@ class Case:
     geometry: Geometry
     schema: LabelSchema
     name: str = "case"
+    annotation: SliceAnnotation | None = None  # how the target was painted, and what the export did about it
 
     def __post_init__(self) -> None:
         expected = tuple(reversed(self.geometry.size))
@@ -302,21 +344,29 @@ def _layer_on_volume_grid(segmentation_node, segment_id: str, volume_node) -> np
 
 
 def export_case(volume_node, segmentation_node, schema: LabelSchema | None = None,
-                target_name: str = DEFAULT_TARGET_NAME, name: str | None = None) -> Case:
+                target_name: str = DEFAULT_TARGET_NAME, name: str | None = None,
+                annotated_slices_only: bool | None = False) -> Case:
     """A :class:`Case` from a volume and a segmentation whose segments carry roles.
 
     Every Target segment goes into the one target class; each Auxiliary segment becomes the class of its
     name (segments with the same name share it); Ignore segments become the ignore label; Unused segments
     are dropped. With ``schema`` (a model's schema) the existing class values are kept and new auxiliary
     names are appended; without it the schema is built from the names, the target called ``target_name``.
+
+    ``annotated_slices_only`` (nnU-Net's sparse annotation): every slice along k without paint in a hand-made
+    segment (automatic auxiliary segments do not count) becomes ``ignore``; ignore wins over auxiliary
+    classes, so automatic ones never overwrite it. None turns it on when :func:`looks_sparse`. A class that
+    a hand-made and an automatic segment share counts as automatic here (its slices are not "painted").
     """
     if volume_node is None or segmentation_node is None:
         raise LabelError("choose a volume and a segmentation first")
     geometry = volume_geometry(volume_node)
+    shape = tuple(reversed(geometry.size))
     target_name = schema.target if schema is not None else target_name
 
     roles: dict[str, str] = {}
     auxiliary: list[str] = []
+    automatic: set[str] = set()
     colors: dict[str, tuple[int, int, int]] = {}
     segmentation = segmentation_node.GetSegmentation()
     for segment_id in segment_ids(segmentation_node):
@@ -325,6 +375,8 @@ def export_case(volume_node, segmentation_node, schema: LabelSchema | None = Non
         if role not in (TARGET, AUXILIARY, IGNORE_ROLE):
             continue  # unused
         roles[segment_id] = role
+        if is_automatic(segment):
+            automatic.add(segment_id)
         if role == AUXILIARY:
             _check_auxiliary_name(segment.GetName(), target_name)
             auxiliary.append(segment.GetName())
@@ -339,12 +391,25 @@ def export_case(volume_node, segmentation_node, schema: LabelSchema | None = Non
     auxiliary = list(dict.fromkeys(auxiliary))
     # Ignore is the highest value, so whether the case keeps it (only when ignore voxels exist) changes no
     # other class value: compose with it, then drop it when no voxel has it.
-    with_ignore = _case_schema(target_name, auxiliary, IGNORE_ROLE in roles.values(), colors, schema)
+    with_ignore = _case_schema(target_name, auxiliary, True, colors, schema)
     values = {TARGET: with_ignore.target_value, IGNORE_ROLE: with_ignore.ignore_value}
     classes = {segment_id: values.get(role) or with_ignore.labels[segmentation.GetSegment(segment_id).GetName()]
                for segment_id, role in roles.items()}
     label = export_segment_classes(segmentation_node, volume_node, classes, class_ranks(with_ignore))
-    has_ignore = with_ignore.ignore_value is not None and bool((label == with_ignore.ignore_value).any())
+
+    annotation = None
+    if annotated_slices_only is not False:
+        target_mask = label == with_ignore.target_value
+        automatic_codes = {classes[s] for s in automatic}
+        hand_codes = [code for s, code in classes.items() if s not in automatic and code not in automatic_codes]
+        hand_painted = np.isin(label, hand_codes).any(axis=(1, 2))  # slices (k) with paint in a hand-made segment
+        painted, expected = expected_target_slices(target_mask, geometry.spacing)
+        used = bool(annotated_slices_only) or looks_sparse(target_mask, geometry.spacing)
+        annotation = SliceAnnotation(painted, expected, int(hand_painted.sum()), shape[0], used,
+                                     annotated_slices_only is None)
+        if used:
+            label[~hand_painted] = with_ignore.ignore_value
+    has_ignore = bool((label == with_ignore.ignore_value).any())
     case_schema = _case_schema(target_name, auxiliary, has_ignore, colors, schema)
     label = label.astype(case_schema.label_dtype, copy=False)
     image = np.array(slicer.util.arrayFromVolume(volume_node), dtype=np.float32)  # a copy, not VTK's memory
@@ -352,7 +417,7 @@ def export_case(volume_node, segmentation_node, schema: LabelSchema | None = Non
         raise ImageError(f"volume '{volume_node.GetName()}' is not a single-channel 3D volume",
                          "choose a scalar volume")
     return Case(image=image, label=label, geometry=geometry, schema=case_schema,
-                name=name or _safe_name(volume_node.GetName()))
+                name=name or _safe_name(volume_node.GetName()), annotation=annotation)
 
 
 def _check_auxiliary_name(segment_name: str, target_name: str) -> None:
@@ -434,7 +499,8 @@ def set_segment_mask(segmentation_node, name: str, mask: np.ndarray, volume_node
 
 def import_prediction(mask_or_classes, volume_node, segmentation_node=None, schema: LabelSchema | None = None,
                       lesion_name: str = LESION_SEGMENT_NAME, auxiliary: bool = True,
-                      show_3d: bool = True, role: str | None = UNUSED) -> dict[str, str]:
+                      show_3d: bool = True, role: str | None = UNUSED,
+                      lesion_color: tuple[int, int, int] | None = None) -> dict[str, str]:
     """Put a prediction into the scene as segments on the volume's exact grid; returns ``{name: segment id}``.
 
     ``mask_or_classes`` is a lesion mask (non-zero = lesion) or, with ``schema``, a class map whose target
@@ -452,12 +518,13 @@ def import_prediction(mask_or_classes, volume_node, segmentation_node=None, sche
     created: dict[str, str] = {}
     if schema is None:
         lesion = array != 0
-        created[lesion_name] = set_segment_mask(node, lesion_name, lesion, volume_node, (255, 255, 0), True)
+        created[lesion_name] = set_segment_mask(node, lesion_name, lesion, volume_node, lesion_color or (255, 255, 0),
+                                                True)
     else:
         schema.check_label_values(array, "prediction")
         lesion = array == schema.target_value
         created[lesion_name] = set_segment_mask(node, lesion_name, lesion, volume_node,
-                                            schema.colors[schema.target], True)
+                                                lesion_color or schema.colors[schema.target], True)
         if auxiliary:
             for class_name in schema.auxiliary_names:
                 created[class_name] = set_segment_mask(node, class_name, array == schema.labels[class_name],

@@ -1,13 +1,17 @@
 """The BackSplit panel's behaviour, without Qt: one controller that two faces bind to.
 
 ``PanelController`` owns what the panel shows and does: the inputs (volume, segmentation, output), the rows
-of the roles table (live with segments added, renamed or removed), the backend's life cycle (connect, start
-local, stop), the current job and its progress, which actions are enabled, and the messages for the user.
+of the roles table (live with segments added, renamed or removed), the current job and its progress, the
+models, which actions are enabled, and the messages for the user. The backend's life cycle (connect, probe,
+install, start, reconnect, stop) is its :class:`~BackSplitSlicer.backend_lifecycle.BackendLifecycle`.
 The Slicer widget (``Widget.py``) and the browser app bind to it: they call its handlers on user actions,
 call :meth:`PanelController.tick` from a timer, and redraw from :meth:`PanelController.state` (plain data)
 whenever an observer callback says it changed. Nothing here touches ``slicer.mrmlScene``, ``slicer.modules``,
 ``slicer.app`` or ``qt``: the scene, a settings store, the backend factory and the way to ask the user are
 injected.
+
+Messages: an error names its action and is cleared when that action later succeeds; a warning (a model kept
+but not promoted) stays until the user acts on it.
 
 Why threads plus a yielding tick (and not a QThread or a child process per request): network calls run in
 daemon threads (:class:`BackgroundCall`) and the UI only checks a done-flag in ``tick()``, so no handler waits
@@ -22,7 +26,6 @@ slow server never freezes the UI. Training itself runs in the server's own proce
 from __future__ import annotations
 
 import logging
-import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -31,32 +34,32 @@ from pathlib import Path
 from typing import Any
 
 from BackSplitLib.errors import BackSplitError
-from BackSplitLib.vocabulary import DEFAULT_SERVER_URL
+from BackSplitLib.vocabulary import DEFAULT_SERVER_URL, JobKind, default_iterations
 
-from BackSplitSlicer.backends import (ENGINE_MODULE, Backend, BackgroundCall, JobStatus, LocalBackend, ModelInfo,
-                                      make_backend, missing_packages)
+from BackSplitSlicer.backend_lifecycle import BackendLifecycle
+from BackSplitSlicer.backends import Backend, BackgroundCall, JobStatus, ModelInfo, make_backend
+from BackSplitSlicer.panel_scene import SceneActions
 from BackSplitSlicer.panel_state import (ACTIONS, BACKENDS, CHECKING, CONNECTED, CONNECTING, DISCONNECTED,  # noqa: F401
                                          INSTALLING, LOCAL_MODE_NOTE, LOST, SETTINGS, STARTING, MemorySettings,
-                                         Message, PanelState, RoleRow, Settings, as_list, enabled_actions,
+                                         Message, PanelState, RoleRow, Settings, Work, as_list, enabled_actions,
                                          local_mode_supported)
-from BackSplitSlicer.roles import role_rows, set_segment_role
+from BackSplitSlicer.roles import role_rows, set_segment_role, write_default_roles
 
 TICK_MS = 100  # how often a binding calls tick()
 GIL_SLICE_S = 0.004  # GIL released per tick so worker threads progress under PythonQt
 POLL_S = 1.0  # job progress
-READY_PROBE_S = 0.5  # local engine readiness
-LOCAL_START_TIMEOUT_S = 120.0
-RECENT_SERVERS = 8
 
 
 class _Task:
-    def __init__(self, what: str, call: BackgroundCall, on_done: Callable[[Any], None],
+    def __init__(self, work: Work, label: str, call: BackgroundCall, on_done: Callable[[Any], None],
                  on_error: Callable[[BaseException], None] | None):
-        self.what, self.call, self.on_done, self.on_error = what, call, on_done, on_error
+        self.work, self.label, self.call, self.on_done, self.on_error = work, label, call, on_done, on_error
 
 
-class PanelController:
-    """The panel's behaviour. Handlers return at once; :meth:`tick` collects background results."""
+class PanelController(SceneActions):
+    """The panel's behaviour. Handlers return at once; :meth:`tick` collects background results. The handlers
+    that work on the scene (auxiliary structures, fill between slices, predictions) are in
+    :class:`~BackSplitSlicer.panel_scene.SceneActions`."""
 
     def __init__(self, scene, settings: Settings, backend_factory: Callable[..., Backend] = make_backend,
                  ask: Callable[[str], bool] = lambda question: False, training_options: dict | None = None,
@@ -64,23 +67,26 @@ class PanelController:
         self.scene, self.settings, self.backend_factory, self.ask = scene, settings, backend_factory, ask
         self.training_options = dict(training_options or {})  # extra job fields (the self-test keeps jobs tiny)
         self.clock = clock
-        self.backend: Backend | None = None
+        self.lifecycle = BackendLifecycle(self)
         self._token: str | None = None  # typed by the user (Remote); never stored
         self._job: JobStatus | None = None
         self._models: list[ModelInfo] = []
         self._tasks: list[_Task] = []
         self._observers: list[Callable[[PanelState], None]] = []
-        self._next_poll = self._next_probe = self._ready_deadline = 0.0
-        self._installer = None
+        self._next_poll = 0.0
+        self._promotion_said: str | None = None  # the job whose model's promotion was said
         self._message_serial = 0
         self._published: PanelState | None = None
         self._segmentation_node = None
         self._segmentation_tags: list[int] = []
+        self._auxiliary_segment_ids: list[str] = []  # the last prediction's hidden auxiliary segments
+        self._auxiliary_node_id: str | None = None  # and the node that holds them
         self._scene_tags = [scene.AddObserver(scene.EndCloseEvent, self._on_scene_closed),
                             scene.AddObserver(scene.NodeRemovedEvent, self._on_node_removed)]
         note = "" if local_mode_supported(python_version) else LOCAL_MODE_NOTE.format(
             version=".".join(map(str, python_version)))
         get = settings.get
+        iterations = get(SETTINGS["iterations"], None)
         self._state = PanelState(
             backend_kind=str(get(SETTINGS["backend"], "Local" if not note else "Remote")),
             server_url=str(get(SETTINGS["server_url"], DEFAULT_SERVER_URL)),
@@ -88,8 +94,12 @@ class PanelController:
             ca_bundle=str(get(SETTINGS["ca_bundle"], "")),
             local_data_folder=str(get(SETTINGS["local_data_folder"], str(Path.home() / "BackSplit"))),
             wheel_folder=str(get(SETTINGS["wheel_folder"], "")),
-            iterations=int(get(SETTINGS["iterations"], 300)), local_mode_note=note)
+            iterations=int(iterations) if iterations not in (None, "", 0, "0") else None, local_mode_note=note)
         self.enter()
+
+    @property
+    def backend(self) -> Backend | None:
+        return self.lifecycle.backend
 
     # ------------------------------------------------------------------ observing
     def observe(self, callback: Callable[[PanelState], None]) -> None:
@@ -97,7 +107,8 @@ class PanelController:
         self._observers.append(callback)
 
     def state(self) -> PanelState:
-        return replace(self._state, roles=tuple(role_rows(self._segmentation_node)), enabled=self._enabled())
+        return replace(self._state, roles=tuple(role_rows(self._segmentation_node)), enabled=self._enabled(),
+                       iterations_default=default_iterations(self._job_kind()))
 
     def _publish(self) -> None:
         state = self.state()
@@ -112,16 +123,31 @@ class PanelController:
     def _say(self, text: str) -> None:
         self._set(status=text)
 
-    def _error(self, what: str, error: BaseException) -> None:
-        """One message for the user (with the hint); a stack trace only for errors that are not ours."""
+    def _message(self, level: str, text: str, hint: str | None = None, action: str | None = None) -> None:
+        self._message_serial += 1
+        self._set(message=Message(self._message_serial, level, text, hint, action))
+
+    def _error(self, what: str, error: BaseException, action: str | None = None) -> None:
+        """One message for the user (with the hint); a stack trace only for errors that are not ours. The
+        status line says only what failed: the reason is in the message, shown once."""
         if isinstance(error, BackSplitError):
             text, hint = f"{what}: {error.message}", error.hint
         else:
             text, hint = f"{what}: {type(error).__name__}: {error}", None
             logging.getLogger(__name__).error(what, exc_info=error)  # the traceback is for developers
-        self._message_serial += 1
-        self._set(status=text, message=Message(self._message_serial, "error", text, hint))
+        self._say(f"{what}.")
+        self._message("error", text, hint, action)
 
+    def _succeeded(self, action: str, status: str) -> None:
+        """``action`` worked: say so, and clear a message about an earlier attempt of it."""
+        message = self._state.message
+        if message is not None and message.action == action:
+            self._set(message=None)
+        self._say(status)
+
+    def dismiss_message(self) -> None:
+        self._set(message=None)
+        self._publish()
     # ------------------------------------------------------------------ module life cycle
     def enter(self) -> None:
         """The panel is shown: pick inputs when none are chosen. Never touches the backend or the job."""
@@ -144,9 +170,7 @@ class PanelController:
         for tag in self._scene_tags:
             self.scene.RemoveObserver(tag)
         self._scene_tags = []
-        if isinstance(self.backend, LocalBackend):
-            self.backend.terminate()
-        self.backend = None
+        self.lifecycle.shutdown()
 
     def _on_scene_closed(self, caller=None, event=None) -> None:
         self._segmentation_node, self._segmentation_tags = None, []  # its nodes (and observers) are gone
@@ -187,8 +211,9 @@ class PanelController:
             if segment is None:
                 raise BackSplitError("that segment no longer exists", "pick the role again in the table")
             set_segment_role(node, segment.GetName(), role)
+            self._succeeded("set_role", f"'{segment.GetName()}' is {role.capitalize()}.")
         except BackSplitError as e:
-            self._error("Setting the role failed", e)
+            self._error("Setting the role failed", e, action="set_role")
         self._publish()
 
     def _watch_segmentation(self, node) -> None:
@@ -202,8 +227,13 @@ class PanelController:
             for event in (segmentation_class.SegmentAdded, segmentation_class.SegmentRemoved,
                           segmentation_class.SegmentModified, segmentation_class.SegmentsOrderModified,
                           "ModifiedEvent"):
-                self._segmentation_tags.append(node.AddObserver(event, lambda caller, event: self._publish()))
+                self._segmentation_tags.append(node.AddObserver(event, self._on_segments_changed))
+            write_default_roles(node)
         self._set(segmentation_id=node.GetID() if node is not None else None)
+
+    def _on_segments_changed(self, caller=None, event=None) -> None:
+        write_default_roles(self._segmentation_node)  # the role a row shows is the one the file keeps
+        self._publish()
 
     def _node(self, node_id: str | None):
         return self.scene.GetNodeByID(node_id) if node_id else None
@@ -211,7 +241,7 @@ class PanelController:
     def _first(self, class_name: str, exclude: str = "", exclude_name: str = ""):
         for i in range(self.scene.GetNumberOfNodesByClass(class_name)):
             node = self.scene.GetNthNodeByClass(i, class_name)
-            if not (exclude and node.IsA(exclude)) and node.GetName() != exclude_name:
+            if not (exclude and node.IsA(exclude)) and not (exclude_name and node.GetName().startswith(exclude_name)):
                 return node
         return None
 
@@ -221,37 +251,12 @@ class PanelController:
             raise BackSplitError("choose a volume and a segmentation first", "use the Inputs section")
         return volume, segmentation
 
-    # ------------------------------------------------------------------ auxiliary structures (scene work)
-    def add_tissue_classes(self) -> None:
-        from BackSplitSlicer.auxiliary_segments import add_ct_tissue_segments
-
-        try:
-            names = add_ct_tissue_segments(*self._inputs())
-            self._say(f"Added auxiliary segments: {', '.join(names)}.")
-        except Exception as e:  # noqa: BLE001 (shown to the user)
-            self._error("Adding CT tissue classes failed", e)
-        self._publish()
-
-    def import_organ_map(self) -> None:
-        from BackSplitSlicer.auxiliary_segments import import_organ_segments
-
-        try:
-            volume, segmentation = self._inputs()
-            organ_map = self._node(self._state.organ_map_id)
-            if organ_map is None:
-                raise BackSplitError("choose an organ map first", "pick a labelmap or segmentation in 'Organ map'")
-            names = import_organ_segments(organ_map, volume, segmentation, self._state.organ_structures)
-            self._say(f"Imported auxiliary segments: {', '.join(names)}.")
-        except Exception as e:  # noqa: BLE001
-            self._error("Importing the organ map failed", e)
-        self._publish()
-
     # ------------------------------------------------------------------ backend settings
     def set_backend_kind(self, kind: str) -> None:
         """The user picks Local or Remote: a running backend of the other kind stops (the user's choice)."""
         if kind not in BACKENDS or kind == self._state.backend_kind:
             return
-        if self.backend is not None:
+        if self.lifecycle.backend is not None:
             self.stop()
         self.settings.set(SETTINGS["backend"], kind)
         self._set(backend_kind=kind, missing_packages=())
@@ -280,155 +285,80 @@ class PanelController:
         self._set(**{name: value})
         self._publish()
 
+
     def set_training(self, iterations: int | None = None, train_new: bool | None = None,
                      predict_auxiliary: bool | None = None) -> None:
+        """Training settings; ``iterations`` 0 (or below) goes back to the recipe's default."""
         if iterations is not None:
-            self._remember("iterations", int(iterations))
+            count = int(iterations) if int(iterations) > 0 else None
+            self.settings.set(SETTINGS["iterations"], count or 0)
+            self._set(iterations=count)
         if train_new is not None:
             self._set(train_new=bool(train_new))
         if predict_auxiliary is not None:
             self._set(predict_auxiliary=bool(predict_auxiliary))
         self._publish()
 
+    def set_case_mode(self, annotated_slices_only: bool | None) -> None:
+        """Add case's mode: True keeps only annotated slices (the rest becomes ``ignore``), False the whole
+        volume, None decides per case from how the target is painted (``case.sparse_annotation``)."""
+        self._set(annotated_slices_only=annotated_slices_only)
+        self._publish()
+
     def select_model(self, model_id: str | None) -> None:
         self._set(model_id=model_id or None)
         self._publish()
 
-    # ------------------------------------------------------------------ backend life cycle
+    def _job_kind(self) -> str:
+        """What Fine-tune will ask for: a new model when the user says so or there is none to fine-tune."""
+        return JobKind.train if self._state.train_new or not self._models else JobKind.finetune
+
+    # ------------------------------------------------------------------ the backend (BackendLifecycle)
     def connect(self) -> None:
-        """Connect (Remote) or check packages and start the local engine (Local)."""
-        if self.backend is not None:
-            self._close_backend()
-        self._job = None
-        self._set(job=None, models=(), model_id=None)
-        try:
-            if self._state.backend_kind == "Remote":
-                self._remember_server(self._state.server_url)
-                self.backend = self.backend_factory("Remote", url=self._state.server_url, token=self._token,
-                                                    ca_bundle=self._state.ca_bundle)
-                self._describe()
-            elif self._state.local_mode_note:
-                raise BackSplitError(self._state.local_mode_note)
-            else:
-                self.backend = self.backend_factory("Local", token=secrets.token_urlsafe(32),
-                                                    data_folder=self._state.local_data_folder)
-                self._set(connection=CHECKING, server_info="Checking the local engine's packages...")
-                self._run("Checking the local engine's packages", missing_packages, self.backend.python,
-                          self.backend.engine_path, on_done=self._on_packages)
-        except Exception as e:  # noqa: BLE001
-            self.backend = None
-            self._set(connection=DISCONNECTED, server_info="Not connected.")
-            self._error("Connecting failed", e)
+        self.lifecycle.connect()
+
+    def reconnect(self) -> None:
+        self.lifecycle.reconnect()
+
+    def install(self) -> None:
+        self.lifecycle.install()
+
+    def stop(self) -> None:
+        """The user's explicit Stop: drop the backend (a local engine is stopped), forget the job."""
+        self.lifecycle.stop()
+        self._forget_job()
+        self._say("Stopped.")
         self._publish()
 
-    def _on_packages(self, missing: list[str]) -> None:
-        self._set(missing_packages=tuple(missing))
-        if missing:
-            self.backend = None
-            self._set(connection=DISCONNECTED, server_info=f"Missing in Slicer's Python: {', '.join(missing)}.")
-            what = ("the BackSplit engine (BackSplitLib.server) is not beside the module"
-                    if ENGINE_MODULE in missing else f"the local engine needs {', '.join(missing)}")
-            self._error("Starting the local engine failed", BackSplitError(
-                what, "click 'Install PyTorch and MONAI', or use a Remote server"))
-            return
-        self.backend.start()
-        self._ready_deadline = self.clock() + LOCAL_START_TIMEOUT_S
-        self._next_probe = self.clock()
-        self._set(connection=STARTING, server_info="Starting the local engine...")
-        self._say("Starting the local engine...")
+    def _forget_job(self) -> None:
+        self._job, self._models = None, []
+        self._set(job=None, models=(), model_id=None, unpromoted=None)
 
-    def _describe(self) -> None:
-        self._set(connection=CONNECTING, server_info="Connecting...")
-        self._run("Connecting", self.backend.describe, on_done=self._on_connected, on_error=self._on_connect_failed)
-
-    def _on_connected(self, description: str) -> None:
-        self._set(connection=CONNECTED, server_info=description)
-        self._say("Connected.")
+    def _on_backend_ready(self) -> None:
+        """Called by the life cycle once the backend answers: follow a running job, list the models."""
         if self._job is not None and not self._job.finished:
             self._next_poll = self.clock()
         self.refresh_models()
 
-    def _on_connect_failed(self, error: BaseException) -> None:
-        self._set(connection=LOST if self._job is not None else DISCONNECTED, server_info="Not connected.")
-        self._error("Connecting failed", error)
-
-    def reconnect(self) -> None:
-        """After a lost connection: try the same backend again; a running job is picked up where it is."""
-        if self.backend is None:
-            self.connect()
-            return
-        if isinstance(self.backend, LocalBackend) and not self.backend.running:
-            job = self._job  # the new engine requeues it (it resumes from its checkpoint): keep following it
-            self.connect()
-            if job is not None:
-                self._show_job(job)
-            return
-        self._describe()
-        self._publish()
-
-    def stop(self) -> None:
-        """The user's explicit Stop: drop the backend (a local engine is stopped), forget the job."""
-        self._close_backend()
-        self._job = None
-        self._set(connection=DISCONNECTED, server_info="Not connected.", job=None, models=(), model_id=None)
-        self._say("Stopped.")
-        self._publish()
-
-    def _close_backend(self) -> None:
-        backend, self.backend = self.backend, None
-        self._tasks = [t for t in self._tasks if t.what.startswith("Installing")]  # late answers are dropped
-        if backend is not None:
-            BackgroundCall(backend.close)  # a local engine may take seconds to finish a checkpoint
-
-    def _remember_server(self, url: str) -> None:
-        recent = [url, *[u for u in self._state.recent_servers if u != url]][:RECENT_SERVERS]
-        self.settings.set(SETTINGS["server_url"], url)
-        self.settings.set(SETTINGS["recent_servers"], recent)
-        self._set(recent_servers=tuple(recent))
-
-    # ------------------------------------------------------------------ install (Local mode)
-    def install(self) -> None:
-        """Install what Local mode needs into this Python, with the output in ``install_log``."""
-        from BackSplitSlicer.install import PipInstall
-
-        question = ("Install the BackSplit engine's packages (PyTorch, MONAI and others) into Slicer's Python "
-                    "now? This downloads several hundred MB and may take minutes.")
-        if not self.ask(question):
-            return
-        try:  # every step runs in a child process (PyTorch as the PyTorch extension picks it): nothing blocks
-            python = self.backend_factory("Local", data_folder=self._state.local_data_folder).python
-            self._installer = PipInstall(python, wheel_folder=self._state.wheel_folder or None)
-            self._set(connection=INSTALLING, install_log=self._installer.log())
-            self._run("Installing the local engine's packages", self._installer.wait,
-                      on_done=self._on_installed)
-        except Exception as e:  # noqa: BLE001
-            self._error("Installing the local engine's packages failed", e)
-        self._publish()
-
-    def _on_installed(self, returncode: int) -> None:
-        torch = self._installer.torch
-        self._set(install_log=self._installer.log(), connection=DISCONNECTED,
-                  torch_build=torch.describe() if torch else "")
-        if returncode != 0:
-            self._error("Installing the local engine's packages failed", BackSplitError(
-                f"pip exited with code {returncode}: {self._installer.log_tail()}",
-                "read the install log below; offline, set a wheel folder; behind a proxy, set HTTPS_PROXY"))
-            return
-        self._run("Checking the local engine's packages", missing_packages, self._installer.python,
-                  on_done=self._on_checked_after_install)
-
-    def _on_checked_after_install(self, missing: list[str]) -> None:
-        self._set(missing_packages=tuple(missing))
-        if missing:
-            self._error("Installing the local engine's packages failed", BackSplitError(
-                f"pip finished but Slicer's Python still lacks {', '.join(missing)}", "read the install log below"))
-        else:
-            self._say(f"Installed. {self._state.torch_build} Click 'Start local engine'.")
-
     # ------------------------------------------------------------------ models and jobs
     def refresh_models(self) -> None:
+        """The backend's models and cases (for the pickers)."""
         if self.backend is not None:
-            self._run("Listing models", self.backend.list_models, on_done=self._on_models)
+            self._run(Work.list_models, self.backend.list_models, on_done=self._on_models)
+            self._run(Work.list_cases, self.backend.list_cases, on_done=self._on_cases, quiet=True)
+        self._publish()
+
+    def _on_cases(self, cases: list[dict]) -> None:
+        from BackSplitSlicer.backends import describe_case
+
+        ids = [c["id"] for c in cases]
+        chosen = self._state.case_ids
+        self._set(cases=tuple((c["id"], describe_case(c)) for c in cases),
+                  case_ids=tuple(i for i in chosen if i in ids) or None if chosen is not None else None)
+
+    def select_cases(self, case_ids: list[str] | None) -> None:
+        """The cases Fine-tune trains on; None or empty: every case on the server."""
+        self._set(case_ids=tuple(case_ids) if case_ids else None)
         self._publish()
 
     def _on_models(self, models: list[ModelInfo]) -> None:
@@ -437,6 +367,44 @@ class PanelController:
         self._set(models=tuple((m.model_id, m.describe()) for m in models),
                   model_id=self._state.model_id if self._state.model_id in ids else (ids[0] if ids else None))
         self._say(f"{len(models)} model(s) on the backend.")
+        self._check_promotion()
+
+    def _check_promotion(self) -> None:
+        """After a job succeeded: its model is current (the server promoted it) or kept but not used. The
+        server's record decides (the model's ``current`` mark); the reason is its validation Dice."""
+        job = self._job
+        model = next((m for m in self._models if job is not None and m.model_id == job.model_id), None)
+        if model is None or job.state != "succeeded" or self._promotion_said == job.job_id:
+            return  # no finished job's model listed yet, or said once already
+        self._promotion_said = job.job_id
+        if model.current:  # promoted: Predict uses it from now on
+            self._set(unpromoted=None, model_id=model.model_id)
+            return
+        dice = model.metrics.get("best_val_dice", model.metrics.get("val_dice"))
+        reason = (f"its validation lesion Dice was {dice:.2f}" if isinstance(dice, (int, float))
+                  else "the server did not promote it")
+        self._set(unpromoted={"model_id": model.model_id, "reason": reason})
+        self._message("warning", f"Model {model.model_id} kept but not used: {reason}. Predict still uses the "
+                      "current model.", "train longer, or click 'Use this model' to make it current anyway",
+                      action="promote")
+        self._say(f"Training done: model {model.model_id} kept but not used ({reason}).")
+
+    def promote(self) -> None:
+        """Make the last job's unpromoted model current (the user's "use it anyway")."""
+        try:
+            backend = self._require_backend()
+            if self._state.unpromoted is None:
+                raise BackSplitError("there is no unpromoted model to use")
+            model_id = self._state.unpromoted["model_id"]
+            self._run(Work.promote, backend.promote, model_id, on_done=lambda _: self._on_promoted(model_id))
+        except BackSplitError as e:
+            self._error("Promoting the model failed", e, action="promote")
+        self._publish()
+
+    def _on_promoted(self, model_id: str) -> None:
+        self._set(unpromoted=None, model_id=model_id)
+        self._succeeded("promote", f"Model {model_id} is now the current model.")
+        self.refresh_models()
 
     def _selected_model(self) -> ModelInfo | None:
         return next((m for m in self._models if m.model_id == self._state.model_id), None)
@@ -448,32 +416,41 @@ class PanelController:
             volume, segmentation = self._inputs()
             model = self._selected_model()
             backend = self._require_backend()
-            case = export_case(volume, segmentation, schema=model.schema if model else None)
-            self._run(f"Uploading case '{case.name}'", backend.add_case, case,
-                      on_done=lambda case_id: self._say(f"Case added ({case_id})."))
+            case = export_case(volume, segmentation, schema=model.schema if model else None,
+                               annotated_slices_only=self._state.annotated_slices_only)
+            note = f" {case.annotation.describe()}" if case.annotation is not None else ""
+            self._run(Work.upload_case, backend.add_case, case, label=f"Uploading case '{case.name}'",
+                      on_done=lambda case_id: self._on_case_added(case_id, note))
         except Exception as e:  # noqa: BLE001
-            self._error("Adding the case failed", e)
+            self._error("Adding the case failed", e, action="add_case")
         self._publish()
+
+    def _on_case_added(self, case_id: str, note: str) -> None:
+        self._succeeded("add_case", f"Case added ({case_id}).{note}")
+        if self._state.case_ids is not None:  # a chosen set grows by the case just added
+            self._set(case_ids=(*self._state.case_ids, case_id))
+        self._run(Work.list_cases, self.backend.list_cases, on_done=self._on_cases, quiet=True)
 
     def fine_tune(self) -> None:
         try:
             backend = self._require_backend()
             model = self._selected_model()
-            self._run("Starting training", backend.fine_tune, base_model=model.model_id if model else None,
-                      iterations=self._state.iterations, train_new=self._state.train_new or model is None,
-                      on_done=self._on_job, **self.training_options)
+            self._run(Work.start_training, backend.fine_tune, base_model=model.model_id if model else None,
+                      iterations=self._state.iterations or default_iterations(self._job_kind()),
+                      train_new=self._state.train_new or model is None, on_done=self._on_job,
+                      cases=list(self._state.case_ids or ()) or "all", **self.training_options)
         except BackSplitError as e:
-            self._error("Starting training failed", e)
+            self._error("Starting training failed", e, action="fine_tune")
         self._publish()
 
     def _require_backend(self) -> Backend:
-        if self.backend is None or self._state.connection != CONNECTED:
+        if not self.lifecycle.connected:
             raise BackSplitError("not connected to a backend", "click Connect (Remote) or Start local engine (Local)")
         return self.backend
 
     def cancel(self) -> None:
         if self._job is not None and self.backend is not None:
-            self._run("Cancelling", self.backend.cancel, self._job.job_id, on_done=self._on_job)
+            self._run(Work.cancel, self.backend.cancel, self._job.job_id, on_done=self._on_job)
         self._publish()
 
     def _on_job(self, job: JobStatus) -> None:
@@ -481,67 +458,39 @@ class PanelController:
         if job.finished:
             if job.state == "failed":
                 self._error("Training failed", BackSplitError(job.error or "no reason given",
-                                                              "read the server log, fix, and start again"))
+                                                              "read the server log, fix, and start again"),
+                            action="fine_tune")
             else:
+                if job.state == "succeeded":
+                    self._succeeded("fine_tune", job.describe())
                 self.refresh_models()
         else:
             self._next_poll = self.clock() + POLL_S
 
     def _show_job(self, job: JobStatus) -> None:
+        curve = self._state.curve if self._job is not None and self._job.job_id == job.job_id else ()
+        if job.iteration and (not curve or curve[-1][0] != job.iteration):
+            curve = (*curve, (job.iteration, job.loss, job.val_dice))
         self._job = job
-        self._set(job={**asdict(job), "fraction": job.fraction, "text": job.describe()}, status=job.describe())
+        self._set(job={**asdict(job), "fraction": job.fraction, "text": job.describe()}, status=job.describe(),
+                  curve=curve)
         self._publish()
 
     def _on_poll_failed(self, error: BaseException) -> None:
         """One message, polling stops, Reconnect is offered."""
         self._set(connection=LOST, server_info="Connection lost.")
-        self._error("Reading the training progress failed", error)
-
-    def predict(self) -> None:
-        import numpy as np
-
-        from BackSplitLib.io import image_from_array
-        from BackSplitSlicer.case import volume_geometry
-
-        try:
-            backend = self._require_backend()
-            volume = self._node(self._state.volume_id)
-            if volume is None:
-                raise BackSplitError("choose a volume first", "use the Inputs section")
-            from slicer.util import arrayFromVolume
-
-            image = image_from_array(np.array(arrayFromVolume(volume), dtype=np.float32), volume_geometry(volume))
-            model = self._selected_model()
-            self._run("Predicting", backend.predict, image, model=model.model_id if model else "current",
-                      classes=self._state.predict_auxiliary,
-                      on_done=lambda result: self._on_prediction(volume.GetID(), result))
-        except Exception as e:  # noqa: BLE001
-            self._error("Prediction failed", e)
-        self._publish()
-
-    def _on_prediction(self, volume_id: str, result) -> None:
-        from BackSplitSlicer.case import LESION_SEGMENT_NAME, import_prediction, prediction_node
-
-        volume = self._node(volume_id)
-        if volume is None:
-            raise BackSplitError("the volume was removed before the prediction arrived")
-        auxiliary = self._state.predict_auxiliary and result.classes is not None
-        output = prediction_node(volume, self._node(self._state.output_id))
-        created = import_prediction(result.classes if auxiliary else result.mask, volume, output,
-                                    schema=result.schema if auxiliary else None, auxiliary=auxiliary)
-        self._set(output_id=output.GetID())
-        self._say(f"Prediction done: segment '{LESION_SEGMENT_NAME}'"
-                  + (f" and {len(created) - 1} hidden auxiliary segment(s)." if auxiliary else "."))
+        self._error("Reading the training progress failed", error, action="connect")
 
     # ------------------------------------------------------------------ background work and the clock
-    def _run(self, what: str, fn: Callable, *args: Any, on_done: Callable[[Any], None],
-             on_error: Callable[[BaseException], None] | None = None, quiet: bool = False, **kwargs: Any) -> None:
+    def _run(self, work: Work, fn: Callable, *args: Any, on_done: Callable[[Any], None],
+             on_error: Callable[[BaseException], None] | None = None, quiet: bool = False, label: str = "",
+             **kwargs: Any) -> None:
         """Run ``fn`` in a thread; ``on_done(result)`` (or ``on_error``) runs in a later ``tick``. A quiet task
         (polls, probes) leaves the status line alone."""
-        self._tasks.append(_Task(what, BackgroundCall(fn, *args, **kwargs), on_done, on_error))
-        self._set(busy=tuple(t.what for t in self._tasks))
+        self._tasks.append(_Task(work, label or work.value, BackgroundCall(fn, *args, **kwargs), on_done, on_error))
+        self._set(busy=tuple(t.label for t in self._tasks))
         if not quiet:
-            self._say(f"{what}...")
+            self._say(f"{label or work.value}...")
 
     def tick(self) -> None:
         """Collect finished background calls, poll the job and the local engine's readiness. Never waits."""
@@ -556,45 +505,26 @@ class PanelController:
                 if task.on_error is not None:
                     task.on_error(e)
                 else:
-                    self._error(f"{task.what} failed", e)
+                    self._error(f"{task.work.value} failed", e, action=_ACTION_OF.get(task.work))
         now = self.clock()
-        if self._state.connection == STARTING and not self._pending("Starting the local engine"):
-            self._probe(now)
-        if (self._state.connection == CONNECTED and self._job is not None and not self._job.finished
-                and now >= self._next_poll and not self._pending("Reading progress")):
-            self._run("Reading progress", self.backend.status, self._job.job_id, on_done=self._on_job,
+        self.lifecycle.tick(now)
+        if (self.lifecycle.connected and self._job is not None and not self._job.finished
+                and now >= self._next_poll and not self._pending(Work.read_progress)):
+            self._run(Work.read_progress, self.backend.status, self._job.job_id, on_done=self._on_job,
                       on_error=self._on_poll_failed, quiet=True)
-        if self._installer is not None and self._state.connection == INSTALLING:
-            self._set(install_log=self._installer.log())
-        self._set(busy=tuple(t.what for t in self._tasks))
+        self._set(busy=tuple(t.label for t in self._tasks))
         self._publish()
 
-    def _probe(self, now: float) -> None:
-        backend = self.backend
-        if now > self._ready_deadline:
-            self._set(connection=DISCONNECTED, server_info="Not connected.")
-            self._error("The local engine did not start", BackSplitError(
-                f"it did not answer within {LOCAL_START_TIMEOUT_S:.0f} s", f"read {backend.log_path}"))
-            return
-        if now >= self._next_probe:
-            self._next_probe = now + READY_PROBE_S
-
-            def ready(is_ready: bool) -> None:
-                if is_ready and self.backend is backend and self._state.connection == STARTING:
-                    self._describe()
-
-            def failed(error: BaseException) -> None:
-                self._set(connection=DISCONNECTED, server_info="Not connected.")
-                self._error("The local engine did not start", error)
-
-            self._run("Starting the local engine", backend.is_ready, on_done=ready, on_error=failed, quiet=True)
-
-    def _pending(self, what: str) -> bool:
-        return any(t.what == what for t in self._tasks)
+    def _pending(self, work: Work) -> bool:
+        return any(t.work is work for t in self._tasks)
 
     # ------------------------------------------------------------------ what is possible now
     def _enabled(self) -> dict:
-        busy = {t.what.split(" '")[0] for t in self._tasks}
         return enabled_actions(self._state, self.backend is not None,
-                               self._job is not None and not self._job.finished, busy)
+                               self._job is not None and not self._job.finished, {t.work for t in self._tasks})
 
+
+# The action whose error message a failed task's message belongs to (cleared when that action succeeds).
+_ACTION_OF = {Work.upload_case: "add_case", Work.start_training: "fine_tune", Work.cancel: "fine_tune",
+              Work.predict: "predict", Work.promote: "promote", Work.list_models: "refresh_models",
+              Work.connect: "connect", Work.check_packages: "connect", Work.install: "install"}

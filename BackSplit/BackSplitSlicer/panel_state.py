@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
-from BackSplitLib.vocabulary import DEFAULT_SERVER_URL
+from BackSplitLib.vocabulary import DEFAULT_FINETUNE_ITERATIONS, DEFAULT_SERVER_URL
 
 BACKENDS = ("Local", "Remote")
 LOCAL_MIN_PYTHON = (3, 10)
@@ -23,7 +24,29 @@ DISCONNECTED, CHECKING, INSTALLING, STARTING, CONNECTING, CONNECTED, LOST = (
 
 # Every action a face can offer; ``state().enabled`` says which are possible now.
 ACTIONS = ("connect", "stop", "reconnect", "install", "refresh_models", "add_tissue_classes", "import_organ_map",
-           "open_segment_editor", "add_case", "fine_tune", "cancel", "predict")
+           "open_segment_editor", "add_case", "fine_tune", "cancel", "predict", "promote", "show_auxiliary",
+           "fill_between_slices", "accept_prediction")
+
+
+class Work(str, Enum):
+    """What a background task does: its identity (the member) and the words the status line shows (the value).
+    Enabled actions and pending checks compare members, never the words."""
+
+    check_packages = "Checking the local engine's packages"
+    install = "Installing the local engine's packages"
+    start_engine = "Starting the local engine"
+    connect = "Connecting"
+    list_models = "Listing models"
+    list_cases = "Listing cases"
+    upload_case = "Uploading case"
+    start_training = "Starting training"
+    read_progress = "Reading progress"
+    cancel = "Cancelling"
+    predict = "Predicting"
+    promote = "Promoting the model"
+
+    def __str__(self) -> str:
+        return self.value
 
 # Keys in the settings store (QSettings in Slicer). The token is never stored: not here, not in the scene.
 SETTINGS = {"backend": "BackSplit/Backend", "server_url": "BackSplit/ServerUrl",
@@ -70,9 +93,10 @@ class Message:
     """A message the faces show once (a dialog for errors); ``serial`` grows with every new message."""
 
     serial: int
-    level: str  # "error" or "info"
+    level: str  # "error", "warning" or "info"
     text: str
     hint: Optional[str] = None
+    action: Optional[str] = None  # the action it is about: cleared when that action later succeeds
 
 
 @dataclass(frozen=True)
@@ -99,10 +123,19 @@ class PanelState:
     torch_build: str = ""  # which PyTorch the install step left (version, CUDA or CPU build), once known
     models: tuple = ()  # (model id, description)
     model_id: Optional[str] = None
+    cases: tuple = ()  # the server's cases: (case id, description)
+    case_ids: Optional[tuple] = None  # the cases Fine-tune trains on; None: all of them
     train_new: bool = False
-    iterations: int = 300
+    iterations: Optional[int] = None  # set by the user; None: the recipe's default (``iterations_default``)
+    iterations_default: int = DEFAULT_FINETUNE_ITERATIONS
     predict_auxiliary: bool = False
+    annotated_slices_only: Optional[bool] = None  # case mode; None: decided per case from the target's paint
+    unpromoted: Optional[dict] = None  # {"model_id", "reason"}: the last job's model was kept but not promoted
+    prediction: Optional[dict] = None  # what the last prediction found (see ``lesion_findings``)
+    auxiliary_segments: int = 0  # auxiliary segments of the last prediction
+    auxiliary_shown: bool = False
     job: Optional[dict] = None  # JobStatus fields + "fraction" and "text"
+    curve: tuple = ()  # the job's (iteration, loss, validation Dice) as polled: the training curve
     busy: tuple = ()  # what runs in the background now
     status: str = "Ready."
     message: Optional[Message] = None
@@ -128,7 +161,7 @@ def as_list(value: Any) -> list[str]:
 
 def enabled_actions(s: PanelState, has_backend: bool, job_running: bool, busy: set) -> dict:
     """Which actions are possible now, from the state, whether a backend exists, whether a job runs, and
-    what runs in the background (task names such as "Uploading case", "Starting training", "Predicting")."""
+    what runs in the background (the :class:`Work` of each pending task)."""
     connected = s.connection == CONNECTED and has_backend
     inputs = s.volume_id is not None and s.segmentation_id is not None
     connecting = s.connection in (CHECKING, STARTING, CONNECTING, INSTALLING)
@@ -142,8 +175,13 @@ def enabled_actions(s: PanelState, has_backend: bool, job_running: bool, busy: s
         "add_tissue_classes": inputs,
         "import_organ_map": inputs and s.organ_map_id is not None,
         "open_segment_editor": s.segmentation_id is not None,
-        "add_case": connected and inputs and "Uploading case" not in busy,
-        "fine_tune": connected and not job_running and "Starting training" not in busy,
+        "add_case": connected and inputs and Work.upload_case not in busy,
+        "fine_tune": connected and not job_running and Work.start_training not in busy,
         "cancel": connected and job_running,
-        "predict": connected and s.volume_id is not None and "Predicting" not in busy,
+        "predict": connected and s.volume_id is not None and Work.predict not in busy,
+        "promote": connected and s.unpromoted is not None and Work.promote not in busy,
+        "show_auxiliary": s.output_id is not None and s.auxiliary_segments > 0,
+        "fill_between_slices": s.segmentation_id is not None,
+        "accept_prediction": s.output_id is not None and bool(s.prediction) and s.prediction.get("voxels", 0) > 0
+                             and s.segmentation_id is not None,
     }

@@ -409,13 +409,25 @@ class Store:
         with self._read() as db:
             current = db.execute(select(settings.c.value).where(settings.c.key == "current_model")).scalar()
             if model_id == "current":
-                if current is None:
-                    raise NotFound("there is no current model yet; train one or upload a run folder first")
                 model_id = current
-            row = db.execute(select(models).where(models.c.id == model_id)).mappings().first()
+            row = None if model_id is None else db.execute(select(models).where(models.c.id == model_id)).mappings().first()
+        if model_id is None:
+            raise NotFound(self._no_current_model())
         if row is None:
             raise NotFound(f"model {model_id} does not exist")
         return _model(row, current)
+
+    def _no_current_model(self) -> str:
+        """Why there is no current model: none yet, or the latest was kept but not promoted (say which)."""
+        with self._read() as db:
+            latest = db.execute(select(models.c.id, models.c.metrics)
+                                .order_by(models.c.created.desc(), models.c.id.desc()).limit(1)).mappings().first()
+        if latest is None:
+            return "there is no current model yet; train one or upload a run folder first"
+        dice = json.loads(latest["metrics"] or "{}").get("best_val_dice")
+        why = f" (its best validation lesion Dice was {dice:.2f})" if isinstance(dice, (int, float)) else ""
+        return (f"there is no current model: model {latest['id']} was kept but not promoted{why}; train longer, "
+                f"or promote it (POST /models/{latest['id']}/promote) to use it anyway")
 
     def promote_model(self, model_id: str) -> dict:
         with self._write() as db:

@@ -84,3 +84,21 @@ def test_job_dataset_unions_schemas_by_name_and_marks_partial_cases(phantom_case
         names = {v: k for k, v in files.schema.labels.items()}
         expected = np.vectorize(lambda v: PHANTOM_SCHEMA.labels[names[int(v)]])(original)
         np.testing.assert_array_equal(remapped, expected)
+
+
+def test_without_a_current_model_the_404_says_which_model_was_kept_and_not_promoted(tmp_path):
+    from BackSplitLib.server.store import NotFound
+
+    store = Store(tmp_path / "data")
+    with pytest.raises(NotFound, match="no current model yet; train one"):
+        store.get_model("current")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.json").write_text("{}")
+    model = store.register_model(run, schema={}, metrics={"best_val_dice": 0.0}, parent=None, case_ids=[],
+                                 source="finetune", promote=False, first_becomes_current=False)
+    with pytest.raises(NotFound) as refused:
+        store.get_model("current")
+    text = str(refused.value)
+    assert f"model {model['id']} was kept but not promoted" in text and "Dice was 0.00" in text
+    assert f"/models/{model['id']}/promote" in text

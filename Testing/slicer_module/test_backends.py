@@ -25,7 +25,21 @@ def test_model_info_reads_the_schema_and_describes_itself():
                                  "schema": {"labels": {"background": 0, "kidney": 1, "lesion": 2},
                                             "target": "lesion"}})
     assert model.schema.auxiliary_names == ["kidney"]
-    assert model.describe() == "m1 (current, finetune, Dice 0.80, 3 classes)"
+    assert model.describe() == "m1 (current, finetune, validation Dice 0.80, 3 classes)"
+
+
+def test_pickers_say_when_what_and_how_much_not_only_an_id():
+    import time
+
+    from BackSplitSlicer.backends import describe_case
+
+    created = time.mktime((2026, 11, 30, 14, 5, 0, 0, 0, -1))
+    model = ModelInfo.from_json({"id": "m2", "current": False, "source": "finetune", "created": created,
+                                 "metrics": {"best_val_dice": 0.41}, "cases": ["c1", "c2"], "schema": None})
+    assert model.describe() == "m2 (2026-11-30 14:05, finetune, validation Dice 0.41, 2 cases)"
+    case = {"id": "0f3c9a2e-1111", "name": "chest_ct", "created": created, "classes": ["background", "lesion", "fat"],
+            "target_voxels": 24644, "spacing": [0.63, 0.63, 5.0]}
+    assert describe_case(case) == "chest_ct (2026-11-30 14:05; lesion, fat; lesion 48.91 mL)"
 
 
 def test_unreachable_server_gives_one_sentence_with_what_to_do():

@@ -59,7 +59,7 @@ def test_the_panel_installs_without_blocking_streams_the_log_and_names_the_torch
     panel.install()
     assert time.monotonic() - started < 1.0 and panel.state().connection == "installing"  # pip runs in a child
     # Offline, torch is in the one pip call with the wheel folder (before, a torch step ran first and failed).
-    assert "torch>=2.2" in panel._installer.requirements.read_text(encoding="utf-8").split()
+    assert "torch>=2.2" in panel.lifecycle.installer.requirements.read_text(encoding="utf-8").split()
     deadline = time.monotonic() + 300
     while panel.state().connection == "installing" and time.monotonic() < deadline:
         started = time.monotonic()
@@ -74,6 +74,6 @@ def test_the_panel_installs_without_blocking_streams_the_log_and_names_the_torch
     assert f"PyTorch {torch.__version__}" in state.torch_build and state.torch_build in state.status
     assert slowest < 0.5  # no tick waited for pip
     assert "--no-index" in state.install_log and "Requirement already satisfied: torch" in state.install_log
-    assert panel._installer.torch.version == torch.__version__ and panel._installer.torch.cuda == torch.version.cuda
+    assert panel.lifecycle.installer.torch.version == torch.__version__ and panel.lifecycle.installer.torch.cuda == torch.version.cuda
     # The log only ever grew: a face appends to it (after the first draw), it never resets it.
     assert updates[0] != KEEP and set(updates[1:]) <= {APPEND, KEEP} and APPEND in updates

@@ -24,7 +24,7 @@ import pytest
 from extension_layout import REPO
 
 from BackSplitSlicer.backends import LocalBackend, RemoteBackend
-from BackSplitSlicer.panel import CONNECTED, DISCONNECTED, LOST, MemorySettings, PanelController
+from BackSplitSlicer.panel import CONNECTED, DISCONNECTED, LOST, MemorySettings, PanelController, Work
 
 DELAY_S = 5.0
 HANDLER_BUDGET_S = 0.050
@@ -244,7 +244,7 @@ def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, 
         panel.tick()
         time.sleep(0.05)
     assert {s.message.serial for s in seen if s.message is not None and s.message.level == "error"} == errors
-    assert not any(t.what == "Reading progress" for t in panel._tasks)
+    assert not panel._pending(Work.read_progress)
     assert panel.state().enabled["reconnect"] and not panel.state().enabled["fine_tune"]
     panel.reconnect()
     run_until(panel, lambda s: s.connection == CONNECTED, 90, "reconnecting")

@@ -15,6 +15,7 @@ from extension_layout import MODULE
 import BackSplitSlicer.panel as panel_module
 from BackSplitSlicer.backends import BackgroundCall
 from BackSplitSlicer.panel import MemorySettings, PanelController
+from BackSplitSlicer.panel_state import Work
 from BackSplitSlicer.redraw import APPEND, KEEP, REPLACE, Drawn, edits, log_update
 
 WIDGET = (MODULE / "BackSplitSlicer" / "Widget.py").read_text(encoding="utf-8")
@@ -37,7 +38,7 @@ def test_a_part_is_redrawn_only_when_its_data_changes(scene):
     panel.observe(states.append)
     panel.set_local_data_folder("/data/one")
     for _ in range(5):  # a job's progress publishes new states; the model list is the same every time
-        panel.set_training(iterations=panel.state().iterations + 1)
+        panel.set_training(iterations=(panel.state().iterations or panel.state().iterations_default) + 1)
     assert len(states) == 6
     assert [drawn.changed("models", s.models) for s in states] == [True] + [False] * 5
     assert [drawn.changed("roles", s.roles) for s in states] == [True] + [False] * 5
@@ -58,7 +59,8 @@ def test_the_tick_sleeps_only_while_background_work_is_pending(scene, monkeypatc
         panel.tick()
     assert sleeps == []  # idle: a timer every 100 ms costs nothing
     release = threading.Event()
-    panel._tasks.append(panel_module._Task("Listing models", BackgroundCall(release.wait, 10), lambda r: None, None))
+    panel._tasks.append(panel_module._Task(Work.list_models, "Listing models", BackgroundCall(release.wait, 10),
+                                           lambda r: None, None))
     panel.tick()
     assert sleeps == [panel_module.GIL_SLICE_S]  # pending: the GIL is released for the worker
     release.set()

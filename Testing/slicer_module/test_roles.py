@@ -10,14 +10,42 @@ from BackSplitLib.errors import LabelError
 from BackSplitSlicer.roles import _read_tag, default_role, segment_roles, set_segment_role
 
 
-@pytest.mark.parametrize("name", ["Lesion", "liver_tumor", "Tumour 3", "renal cyst", "Nodule", "bone metastasis"])
+@pytest.mark.parametrize("name", ["Lesion", "liver_tumor", "Tumour 3", "renal cyst", "Nodule", "bone metastasis",
+                                  "mass", "Lung mass 2", "GGO", "ggo_left", "met", "liver met", "Mets", "tumor"])
 def test_lesion_like_names_default_to_target(name):
     assert default_role(name) == "target"
 
 
-@pytest.mark.parametrize("name", ["Kidney", "Liver", "table", "spleen", ""])
+@pytest.mark.parametrize("name", ["Kidney", "Liver", "table", "spleen", "metal", "massive_vessel", "gallbladder"])
 def test_other_names_default_to_auxiliary(name):
     assert default_role(name) == "auxiliary"
+
+
+@pytest.mark.parametrize("name", ["Segment_1", "Segment 12", "segment", "", "BackSplit lesion"])
+def test_unnamed_segments_and_predictions_default_to_unused(name):
+    # Teaching an unknown segment as background is the unsafe choice.
+    assert default_role(name) == "unused"
+
+
+def test_a_role_shown_by_the_panel_is_written_to_the_tag_and_saved(scene, tmp_path):
+    from BackSplitSlicer.panel import MemorySettings, PanelController
+
+    segmentation = scenes.add_segmentation(scene, scenes.standard_blobs()[:3])  # Kidney, Liver, Cyst
+    panel = PanelController(scene, MemorySettings())
+    new_id = segmentation.GetSegmentation().AddEmptySegment("", "Segment_4")
+    shown = {row.name: row.role for row in panel.state().roles}
+    assert shown == {"Kidney": "auxiliary", "Liver": "auxiliary", "Cyst": "target", "Segment_4": "unused"}
+    segmentation.GetSegmentation().GetSegment(new_id).SetName("tumour")  # tagged already: the role stays
+    path = tmp_path / "roles.seg.nrrd"
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.WriteData(segmentation)
+    reread = slicer.vtkMRMLSegmentationNode()
+    scene.AddNode(reread)
+    storage.ReadData(reread)
+    segments = reread.GetSegmentation()
+    tags = {segments.GetNthSegment(i).GetName(): _read_tag(segments.GetNthSegment(i)) for i in range(4)}
+    assert tags == {"Kidney": "auxiliary", "Liver": "auxiliary", "Cyst": "target", "tumour": "unused"}
 
 
 def test_roles_default_from_names_until_a_tag_is_set(scene):
