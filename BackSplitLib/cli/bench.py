@@ -21,9 +21,13 @@ class ProfileName(str, Enum):
     effect = "effect"
 
 
-class FamilyName(str, Enum):
-    ct = "ct"
-    mr = "mr"
+def _family_names() -> type[Enum]:
+    from BackSplitLib.phantom_families import FAMILIES  # torch-free, cheap
+
+    return Enum("FamilyName", {name: name for name in FAMILIES}, type=str)
+
+
+FamilyName = _family_names()
 
 
 def _log(message: str) -> None:
@@ -53,7 +57,7 @@ def quality(
     dataset: Path = typer.Argument(None, help="Dataset folder with a labelled test set (default: the built-in phantom)."),
     out: Path = typer.Option(..., "--out", help="Output folder: results.json, report.md, figures, runs (reused on rerun)."),
     profile: ProfileName = typer.Option(ProfileName.quick, "--profile", help="quick: ~30 min on 2 CPU cores; full: all experiments, sized for one GPU; effect: experiment 1, 5 seeds, 12 test cases (<= 30 min per family on 2 free cores)."),
-    family: FamilyName = typer.Option(FamilyName.ct, "--family", help="Built-in phantom family when no DATASET is given: ct (cysts in liver/kidneys) or mr (metastases in liver/vertebrae/adrenals)."),
+    family: FamilyName = typer.Option("ct", "--family", help="Built-in phantom family when no DATASET is given: ct (cysts in liver/kidneys), mr (metastases in liver/vertebrae/adrenals), liver (six classes, faint metastases), lung (five classes, small nodules)."),
     recipe: str = typer.Option(None, "--recipe", help="TrainConfig fields for every run of both arms, e.g. 'head_prior=0.01,learning_rate=0.001' (an ablation)."),
     finetune_recipe: str = typer.Option(None, "--finetune-recipe", help="TrainConfig fields over the engine's fine-tune recipe for experiment 2's fine-tuned and continued runs alike, e.g. 'auxiliary_weight=1' (an ablation)."),
     seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the profile's)."),

@@ -52,7 +52,7 @@ def phantom(
     cases: int = typer.Option(20, "--cases", min=1, help="Training cases (imagesTr/labelsTr)."),
     test_cases: int = typer.Option(5, "--test-cases", min=0, help="Test cases (imagesTs/labelsTs)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same dataset."),
-    family: str = typer.Option("ct", "--family", help="ct: CT-like abdomen, cysts in liver and kidneys; mr: T2-like MR, metastases in liver, vertebrae and adrenals."),
+    family: str = typer.Option("ct", "--family", help="ct: CT-like abdomen, cysts in liver and kidneys; mr: T2-like MR, metastases in liver, vertebrae and adrenals; liver: CT, six classes, faint liver metastases; lung: chest CT, five classes, small nodules among vessels."),
 ) -> None:
     """Write a synthetic dataset: organs as auxiliary classes, small lesions, lesion mimics."""
     from BackSplitLib.phantom import write_phantom_dataset
