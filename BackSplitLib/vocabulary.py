@@ -115,6 +115,10 @@ DEFAULT_VAL_FRACTION = 0.2
 #: seeds (issue 13, docs/RESULTS.md, "The final recipe: one initialisation for both heads").
 UNIFORM_HEAD_PRIOR = "uniform"
 DEFAULT_HEAD_PRIOR = UNIFORM_HEAD_PRIOR
+#: What every face says about a model whose validation never predicted a lesion voxel (``lesion_watch``): the
+#: CLI's last line, the server job's note (the job succeeds, its model is kept but not promoted), the panel.
+LESION_NEVER_PREDICTED = "the lesion was never predicted"
+JOB_NOT_PROMOTED_NO_LESION = f"succeeded, not promoted: {LESION_NEVER_PREDICTED}"
 #: Iterations of the one fine-tune recipe (``training.FINETUNE_RECIPE``: CLI ``finetune``, server and panel).
 DEFAULT_FINETUNE_ITERATIONS = 200
 

@@ -26,8 +26,11 @@ def progress_bar(description: str) -> Progress:
 
 def run_training(dataset: Path, out: Path, config, base_run: Path | None = None, resume: bool = False,
                  label: str = "training") -> Path:
-    """Train with a rich progress bar (loss, validation Dice) and return the run folder."""
-    from BackSplitLib.training import train
+    """Train with a rich progress bar (loss, validation Dice) and return the run folder; the lesion watch's
+    warning (the lesion has not started when it should have) is printed under the bar when it comes."""
+    import warnings
+
+    from BackSplitLib.training import LesionNotStartedWarning, train
 
     bar = progress_bar(label)
     task = None
@@ -39,9 +42,13 @@ def run_training(dataset: Path, out: Path, config, base_run: Path | None = None,
             task = bar.add_task(label, total=config.iterations, status="")
         val = f" val Dice {p.val_dice:.3f}" if p.val_dice is not None else ""
         bar.update(task, completed=p.iteration, status=f"loss {p.loss:.3f}{val}")
+        if p.warning:
+            bar.console.print(f"[bold yellow]warning:[/] {p.warning}", highlight=False, soft_wrap=True)
 
     try:
-        return train(dataset, out, config, base_run=base_run, resume=resume, progress=update)
+        with warnings.catch_warnings():  # shown through the console above, not twice
+            warnings.simplefilter("ignore", LesionNotStartedWarning)
+            return train(dataset, out, config, base_run=base_run, resume=resume, progress=update)
     finally:
         bar.stop()
 
@@ -138,10 +145,16 @@ def finetune(
 
 
 def _report_run(run: Path) -> None:
+    """The last line of train / finetune: where the run is and its best validation Dice, or, when its
+    validation never predicted the lesion, that the model finds no lesion (exit status 1)."""
+    from BackSplitLib.cli.app import fail
     from BackSplitLib.runs import load_run
 
     meta = load_run(run).meta
     best = meta.get("best_val_dice")
+    lesion = meta.get("lesion") or {}
+    if lesion.get("found") is False:
+        fail(f"the model finds no lesion ({lesion['message']}); it was kept in {run}; hint: {lesion['hint']}", code=1)
     console.print(f"run written to {run}" + (f" (best validation lesion Dice {best:.3f})" if best is not None else ""))
 
 

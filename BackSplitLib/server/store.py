@@ -309,11 +309,13 @@ class Store:
     # ------------------------------------------------------------------ models
     def register_model(self, run_dir: Path, *, schema: dict, metrics: dict, parent: str | None,
                        case_ids: list[str], source: str, job_id: str | None = None,
-                       promote: bool = False, first_becomes_current: bool = True) -> dict:
+                       promote: bool = False, first_becomes_current: bool = True, note: str | None = None) -> dict:
         """Publish a finished run folder as a model version, in one transaction with the job's success.
 
         Any model registered with ``promote`` becomes current; so does the first model ever, unless
-        ``first_becomes_current`` is False (a model whose validation never found the lesion).
+        ``first_becomes_current`` is False (a model whose validation never found the lesion). ``note`` goes
+        into the succeeded job's ``error`` field: why its model was not promoted
+        (``vocabulary.JOB_NOT_PROMOTED_NO_LESION``).
         """
         model_id = new_id()
         target = self.model_dir(model_id)
@@ -331,7 +333,7 @@ class Store:
                     db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('current_model', ?)", (model_id,))
                 if job_id is not None:
                     db.execute("UPDATE jobs SET state = 'succeeded', model_id = ?, finished = ?, worker_pid = NULL,"
-                               " eta_s = 0, error = NULL WHERE id = ?", (model_id, time.time(), job_id))
+                               " eta_s = 0, error = ? WHERE id = ?", (model_id, time.time(), note, job_id))
         except BaseException:
             os.replace(target, run_dir)
             raise

@@ -35,6 +35,7 @@ from BackSplitLib.run_folder import load_run, read_model_json, run_metrics
 from BackSplitLib.schema import LabelSchema
 from BackSplitLib.server.lifetime import watch_stdin_eof
 from BackSplitLib.server.store import Store
+from BackSplitLib.vocabulary import JOB_NOT_PROMOTED_NO_LESION, LESION_NEVER_PREDICTED
 
 FILE_ENDING = ".nii.gz"
 SELF_CONTAINED_ENDINGS = {".nii.gz", ".nii", ".nrrd", ".mha"}  # one file per image: a link to it is the image
@@ -155,8 +156,11 @@ def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
 
 
 def validation_found_lesion(metrics: dict) -> bool:
-    """False when the run's best validation Dice is 0 or below: a model that never found the lesion must
-    not become current. A run without validation counts as found (as before)."""
+    """False when the run's lesion watch says validation never predicted the lesion, or its best validation
+    Dice is 0 or below: a model that never found the lesion must not become current. A run without
+    validation counts as found (as before)."""
+    if metrics.get("lesion_found") is False:
+        return False
     best = metrics.get("best_val_dice")
     return best is None or best > 0
 
@@ -235,11 +239,14 @@ class Worker:
         else:
             meta = read_model_json(run_dir)
             promote = should_promote(job["params"], metrics)
+            found = validation_found_lesion(metrics)
+            # A model that never found the lesion is kept, not promoted, and the job says why (its note).
             model = self.store.register_model(
                 run_dir, schema=meta.get("schema", {}), metrics=metrics, parent=job.get("base_model"),
                 case_ids=job["cases"], source=job["kind"], job_id=job_id, promote=promote,
-                first_becomes_current=validation_found_lesion(metrics))
-            _log(log_path, f"succeeded: model {model['id']}" + ("" if promote else " (not promoted)"))
+                first_becomes_current=found, note=None if found else JOB_NOT_PROMOTED_NO_LESION)
+            _log(log_path, f"succeeded: model {model['id']}" + ("" if promote else " (not promoted)")
+                 + ("" if found else f": {LESION_NEVER_PREDICTED}"))
         shutil.rmtree(self.store.job_dir(job_id) / "dataset", ignore_errors=True)
 
 

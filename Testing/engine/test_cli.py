@@ -32,7 +32,9 @@ def test_version_and_help_from_the_console_script():
 
 
 def test_train_finetune_predict_evaluate_end_to_end(capsys, phantom_dataset, tmp_path):
-    code, output = run_cli(capsys, "train", phantom_dataset, "--mode", "binary", "--out", tmp_path / "binary", *FAST)
+    # PyTorch's head predicts lesion voxels from the start, so a 2-iteration model is not "finds no lesion"
+    code, output = run_cli(capsys, "train", phantom_dataset, "--mode", "binary", "--out", tmp_path / "binary", *FAST,
+                           "--head-prior", "none")
     assert code == 0, output
     code, output = run_cli(capsys, "finetune", tmp_path / "binary", phantom_dataset, "--out", tmp_path / "tuned", *FAST)
     assert code == 0, output
@@ -239,3 +241,14 @@ def test_the_train_command_defaults_are_the_engine_defaults():
     options, engine = inspect.signature(train).parameters, TrainConfig()
     for name in ("iterations", "batch_size", "val_fraction", "learning_rate", "auxiliary_weight", "head_prior", "seed"):
         assert options[name].default.default == getattr(engine, name), name
+
+
+def test_train_says_in_its_last_line_and_exit_status_that_the_model_finds_no_lesion(capsys, phantom_dataset, tmp_path):
+    """Issue 20 A.3: a run whose validation never predicted a lesion voxel is kept, and reported as such."""
+    code, output = run_cli(capsys, "train", phantom_dataset, "--out", tmp_path / "run", *FAST)
+    assert code == 1, output
+    last = output.strip().splitlines()[-1]
+    assert "the model finds no lesion" in output and "never predicted" in output and "hint:" in output
+    assert "Traceback" not in output and last
+    assert "warning:" in output and "has not started" in output  # during training, under the progress bar
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["lesion"]["found"] is False
