@@ -100,7 +100,7 @@ def train(
     val_fraction: float = typer.Option(DEFAULT_VAL_FRACTION, "--val-fraction", min=0.0, max=0.9, help="Seeded share of imagesTr held out for validation."),
     val_every: int = typer.Option(None, "--val-every", min=1, help="Validate every N iterations (default: a tenth of the budget)."),
     learning_rate: float = typer.Option(DEFAULT_LEARNING_RATE, "--lr", help="AdamW peak learning rate (cosine schedule after a short warm-up)."),
-    auxiliary_weight: float = typer.Option(DEFAULT_AUXILIARY_WEIGHT, "--auxiliary-weight", min=0.0, max=1.0, help="Weight of the auxiliary classes' terms added to the binary loss of the collapsed lesion probability: 1 = the plain split loss, 0 = the binary loss (see docs/RESULTS.md, Ablations)."),
+    auxiliary_weight: float = typer.Option(DEFAULT_AUXILIARY_WEIGHT, "--auxiliary-weight", min=0.0, max=1.0, help="Weight of the auxiliary classes' terms added to the binary loss of the collapsed lesion probability: 1 = the plain split loss, 0 = the binary loss; they switch on once the lesion channel has started in training (docs/ARCHITECTURE.md, "The BackSplit recipe")."),
     head_prior: str = typer.Option(DEFAULT_HEAD_PRIOR, "--head-prior", parser=_head_prior, metavar="uniform|none|P", help="The head's initial lesion probability, both modes: uniform = 1/K for the dataset's K classes (so binary and BackSplit start alike), a probability P, or none (PyTorch's initialisation)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),
     resample_labels: bool = typer.Option(False, "--resample-labels", help="Resample labels that are on another grid onto their image (nearest neighbour, physical space) instead of refusing them."),
