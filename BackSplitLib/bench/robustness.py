@@ -84,6 +84,8 @@ class RobustnessBench:
                 lesion = meta.get("lesion") or {}
                 entry[mode] = {"started_at": lesion.get("started_at"), "found": lesion.get("found"),
                                "started_in_training_at": meta.get("lesion_from_batch"),
+                               "dice_reached_at": reached(meta.get("history") or [], TAKEN_OFF_DICE),
+                               "relapsed": relapsed(meta.get("history") or []),
                                "dice": outcome.metrics["dice"], "fp_per_case": outcome.metrics["fp_per_case"],
                                "best_val_dice": meta.get("best_val_dice")}
             per_seed[str(seed)] = entry
@@ -91,6 +93,23 @@ class RobustnessBench:
                      f"BackSplit {_it(entry['backsplit']['started_at'])}; Dice {entry['binary']['dice']:.3f} / "
                      f"{entry['backsplit']['dice']:.3f}")
         return summarise_cell(per_seed)
+
+
+#: A lesion channel has taken off when a validation's lesion Dice reaches this (reported beside "started").
+TAKEN_OFF_DICE = 0.1
+
+
+def reached(history: list[dict], dice: float) -> int | None:
+    """The first validation iteration whose lesion Dice reached ``dice`` (None if none did)."""
+    return next((int(r["iteration"]) for r in history if (r.get("val_dice") or 0) >= dice), None)
+
+
+def relapsed(history: list[dict]) -> bool:
+    """True when a validation predicted no lesion voxel after an earlier one had predicted some: the lesion
+    channel started, then went silent again (seen after BackSplit's auxiliary terms switched on)."""
+    voxels = [r["val_lesion_voxels"] for r in history if "val_lesion_voxels" in r]
+    first = next((i for i, v in enumerate(voxels) if v > 0), None)
+    return first is not None and any(v == 0 for v in voxels[first:])
 
 
 def summarise_cell(per_seed: dict[str, dict]) -> dict:
@@ -104,6 +123,8 @@ def summarise_cell(per_seed: dict[str, dict]) -> dict:
              if e["binary"]["started_at"] is not None
              and (e["backsplit"]["started_at"] is None or e["backsplit"]["started_at"] > e["binary"]["started_at"])]
     return {"per_seed": per_seed, "backsplit_never_started": never, "backsplit_behind": behind,
+            "backsplit_relapsed": [s for s, e in per_seed.items() if e["backsplit"].get("relapsed")],
+            "binary_relapsed": [s for s, e in per_seed.items() if e["binary"].get("relapsed")],
             "backsplit_started_later": later,
             "binary_never_started": [s for s, e in per_seed.items() if e["binary"]["started_at"] is None],
             "dice": {m: stats.summarise(values(m, "dice")) for m in ARMS},
@@ -116,6 +137,8 @@ def totals(cells: dict[str, dict]) -> dict:
             "backsplit_never_started": sum(len(c["backsplit_never_started"]) for c in cells.values()),
             "backsplit_behind": sum(len(c["backsplit_behind"]) for c in cells.values()),
             "backsplit_started_later": sum(len(c["backsplit_started_later"]) for c in cells.values()),
+            "backsplit_relapsed": sum(len(c.get("backsplit_relapsed", [])) for c in cells.values()),
+            "binary_relapsed": sum(len(c.get("binary_relapsed", [])) for c in cells.values()),
             "binary_never_started": sum(len(c["binary_never_started"]) for c in cells.values())}
 
 
@@ -131,16 +154,20 @@ def rows(results: dict) -> list[tuple[str, ...]]:
         seeds = sorted(cell["per_seed"], key=int)
         start = " ".join(f"{_it(cell['per_seed'][s]['binary']['started_at'])}/"
                          f"{_it(cell['per_seed'][s]['backsplit']['started_at'])}" for s in seeds)
+        took_off = " ".join(f"{_it(cell['per_seed'][s]['binary'].get('dice_reached_at'))}/"
+                            f"{_it(cell['per_seed'][s]['backsplit'].get('dice_reached_at'))}" for s in seeds)
         dice = {m: cell["dice"][m] for m in ARMS}
         diff = cell["dice_diff"]
-        out.append((family, budget, start, stats.fmt(dice["binary"]), stats.fmt(dice["backsplit"]),
+        out.append((family, budget, start, took_off, stats.fmt(dice["binary"]), stats.fmt(dice["backsplit"]),
                     "n/a" if diff["mean_diff"] is None else f"{diff['mean_diff']:+.3f}",
-                    str(len(cell["backsplit_never_started"])), str(len(cell["backsplit_behind"]))))
+                    str(len(cell["backsplit_never_started"])), str(len(cell["backsplit_behind"])),
+                    str(len(cell.get("backsplit_relapsed", [])))))
     return out
 
 
-COLUMNS = ("family", "iterations", "lesion started at, binary/BackSplit per seed", "binary Dice", "BackSplit Dice",
-           "BackSplit - binary", "BackSplit never started", f"BackSplit > {BEHIND_MARGIN} behind")
+COLUMNS = ("family", "iterations", "lesion started at, binary/BackSplit per seed",
+           f"validation Dice >= {TAKEN_OFF_DICE} at", "binary Dice", "BackSplit Dice", "BackSplit - binary",
+           "BackSplit never started", f"BackSplit > {BEHIND_MARGIN} behind", "BackSplit relapsed")
 
 
 def report(results: dict) -> str:
@@ -152,6 +179,8 @@ def report(results: dict) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in rows(results)]
     lines += ["", f"BackSplit never started: {t.get('backsplit_never_started')} of {t.get('runs_per_arm')} runs "
               f"(target 0); ended more than {BEHIND_MARGIN} below binary: {t.get('backsplit_behind')}; started later "
-              f"than binary: {t.get('backsplit_started_later')}; binary never started: {t.get('binary_never_started')}.",
+              f"than binary: {t.get('backsplit_started_later')}; binary never started: {t.get('binary_never_started')}; "
+              f"relapsed (predicted lesion voxels, then none at a later validation): BackSplit "
+              f"{t.get('backsplit_relapsed')}, binary {t.get('binary_relapsed')}.",
               f"Wall time {results.get('wall_s', 0) / 60:.1f} min."]
     return "\n".join(lines) + "\n"

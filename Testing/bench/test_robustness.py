@@ -31,6 +31,17 @@ def test_counts_never_started_behind_and_later_per_seed():
     assert cell["backsplit_started_later"] == ["0", "1"] and cell["binary_never_started"] == []
 
 
+def test_a_lesion_that_went_silent_again_counts_as_relapsed():
+    from BackSplitLib.bench.robustness import reached, relapsed
+
+    history = [{"iteration": 25, "val_dice": 0.0, "val_lesion_voxels": 0},
+               {"iteration": 50, "val_dice": 0.0, "val_lesion_voxels": 10},
+               {"iteration": 75, "val_dice": 0.0, "val_lesion_voxels": 0},
+               {"iteration": 100, "val_dice": 0.38, "val_lesion_voxels": 900}]
+    assert relapsed(history) and not relapsed(history[:2]) and not relapsed(history[3:])
+    assert reached(history, 0.1) == 100 and reached(history[:3], 0.1) is None
+
+
 def test_miniature_robustness_bench_is_resumable_and_shares_one_out(tmp_path):
     import torch
 
@@ -53,7 +64,7 @@ def test_miniature_robustness_bench_is_resumable_and_shares_one_out(tmp_path):
     assert sorted(both["cells"]) == ["ct/2", "ct/3", "liver/2", "liver/3"]
     assert both["cells"]["liver/2"]["per_seed"] == first["cells"]["liver/2"]["per_seed"]
     report = (tmp_path / "robustness.md").read_text()
-    assert "BackSplit never started" in report and "| liver | 3 |" in report
+    assert "BackSplit never started" in report and "| liver | 3 |" in report and "relapsed" in report
     entry = both["cells"]["ct/3"]["per_seed"]["0"]
     assert set(entry) == {"binary", "backsplit"} and "started_at" in entry["backsplit"]
     assert both["totals"]["runs_per_arm"] == 4
