@@ -90,16 +90,21 @@ class BackSplitLoss(nn.Module):
     def forward(self, logits: torch.Tensor, label: torch.Tensor, labelled: torch.Tensor | None = None) -> torch.Tensor:
         # Autocast off: voxel counts and sums over a patch overflow half precision (65504).
         with torch.autocast(logits.device.type, enabled=False):
+            if self.auxiliary_weight == 0.0 and self.num_classes > 2:  # the binary loss alone (training's warm-up)
+                return self._binary(logits, label)
             full = self._loss(logits, label, labelled)
             if self.auxiliary_weight == 1.0 or self.num_classes == 2:
                 return full
             # Multi-class CE = binary CE on the collapsed lesion probability + CE of the auxiliary class
             # given "not lesion"; the marginal loss with every auxiliary class unlabelled is exactly the
             # collapsed (binary) part, so this mix scales only the auxiliary part by the weight.
-            collapsed = torch.zeros(logits.shape[0], self.num_classes, dtype=torch.bool)
-            collapsed[:, [0, self.target_value]] = True
-            binary = self._loss(logits, label, collapsed, force_marginal=True)
-            return self.auxiliary_weight * full + (1.0 - self.auxiliary_weight) * binary
+            return self.auxiliary_weight * full + (1.0 - self.auxiliary_weight) * self._binary(logits, label)
+
+    def _binary(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """The binary loss of the collapsed lesion probability (every auxiliary class merged into background)."""
+        collapsed = torch.zeros(logits.shape[0], self.num_classes, dtype=torch.bool)
+        collapsed[:, [0, self.target_value]] = True
+        return self._loss(logits, label, collapsed, force_marginal=True)
 
     def _loss(self, logits: torch.Tensor, label: torch.Tensor, labelled: torch.Tensor | None,
               force_marginal: bool = False) -> torch.Tensor:

@@ -421,8 +421,8 @@ def place_lesions(b: _Builder, hosts: Sequence[str], weights: Sequence[float], r
                   value: Callable[[], float], first_host: str | None = None) -> tuple[list[str], list[float]]:
     """1-4 blobs of the schema's target in ``hosts`` (drawn with ``weights``), each with intensity
     ``value()``; returns their hosts and intensities. ``first_host`` puts the first one there when it fits
-    (a test set can then hold every host); when hosts stay full, the liver (every family's largest host)
-    takes the rest, so at least one lesion is always placed."""
+    (a test set can then hold every host); when hosts stay full, ``hosts[0]`` (every family lists its largest
+    host first) takes the rest, so at least one lesion is always placed."""
     wanted = int(b.rng.integers(1, 5))
     placed, values = [], []
     attempts = 0
@@ -432,7 +432,7 @@ def place_lesions(b: _Builder, hosts: Sequence[str], weights: Sequence[float], r
         if first_host is not None and not placed and attempts <= FIRST_HOST_ATTEMPTS:
             name = first_host
         else:
-            name = "liver" if attempts > 4 * wanted + extra else str(b.rng.choice(hosts, p=weights))
+            name = hosts[0] if attempts > 4 * wanted + extra else str(b.rng.choice(hosts, p=weights))
         blob = _place_blob(b, b.label == b.schema.labels[name], radius_voxels)
         if blob is None:
             continue
@@ -461,12 +461,14 @@ def _intensities(b: _Builder) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- public API
-def _check_geometry(shape, spacing) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
-    shape = tuple(int(n) for n in (shape or DEFAULT_SHAPE))
-    spacing = tuple(float(s) for s in (spacing or DEFAULT_SPACING))
+def _check_geometry(shape, spacing, default_shape: tuple[int, int, int] = DEFAULT_SHAPE,
+                    default_spacing: tuple[float, float, float] = DEFAULT_SPACING,
+                    ) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    shape = tuple(int(n) for n in (shape or default_shape))
+    spacing = tuple(float(s) for s in (spacing or default_spacing))
     if len(shape) != 3 or any(n < m for n, m in zip(shape, MIN_SHAPE)):
         raise ImageError(f"phantom shape {shape} (z, y, x) is too small or not 3D",
-                         f"use at least {MIN_SHAPE}, e.g. the default {DEFAULT_SHAPE}")
+                         f"use at least {MIN_SHAPE}, e.g. the default {default_shape}")
     if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
         raise ImageError(f"phantom spacing {spacing} (x, y, z mm) must be three positive numbers")
     return shape, spacing
@@ -530,8 +532,9 @@ def _is_phantom_dataset(folder: Path) -> bool:
 @dataclass(frozen=True)
 class PhantomFamily:
     """A kind of phantom the dataset writer can write: its schema, its builder
-    (``build(seed, shape, spacing, first_host)`` -> :class:`Phantom`), where its lesions grow, and the
-    dataset.json channel name ("CT" gives CT normalisation, anything else z-score)."""
+    (``build(seed, shape, spacing, first_host)`` -> :class:`Phantom`), where its lesions grow (the largest
+    host first), the dataset.json channel name ("CT" gives CT normalisation, anything else z-score), and the
+    geometry it is built with when none is given (``shape`` (z, y, x), ``spacing`` (x, y, z) mm)."""
 
     name: str
     schema: LabelSchema
@@ -539,6 +542,8 @@ class PhantomFamily:
     lesion_hosts: tuple[str, ...]
     channel: str
     description: str
+    shape: tuple[int, int, int] = DEFAULT_SHAPE
+    spacing: tuple[float, float, float] = DEFAULT_SPACING
 
 
 CT_FAMILY = PhantomFamily("ct", PHANTOM_SCHEMA, build_phantom, LESION_HOSTS, "CT",
@@ -562,7 +567,7 @@ def write_phantom_dataset(out: str | Path, cases: int = 20, test_cases: int = 5,
     if cases < 1 or test_cases < 0:
         raise DatasetError(f"a phantom dataset needs at least 1 training case and >= 0 test cases "
                            f"(got {cases} and {test_cases})")
-    shape, spacing = _check_geometry(shape, spacing)
+    shape, spacing = _check_geometry(shape, spacing, family.shape, family.spacing)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_phantom_dataset(out))):
         raise DatasetError(f"{out} exists and is not an empty folder or a phantom dataset; refusing to overwrite it",
                            "choose a new output folder or remove it first")

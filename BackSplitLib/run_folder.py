@@ -124,6 +124,10 @@ def run_metrics(meta: dict) -> dict:
     history = meta.get("history") or []
     last = history[-1] if isinstance(history, list) and history and isinstance(history[-1], dict) else {}
     metrics = {"best_val_dice": meta.get("best_val_dice")}
+    lesion = meta.get("lesion")
+    if isinstance(lesion, dict):  # the trainer's lesion watch (lesion_watch.LesionWatch.record)
+        metrics.update(lesion_found=lesion.get("found"), lesion_started_at=lesion.get("started_at"),
+                       lesion_message=lesion.get("message"))
     for key in ("iteration", "loss", "val_dice"):
         if key in last:
             metrics[f"last_{key}"] = last[key]

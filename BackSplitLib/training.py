@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -29,6 +30,7 @@ from BackSplitLib import runs as runfiles
 from BackSplitLib.dataset import Dataset
 from BackSplitLib.devices import resolve_device
 from BackSplitLib.errors import DatasetError, RunError, TrainingCancelled
+from BackSplitLib.lesion_watch import LesionWatch
 from BackSplitLib.planning import plan
 from BackSplitLib.schema import LabelSchema
 from BackSplitLib.vocabulary import (DEFAULT_AUXILIARY_WEIGHT, DEFAULT_BATCH_SIZE, DEFAULT_FINETUNE_ITERATIONS,
@@ -110,6 +112,29 @@ def check_head_prior(value) -> None:
                            f"(exclusive), got {value!r}")
 
 
+# The auxiliary terms wait for the lesion (issue 20): a BackSplit run trains with the binary loss of its
+# collapsed lesion probability until a training batch's hard lesion Dice reaches AUXILIARY_START_DICE (the lesion
+# channel has started), then the auxiliary terms' weight ramps linearly to TrainConfig.auxiliary_weight over
+# AUXILIARY_RAMP_SHARE of the budget. A BackSplit model trained from scratch also starts as the binary model of
+# the same seed (its head is that model's, the background channel copied into every auxiliary channel, as
+# ``networks.adapt_head`` does for a fine-tune), so until the switch the run *is* the binary run and its lesion
+# channel starts exactly when binary's does.
+AUXILIARY_START_DICE = 0.1
+AUXILIARY_RAMP_SHARE = 0.1
+
+
+def lesion_started_in_batch(logits: torch.Tensor, labels: torch.Tensor, target_value: int) -> bool:
+    """True when the batch's hard lesion Dice (collapsed lesion probability >= 0.5, i.e. the target logit at
+    least the log-sum-exp of the others) reaches :data:`AUXILIARY_START_DICE`."""
+    with torch.no_grad():
+        logits = logits.detach().float()
+        others = torch.cat([logits[:, :target_value], logits[:, target_value + 1:]], 1)
+        predicted = logits[:, target_value] >= torch.logsumexp(others, 1)
+        truth = labels[:, 0] == target_value
+        denominator = int(predicted.sum()) + int(truth.sum())
+        return bool(truth.any()) and 2 * int((predicted & truth).sum()) >= AUXILIARY_START_DICE * denominator
+
+
 # The one fine-tune recipe, used by the CLI's ``finetune``, the server's fine-tune jobs and the panel: the
 # model is already good, so a lower peak learning rate and no warm-up (a warm-up would first move the
 # adapted head away from the base model's predictions); everything else as when training from scratch.
@@ -135,6 +160,11 @@ class Progress:
     eta_s: float | None = None
     elapsed_s: float = 0.0
     phase: str = "train"
+    warning: str | None = None  # set once, at the validation where the lesion should have started and has not
+
+
+class LesionNotStartedWarning(UserWarning):
+    """The lesion channel predicts no lesion voxel on validation by the time it should (``lesion_watch``)."""
 
 
 # ------------------------------------------------------------------ devices and DDP
@@ -186,12 +216,13 @@ def _iteration_seed(seed: int, rank: int, iteration: int) -> int:
 # ------------------------------------------------------------------ validation
 @torch.no_grad()
 def validate(model: torch.nn.Module, items: list[dict], schema: LabelSchema, patch_size, device,
-             amp: bool) -> float:
-    """Mean lesion Dice on preprocessed validation cases (empty truth and prediction count as 1)."""
+             amp: bool) -> tuple[float, int, int]:
+    """Mean lesion Dice on preprocessed validation cases (empty truth and prediction count as 1), and the
+    predicted and true lesion voxels over all of them (``lesion_watch``: has the lesion channel started?)."""
     from BackSplitLib.inference import sliding_window_target_probability
 
     model.eval()
-    scores = []
+    scores, predicted, true = [], 0, 0
     for item in items:
         prob = sliding_window_target_probability(model, item["image"][None].to(device), schema, patch_size, amp)
         pred = prob[0, 0] >= 0.5
@@ -201,8 +232,9 @@ def validate(model: torch.nn.Module, items: list[dict], schema: LabelSchema, pat
             pred, truth = pred & keep, truth & keep
         denominator = pred.sum() + truth.sum()
         scores.append(1.0 if denominator == 0 else float(2 * (pred & truth).sum() / denominator))
+        predicted, true = predicted + int(pred.sum()), true + int(truth.sum())
     model.train()
-    return float(np.mean(scores)) if scores else float("nan")
+    return (float(np.mean(scores)) if scores else float("nan")), predicted, true
 
 
 # ------------------------------------------------------------------ the trainer
@@ -231,6 +263,10 @@ class Trainer:
         self.should_stop = should_stop
         self.start, self.best, self.history, self.train_seconds = 0, -1.0, [], 0.0
         self.last_val: float | None = None
+        self.watch = LesionWatch(self.config.iterations)
+        # the iteration after the first training batch whose hard lesion Dice reached AUXILIARY_START_DICE (both
+        # modes; BackSplit's auxiliary terms switch on there)
+        self.lesion_from_batch: int | None = None
 
     # -------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -260,14 +296,19 @@ class Trainer:
                            "resume with the same dataset, or start a new run")
 
         torch.manual_seed(config.seed)  # the same seed gives the same initial weights (binary vs BackSplit too)
-        self.model = build_network(config.arch, 1, self.schema.num_classes, **config.arch_params)
+        starts_binary = base is None and config.head_prior is not None and self.schema.num_classes > 2
+        # BackSplit from scratch starts as the binary model of the same seed (see AUXILIARY_START_DICE)
+        head_schema = self.schema.binary() if starts_binary else self.schema
+        self.model = build_network(config.arch, 1, head_schema.num_classes, **config.arch_params)
         if base is not None:
             base_model = runfiles.build_model(base, "best")
             self.model.load_state_dict(adapt_head(base_model, base.schema, self.schema).state_dict())
         elif config.head_prior is not None:
             prior = (1.0 / dataset.schema.num_classes if config.head_prior == UNIFORM_HEAD_PRIOR
                      else config.head_prior)
-            init_head_prior(self.model, self.schema, prior)
+            init_head_prior(self.model, head_schema, prior)
+            if starts_binary:
+                adapt_head(self.model, head_schema, self.schema)
         self.model.to(self.device)
 
         self.transform = training_transforms(self.preprocessing, self.plan.lookup, self.schema.target_value,
@@ -326,7 +367,9 @@ class Trainer:
         if "scaler" in state and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.start, self.best = int(state["iteration"]), float(state["best_val_dice"])
+        self.lesion_from_batch = state.get("lesion_from_batch")
         self.history = list(self.previous.meta.get("history", []))
+        self.watch = LesionWatch.from_history(self.config.iterations, self.history)
         self.train_seconds = float(state.get("train_seconds", 0.0))
         torch.set_rng_state(state["torch_rng"])
 
@@ -392,17 +435,45 @@ class Trainer:
         labels = labels.to(self.device, non_blocking=True).long()
         torch.manual_seed(_iteration_seed(self.config.seed, self.rank, iteration))
         logits = self._forward(images)
+        self.loss_fn.auxiliary_weight = self.config.auxiliary_weight * self.auxiliary_scale(iteration)
         loss = self.loss_fn(logits.float(), labels, labelled)
+        if self.lesion_from_batch is None:
+            self._check_lesion_started(iteration, logits, labels)
         if not torch.isfinite(loss):
             raise RunError(f"the loss became {loss.item()} at iteration {iteration}",
                            "lower the learning rate or check the images for extreme values")
         self._backward(loss)
         return loss
 
+    def auxiliary_scale(self, iteration: int) -> float:
+        """The share of ``auxiliary_weight`` at ``iteration``: 0 until the lesion channel started in training,
+        then a linear ramp to 1 over AUXILIARY_RAMP_SHARE of the budget."""
+        if self.lesion_from_batch is None:
+            return 0.0
+        ramp = max(1, round(AUXILIARY_RAMP_SHARE * self.config.iterations))
+        return min(1.0, (iteration - self.lesion_from_batch + 1) / ramp)
+
+    def _check_lesion_started(self, iteration: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        started = lesion_started_in_batch(logits, labels, self.schema.target_value)
+        if self.world > 1:  # every replica switches at the same iteration
+            flag = torch.tensor([float(started)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            started = bool(flag.item())
+        if started:
+            self.lesion_from_batch = iteration + 1
+
     # -------------------------------------------------------------- validation and checkpoints
-    def validate(self) -> float:
-        return validate(self.model, self.val_items, self.schema, self.preprocessing["patch_size"], self.device,
-                        self.use_amp)
+    def validate(self, iteration: int) -> dict:
+        """Score the validation cases; the record's lesion voxels feed the lesion watch, whose warning (the
+        lesion has not started by the time it should have) goes into the record, the log and the progress."""
+        dice, predicted, true = validate(self.model, self.val_items, self.schema, self.preprocessing["patch_size"],
+                                         self.device, self.use_amp)
+        record = {"val_dice": dice, "val_lesion_voxels": predicted, "val_truth_voxels": true}
+        warning = self.watch.observe(iteration, predicted, true)
+        if warning is not None:
+            warnings.warn(warning, LesionNotStartedWarning, stacklevel=2)
+            record["warning"] = warning
+        return record
 
     def checkpoint(self, iteration: int, improved: bool) -> None:
         """Best and last weights, the training state and model.json, each written atomically (rank 0)."""
@@ -416,13 +487,15 @@ class Trainer:
         runfiles.save_state({
             "iteration": iteration, "best_val_dice": self.best, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-            "train_seconds": self.train_seconds,
+            "train_seconds": self.train_seconds, "lesion_from_batch": self.lesion_from_batch,
             **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
         }, out / runfiles.LAST_STATE)
         done = iteration - self.start
         runfiles.write_model_json(out, {
             **self.meta, "iteration": iteration, "history": self.history,
             "best_val_dice": self.best if self.val_items else None,
+            "lesion": self.watch.record(),
+            "lesion_from_batch": self.lesion_from_batch,
             "train_s_per_iteration": self.train_seconds / max(1, iteration) if done else None,
         })
 
@@ -464,11 +537,13 @@ class Trainer:
                               "time_s": round(time.perf_counter() - tic, 3)}
                 validating = done % val_every == 0 or done == config.iterations
                 improved = False
+                warning = None
                 if validating and self.val_items:
-                    self.last_val = self.validate()
+                    scores = self.validate(done)
+                    self.last_val, warning = scores["val_dice"], scores.get("warning")
                     improved = self.last_val > self.best
                     self.best = max(self.best, self.last_val)
-                    record = {**(record or {"iteration": done, "loss": float(loss.item())}), "val_dice": self.last_val}
+                    record = {**(record or {"iteration": done, "loss": float(loss.item())}), **scores}
                 if record is not None:
                     self._log(record, validating)
                 # Between validations, a time-based checkpoint: a kill loses minutes, not a tenth of the run.
@@ -479,7 +554,7 @@ class Trainer:
                     elapsed = time.perf_counter() - tic
                     eta = elapsed / (done - self.start) * (config.iterations - done)
                     self.progress(Progress(done, config.iterations, float(loss.item()), self.last_val,
-                                           self.best if self.best >= 0 else None, eta, elapsed))
+                                           self.best if self.best >= 0 else None, eta, elapsed, warning=warning))
         finally:
             prefetcher.shutdown(wait=True, cancel_futures=True)
         self._finish_distributed()

@@ -107,7 +107,9 @@ DEFAULT_ITERATIONS = 500
 #: of the collapsed lesion probability plus this weight times the auxiliary classes' own terms (conditional
 #: cross-entropy given "not lesion" and their mean Dice). 1 is the plain split loss, whose lesion head stalled
 #: for hundreds of iterations on some seeds; 0.5 and 0.25 started on every seed of both phantom families, and
-#: 0.25 was as good or better on both (issue 13, docs/RESULTS.md, "Ablations"). Binary training does not read it.
+#: 0.25 was as good or better on both (issue 13, docs/RESULTS.md, "Ablations"). Since issue 20 the terms switch on
+#: (ramping to this weight) only once the lesion channel has started (``training.AUXILIARY_START_DICE``).
+#: Binary training does not read it.
 DEFAULT_AUXILIARY_WEIGHT = 0.25
 #: The from-scratch recipe's batch size, AdamW peak learning rate and seeded validation share
 #: (``training.TrainConfig``, CLI ``train``).
@@ -123,6 +125,10 @@ DEFAULT_VAL_FRACTION = 0.2
 #: seeds (issue 13, docs/RESULTS.md, "The final recipe: one initialisation for both heads").
 UNIFORM_HEAD_PRIOR = "uniform"
 DEFAULT_HEAD_PRIOR = UNIFORM_HEAD_PRIOR
+#: What every face says about a model whose validation never predicted a lesion voxel (``lesion_watch``): the
+#: CLI's last line, the server job's note (the job succeeds, its model is kept but not promoted), the panel.
+LESION_NEVER_PREDICTED = "the lesion was never predicted"
+JOB_NOT_PROMOTED_NO_LESION = f"succeeded, not promoted: {LESION_NEVER_PREDICTED}"
 #: Iterations of the one fine-tune recipe (``training.FINETUNE_RECIPE``: CLI ``finetune``, server and panel).
 DEFAULT_FINETUNE_ITERATIONS = 200
 

@@ -82,8 +82,16 @@ class Profile:
     # experiment 6
     fisher_voxels: int = 20000
     val_every: int | None = None
-    # the built-in phantom family (phantom_families: "ct" or "mr")
+    # the built-in phantom family (phantom_families: "ct", "mr", "liver", "lung"); ``shape`` None builds each
+    # family at its own geometry, ``family_shapes`` overrides it per family
     family: str = "ct"
+    family_shapes: dict = field(default_factory=dict)
+    # validations per run when val_every is not given (the robustness profile needs many to see when the
+    # lesion channel starts)
+    validations: int = 3
+    # the robustness profile: every family in ``families`` at every budget (iterations) in ``budgets``
+    families: tuple[str, ...] = ()
+    budgets: tuple[int, ...] = ()
     # TrainConfig fields set for every run of both arms (an ablation changes one of them)
     recipe: dict = field(default_factory=dict)
     # TrainConfig fields set for every fine-tune of experiment 2, the fine-tuned and the continued arm alike,
@@ -117,7 +125,7 @@ class Profile:
         from BackSplitLib.training import TrainConfig, finetune_config
 
         iterations = iterations or self.iterations
-        val_every = self.val_every or max(1, iterations // 3)
+        val_every = self.val_every or max(1, iterations // self.validations)
         settings = dict(mode=mode, arch=arch, iterations=iterations, seed=seed, device=device,
                         batch_size=self.batch_size, patch_size=self.patch_size, partial=partial,
                         val_every=min(val_every, iterations), log_every=max(1, iterations // 10))
@@ -149,6 +157,13 @@ PROFILES = {
     # --experiments 1,2,3 adds issue 13's fine-tuning (0.25 N iterations) and partial-supervision targets.
     "effect": Profile(name="effect", experiments=(1,), seeds=(0, 1, 2, 3, 4), iterations=300, cases=16,
                       test_cases=12, shape=(40, 56, 64), patch_size=(32, 32, 32), finetune_share=0.25),
+    # issue 20: does the lesion channel start, for both arms, on every family and at a short and a longer
+    # budget? Experiment 1 (unet, both arms) per family and budget, 12 validations per run; ct and mr at the
+    # effect profile's size, liver and lung at their own geometry (bench/robustness.py).
+    "robustness": Profile(name="robustness", experiments=(1,), seeds=(0, 1, 2, 3, 4), cases=16, test_cases=12,
+                          shape=None, family_shapes={"ct": (40, 56, 64), "mr": (40, 56, 64)},
+                          patch_size=(32, 32, 32), validations=12, families=("ct", "mr", "liver", "lung"),
+                          budgets=(300, 1000)),
 }
 
 
@@ -482,7 +497,7 @@ def prepare_dataset(dataset: Path | None, out: Path, profile: Profile, seed: int
     path = out / ("phantom" if family.name == "ct" else f"phantom_{family.name}")
     if not (path / "dataset.json").is_file():
         write_phantom_dataset(path, cases=profile.cases, test_cases=profile.test_cases, seed=seed,
-                              shape=profile.shape, family=family)
+                              shape=profile.family_shapes.get(family.name, profile.shape), family=family)
     return path
 
 

@@ -19,11 +19,16 @@ class ProfileName(str, Enum):
     quick = "quick"
     full = "full"
     effect = "effect"
+    robustness = "robustness"
 
 
-class FamilyName(str, Enum):
-    ct = "ct"
-    mr = "mr"
+def _family_names() -> type[Enum]:
+    from BackSplitLib.phantom_families import FAMILIES  # torch-free, cheap
+
+    return Enum("FamilyName", {name: name for name in FAMILIES}, type=str)
+
+
+FamilyName = _family_names()
 
 
 def _log(message: str) -> None:
@@ -52,8 +57,8 @@ def _integers(text: str | None, what: str) -> tuple[int, ...] | None:
 def quality(
     dataset: Path = typer.Argument(None, help="Dataset folder with a labelled test set (default: the built-in phantom)."),
     out: Path = typer.Option(..., "--out", help="Output folder: results.json, report.md, figures, runs (reused on rerun)."),
-    profile: ProfileName = typer.Option(ProfileName.quick, "--profile", help="quick: ~30 min on 2 CPU cores; full: all experiments, sized for one GPU; effect: experiment 1, 5 seeds, 12 test cases (<= 30 min per family on 2 free cores)."),
-    family: FamilyName = typer.Option(FamilyName.ct, "--family", help="Built-in phantom family when no DATASET is given: ct (cysts in liver/kidneys) or mr (metastases in liver/vertebrae/adrenals)."),
+    profile: ProfileName = typer.Option(ProfileName.quick, "--profile", help="quick: ~30 min on 2 CPU cores; full: all experiments, sized for one GPU; effect: experiment 1, 5 seeds, 12 test cases (<= 30 min per family on 2 free cores); robustness: both arms on every family at 300 and 1000 iterations, when each lesion channel started (issue 20)."),
+    family: FamilyName = typer.Option("ct", "--family", help="Built-in phantom family when no DATASET is given: ct (cysts in liver/kidneys), mr (metastases in liver/vertebrae/adrenals), liver (six classes, faint metastases), lung (five classes, small nodules)."),
     recipe: str = typer.Option(None, "--recipe", help="TrainConfig fields for every run of both arms, e.g. 'head_prior=0.01,learning_rate=0.001' (an ablation)."),
     finetune_recipe: str = typer.Option(None, "--finetune-recipe", help="TrainConfig fields over the engine's fine-tune recipe for experiment 2's fine-tuned and continued runs alike, e.g. 'auxiliary_weight=1' (an ablation)."),
     seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the profile's)."),
@@ -61,6 +66,8 @@ def quality(
     iterations: int = typer.Option(None, "--iterations", min=1, help="Training iterations per run (default: the profile's)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (on a busy shared machine 1 can be much faster)."),
+    families: str = typer.Option(None, "--families", help="robustness profile: comma-separated families to run (default: all); two processes may share one --out with different families."),
+    budgets: str = typer.Option(None, "--budgets", help="robustness profile: comma-separated iteration budgets (default: 300,1000)."),
 ) -> None:
     """Run the BackSplit paper's experiments: mean ± std over seeds, paired differences, one figure each."""
     from BackSplitLib.bench.quality import QualityBench, get_profile, parse_recipe, prepare_dataset
@@ -68,7 +75,10 @@ def quality(
     _set_threads(threads)
     chosen = get_profile(profile.value, seeds=_integers(seeds, "seeds"), iterations=iterations, family=family.value,
                          experiments=_integers(experiments, "experiments"), recipe=parse_recipe(recipe),
-                         finetune_recipe=parse_recipe(finetune_recipe))
+                         finetune_recipe=parse_recipe(finetune_recipe), budgets=_integers(budgets, "budgets"))
+    if chosen.budgets:
+        _robustness(out, chosen, families, device)
+        return
     data = prepare_dataset(dataset, out, chosen)
     results = QualityBench(data, out, chosen, device=device, log=_log).run()
     table = Table(title=f"bench quality ({chosen.name}): lesion Dice, mean ± std over seeds")
@@ -88,6 +98,19 @@ def quality(
                       f"[{colours[target['met']]}]{VERDICTS[target['met']]}[/]")
     console.print(f"wrote {out / 'results.json'}, {out / 'report.md'} and the figures in "
                   f"{results['wall_s'] / 60:.1f} min")
+
+
+def _robustness(out: Path, profile, families: str | None, device: str) -> None:
+    from BackSplitLib.bench.robustness import COLUMNS, RobustnessBench, rows
+
+    chosen = tuple(f.strip() for f in families.split(",") if f.strip()) if families else ()
+    results = RobustnessBench(out, profile, chosen, device=device, log=_log).run()
+    _print_table("bench quality (robustness): when each arm's lesion channel started", COLUMNS, rows(results))
+    t = results["totals"]
+    colour = "green" if t["backsplit_never_started"] == 0 else "red"
+    console.print(f"BackSplit never started: [{colour}]{t['backsplit_never_started']}[/] of {t['runs_per_arm']} runs "
+                  f"(target 0); ended more than 0.05 below binary: {t['backsplit_behind']}; wrote "
+                  f"{out} in {results['wall_s'] / 60:.1f} min")
 
 
 @bench_app.command()

@@ -26,8 +26,11 @@ def progress_bar(description: str) -> Progress:
 
 def run_training(dataset: Path, out: Path, config, base_run: Path | None = None, resume: bool = False,
                  label: str = "training") -> Path:
-    """Train with a rich progress bar (loss, validation Dice) and return the run folder."""
-    from BackSplitLib.training import train
+    """Train with a rich progress bar (loss, validation Dice) and return the run folder; the lesion watch's
+    warning (the lesion has not started when it should have) is printed under the bar when it comes."""
+    import warnings
+
+    from BackSplitLib.training import LesionNotStartedWarning, train
 
     bar = progress_bar(label)
     task = None
@@ -39,9 +42,13 @@ def run_training(dataset: Path, out: Path, config, base_run: Path | None = None,
             task = bar.add_task(label, total=config.iterations, status="")
         val = f" val Dice {p.val_dice:.3f}" if p.val_dice is not None else ""
         bar.update(task, completed=p.iteration, status=f"loss {p.loss:.3f}{val}")
+        if p.warning:
+            bar.console.print(f"[bold yellow]warning:[/] {p.warning}", highlight=False, soft_wrap=True)
 
     try:
-        return train(dataset, out, config, base_run=base_run, resume=resume, progress=update)
+        with warnings.catch_warnings():  # shown through the console above, not twice
+            warnings.simplefilter("ignore", LesionNotStartedWarning)
+            return train(dataset, out, config, base_run=base_run, resume=resume, progress=update)
     finally:
         bar.stop()
 
@@ -52,7 +59,7 @@ def phantom(
     cases: int = typer.Option(20, "--cases", min=1, help="Training cases (imagesTr/labelsTr)."),
     test_cases: int = typer.Option(5, "--test-cases", min=0, help="Test cases (imagesTs/labelsTs)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same dataset."),
-    family: str = typer.Option("ct", "--family", help="ct: CT-like abdomen, cysts in liver and kidneys; mr: T2-like MR, metastases in liver, vertebrae and adrenals."),
+    family: str = typer.Option("ct", "--family", help="ct: CT-like abdomen, cysts in liver and kidneys; mr: T2-like MR, metastases in liver, vertebrae and adrenals; liver: CT, six classes, faint liver metastases; lung: chest CT, five classes, small nodules among vessels."),
 ) -> None:
     """Write a synthetic dataset: organs as auxiliary classes, small lesions, lesion mimics."""
     from BackSplitLib.phantom import write_phantom_dataset
@@ -93,7 +100,7 @@ def train(
     val_fraction: float = typer.Option(DEFAULT_VAL_FRACTION, "--val-fraction", min=0.0, max=0.9, help="Seeded share of imagesTr held out for validation."),
     val_every: int = typer.Option(None, "--val-every", min=1, help="Validate every N iterations (default: a tenth of the budget)."),
     learning_rate: float = typer.Option(DEFAULT_LEARNING_RATE, "--lr", help="AdamW peak learning rate (cosine schedule after a short warm-up)."),
-    auxiliary_weight: float = typer.Option(DEFAULT_AUXILIARY_WEIGHT, "--auxiliary-weight", min=0.0, max=1.0, help="Weight of the auxiliary classes' terms added to the binary loss of the collapsed lesion probability: 1 = the plain split loss, 0 = the binary loss (see docs/RESULTS.md, Ablations)."),
+    auxiliary_weight: float = typer.Option(DEFAULT_AUXILIARY_WEIGHT, "--auxiliary-weight", min=0.0, max=1.0, help="Weight of the auxiliary classes' terms added to the binary loss of the collapsed lesion probability: 1 = the plain split loss, 0 = the binary loss; they switch on once the lesion channel has started in training (docs/ARCHITECTURE.md, 'The BackSplit recipe')."),
     head_prior: str = typer.Option(DEFAULT_HEAD_PRIOR, "--head-prior", parser=_head_prior, metavar="uniform|none|P", help="The head's initial lesion probability, both modes: uniform = 1/K for the dataset's K classes (so binary and BackSplit start alike), a probability P, or none (PyTorch's initialisation)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the network (CUDA)."),
     resample_labels: bool = typer.Option(False, "--resample-labels", help="Resample labels that are on another grid onto their image (nearest neighbour, physical space) instead of refusing them."),
@@ -138,10 +145,16 @@ def finetune(
 
 
 def _report_run(run: Path) -> None:
+    """The last line of train / finetune: where the run is and its best validation Dice, or, when its
+    validation never predicted the lesion, that the model finds no lesion (exit status 1)."""
+    from BackSplitLib.cli.app import fail
     from BackSplitLib.runs import load_run
 
     meta = load_run(run).meta
     best = meta.get("best_val_dice")
+    lesion = meta.get("lesion") or {}
+    if lesion.get("found") is False:
+        fail(f"the model finds no lesion ({lesion['message']}); it was kept in {run}; hint: {lesion['hint']}", code=1)
     console.print(f"run written to {run}" + (f" (best validation lesion Dice {best:.3f})" if best is not None else ""))
 
 

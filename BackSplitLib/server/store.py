@@ -362,14 +362,15 @@ class Store:
     def register_model(self, run_dir: Path, *, schema: dict, metrics: dict, parent: str | None,
                        case_ids: list[str], source: str, job_id: str | None = None, worker: str | None = None,
                        promote: bool = False, first_becomes_current: bool = True,
-                       progress: dict | None = None) -> dict:
+                       progress: dict | None = None, note: str | None = None) -> dict:
         """Publish a finished run folder as a model version, in one transaction with the job's success.
 
         Any model registered with ``promote`` becomes current; so does the first model ever, unless
         ``first_becomes_current`` is False (a model whose validation never found the lesion). With ``worker``,
         the job must still be held by that worker: otherwise nothing is published and LeaseLost is raised.
         ``progress``: the job's last progress values, written with its success (they may not have reached
-        the database while it was away).
+        the database while it was away). ``note`` goes into the succeeded job's ``error`` field: why its model
+        was not promoted (``vocabulary.JOB_NOT_PROMOTED_NO_LESION``).
         """
         final = {k: v for k, v in (progress or {}).items() if k in PROGRESS_KEYS and k != "eta_s"}
         model_id = new_id()
@@ -381,7 +382,7 @@ class Store:
                     condition = _held_by(job_id, worker) if worker is not None else (jobs.c.id == job_id,)
                     if not db.execute(update(jobs).where(*condition).values(
                             state="succeeded", model_id=model_id, finished=time.time(), worker_pid=None, worker=None,
-                            lease_expires=None, eta_s=0, error=None, **final)).rowcount:
+                            lease_expires=None, eta_s=0, error=note, **final)).rowcount:
                         raise LeaseLost(f"job {job_id} is no longer held by worker {worker}")
                 db.execute(insert(models).values(
                     id=model_id, created=time.time(), parent=parent, job_id=job_id, source=source,

@@ -41,6 +41,7 @@ from BackSplitLib.schema import LabelSchema
 from BackSplitLib.server.database import DATABASE_ENV, StoreUnavailable
 from BackSplitLib.server.lifetime import watch_stdin_eof
 from BackSplitLib.server.store import LEASE_S, LeaseLost, Store, worker_name
+from BackSplitLib.vocabulary import JOB_NOT_PROMOTED_NO_LESION, LESION_NEVER_PREDICTED
 
 FILE_ENDING = ".nii.gz"
 SELF_CONTAINED_ENDINGS = {".nii.gz", ".nii", ".nrrd", ".mha"}  # one file per image: a link to it is the image
@@ -158,8 +159,11 @@ def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
 
 
 def validation_found_lesion(metrics: dict) -> bool:
-    """False when the run's best validation Dice is 0 or below: a model that never found the lesion must
-    not become current. A run without validation counts as found (as before)."""
+    """False when the run's lesion watch says validation never predicted the lesion, or its best validation
+    Dice is 0 or below: a model that never found the lesion must not become current. A run without
+    validation counts as found (as before)."""
+    if metrics.get("lesion_found") is False:
+        return False
     best = metrics.get("best_val_dice")
     return best is None or best > 0
 
@@ -307,12 +311,13 @@ class Worker:
                        log_path)
         else:
             promote = should_promote(job["params"], metrics)
+            found = validation_found_lesion(metrics)
 
-            def publish():
+            def publish():  # a model that never found the lesion is kept, not promoted, and the job says why
                 return self.store.register_model(
                     run_dir, schema=meta.get("schema", {}), metrics=metrics, parent=job.get("base_model"),
                     case_ids=job["cases"], source=job["kind"], job_id=job_id, worker=worker, promote=promote,
-                    first_becomes_current=validation_found_lesion(metrics), progress=latest)
+                    first_becomes_current=found, progress=latest, note=None if found else JOB_NOT_PROMOTED_NO_LESION)
 
             try:
                 model = self.retry(publish, "publish the model", log_path)
@@ -320,7 +325,8 @@ class Worker:
                 _log(log_path, "lease lost before the model was published: another worker finishes the job")
                 return
             if model is not None:
-                _log(log_path, f"succeeded: model {model['id']}" + ("" if promote else " (not promoted)"))
+                _log(log_path, f"succeeded: model {model['id']}" + ("" if promote else " (not promoted)")
+                     + ("" if found else f": {LESION_NEVER_PREDICTED}"))
 
 
 class _Lease:

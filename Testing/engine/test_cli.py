@@ -32,7 +32,9 @@ def test_version_and_help_from_the_console_script():
 
 
 def test_train_finetune_predict_evaluate_end_to_end(capsys, phantom_dataset, tmp_path):
-    code, output = run_cli(capsys, "train", phantom_dataset, "--mode", "binary", "--out", tmp_path / "binary", *FAST)
+    # PyTorch's head predicts lesion voxels from the start, so a 2-iteration model is not "finds no lesion"
+    code, output = run_cli(capsys, "train", phantom_dataset, "--mode", "binary", "--out", tmp_path / "binary", *FAST,
+                           "--head-prior", "none")
     assert code == 0, output
     code, output = run_cli(capsys, "finetune", tmp_path / "binary", phantom_dataset, "--out", tmp_path / "tuned", *FAST)
     assert code == 0, output
@@ -176,7 +178,8 @@ def test_killed_training_resumes_from_its_last_checkpoint(phantom_dataset, tmp_p
 
     out = tmp_path / "run"
     command = [sys.executable, "-m", "BackSplitLib", "train", str(phantom_dataset), "--out", str(out),
-               "--iterations", "400", "--val-every", "1", "--device", "cpu", "--batch-size", "1"]
+               "--iterations", "400", "--val-every", "1", "--device", "cpu", "--batch-size", "1",
+               "--val-fraction", "0"]  # no validation: a few iterations find no lesion, which train reports with 1
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while time.time() < deadline and not (out / "last_state.pt").exists():
@@ -211,7 +214,8 @@ def test_resample_labels_trains_on_labels_from_another_grid(capsys, phantom_data
     sitk.WriteImage(coarse, str(case.label))
     code, output = run_cli(capsys, "train", root, "--out", tmp_path / "refused", *FAST)
     assert code != 0 and "--resample-labels" in output and not (tmp_path / "refused").exists()
-    code, output = run_cli(capsys, "train", root, "--out", tmp_path / "run", "--resample-labels", *FAST)
+    code, output = run_cli(capsys, "train", root, "--out", tmp_path / "run", "--resample-labels", *FAST,
+                           "--val-fraction", "0")  # no validation: 2 iterations find no lesion (exit status 1)
     assert code == 0, output
 
     from BackSplitLib.runs import load_run
@@ -239,3 +243,14 @@ def test_the_train_command_defaults_are_the_engine_defaults():
     options, engine = inspect.signature(train).parameters, TrainConfig()
     for name in ("iterations", "batch_size", "val_fraction", "learning_rate", "auxiliary_weight", "head_prior", "seed"):
         assert options[name].default.default == getattr(engine, name), name
+
+
+def test_train_says_in_its_last_line_and_exit_status_that_the_model_finds_no_lesion(capsys, phantom_dataset, tmp_path):
+    """Issue 20 A.3: a run whose validation never predicted a lesion voxel is kept, and reported as such."""
+    code, output = run_cli(capsys, "train", phantom_dataset, "--out", tmp_path / "run", *FAST)
+    assert code == 1, output
+    last = output.strip().splitlines()[-1]
+    assert "the model finds no lesion" in output and "never predicted" in output and "hint:" in output
+    assert "Traceback" not in output and last.startswith("error: the model finds no lesion")
+    assert "warning:" in output and "has not started" in output  # during training, under the progress bar
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["lesion"]["found"] is False

@@ -78,6 +78,6 @@ def test_a_dataset_of_the_family_is_mr_normalised_and_its_test_set_holds_every_h
 
 
 def test_families_by_name():
-    assert set(FAMILIES) == {"ct", "mr"} and phantom_family("mr") is MR_FAMILY
-    with pytest.raises(DatasetError, match="ct, mr"):
+    assert set(FAMILIES) == {"ct", "mr", "liver", "lung"} and phantom_family("mr") is MR_FAMILY
+    with pytest.raises(DatasetError, match="ct, mr, liver, lung"):
         phantom_family("pet")

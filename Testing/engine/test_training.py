@@ -127,9 +127,72 @@ def test_ddp_with_two_cpu_processes_keeps_replicas_in_sync(phantom_dataset, tmp_
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "BackSplitLib", "train", str(phantom_dataset), "--out", str(tmp_path / "ddp"),
-               "--iterations", "2", "--device", "cpu", "--val-every", "2"]
+               "--iterations", "2", "--device", "cpu", "--val-fraction", "0"]
+    # no validation: a 2-iteration model finds no lesion, which `train` reports with exit status 1
     result = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     training = load_run(tmp_path / "ddp").meta["training"]
     assert training["world_size"] == 2
     assert training["ddp_replicas_in_sync"] is True
+
+
+def _trainer(phantom_dataset, tmp_path, mode, **settings):
+    from BackSplitLib.training import Trainer
+
+    trainer = Trainer(phantom_dataset, tmp_path / mode, TrainConfig(**{**TINY, "mode": mode, **settings}))
+    trainer.setup()
+    return trainer
+
+
+def _body_gradient(trainer, iteration):
+    import torch
+
+    images, labels, labelled = trainer.make_batch(iteration)
+    trainer.loss_fn.auxiliary_weight = trainer.config.auxiliary_weight * trainer.auxiliary_scale(iteration)
+    loss = trainer.loss_fn(trainer.model(images), labels.long(), labelled)
+    grads = torch.autograd.grad(loss, list(trainer.model.body.parameters()))
+    return loss, torch.cat([g.flatten() for g in grads])
+
+
+def test_backsplit_starts_as_the_binary_model_and_its_body_gets_the_binary_gradient(phantom_dataset, tmp_path):
+    """Issue 20: until its lesion channel has started, a BackSplit run is the binary run of the same seed (the
+    same collapsed prediction, the same loss, the same gradient into the body), so its lesion channel cannot
+    start later than binary's. Before the fix the body's gradients differed at step 0 (the auxiliary terms
+    were in the loss from the start, and the heads were drawn independently)."""
+    import torch
+
+    binary = _trainer(phantom_dataset, tmp_path, "binary")
+    split = _trainer(phantom_dataset, tmp_path, "backsplit")
+    assert split.model.num_classes > 2 and split.lesion_from_batch is None and split.auxiliary_scale(0) == 0.0
+    images = binary.make_batch(0)[0]
+    with torch.no_grad():
+        p_binary = torch.softmax(binary.model(images), 1)[:, 1]
+        p_split = torch.softmax(split.model(images), 1)[:, split.schema.target_value]
+    assert torch.allclose(p_binary, p_split, atol=1e-6)
+    loss_binary, grad_binary = _body_gradient(binary, 0)
+    loss_split, grad_split = _body_gradient(split, 0)
+    assert loss_split.item() == pytest.approx(loss_binary.item(), rel=1e-5)
+    assert float((grad_split - grad_binary).norm()) <= 1e-4 * float(grad_binary.norm())  # float rounding only
+
+
+def test_the_auxiliary_terms_switch_on_when_a_training_batch_finds_the_lesion_and_ramp_up(phantom_dataset, tmp_path):
+    import torch
+
+    from BackSplitLib.training import AUXILIARY_RAMP_SHARE, lesion_started_in_batch
+
+    split = _trainer(phantom_dataset, tmp_path, "backsplit", iterations=100)
+    target = split.schema.target_value
+    labels = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
+    labels[..., :2] = target
+    logits = torch.zeros(1, split.schema.num_classes, 4, 4, 4)
+    assert not lesion_started_in_batch(logits, labels, target)  # the lesion at 1/K everywhere: not started
+    logits[:, target, ..., :2] = 10.0
+    assert lesion_started_in_batch(logits, labels, target)
+    split._check_lesion_started(40, logits, labels)
+    ramp = round(AUXILIARY_RAMP_SHARE * 100)
+    assert split.lesion_from_batch == 41 and split.auxiliary_scale(40) == 0.0
+    assert split.auxiliary_scale(41) == pytest.approx(1 / ramp) and split.auxiliary_scale(41 + ramp) == 1.0
+    _, after = _body_gradient(split, 41 + ramp)  # now the auxiliary terms reach the body
+    split.lesion_from_batch = None
+    _, before = _body_gradient(split, 41 + ramp)
+    assert not torch.allclose(after, before)

@@ -90,3 +90,18 @@ def test_a_worker_job_with_zero_dice_creates_a_model_that_is_not_current(tmp_pat
     worker.run(store.claim_next_job(0))
     model = store.get_job(job["id"])["model_id"]
     assert model is not None and not store.get_model(model)["current"]
+    # issue 20: the job succeeds and says why its model was not promoted
+    from BackSplitLib.vocabulary import JOB_NOT_PROMOTED_NO_LESION
+
+    finished = store.get_job(job["id"])
+    assert finished["state"] == "succeeded" and finished["error"] == JOB_NOT_PROMOTED_NO_LESION
+    assert JOB_NOT_PROMOTED_NO_LESION == "succeeded, not promoted: the lesion was never predicted"
+
+
+def test_the_lesion_watch_record_of_a_run_decides_promotion():
+    from BackSplitLib.run_folder import run_metrics
+
+    never = run_metrics({"best_val_dice": 0.2, "lesion": {"found": False, "started_at": None, "message": "m"}})
+    assert never["lesion_found"] is False and should_promote({"auto_promote": True}, never) is False
+    found = run_metrics({"best_val_dice": 0.2, "lesion": {"found": True, "started_at": 40, "message": None}})
+    assert found["lesion_started_at"] == 40 and should_promote({"auto_promote": True}, found) is True
