@@ -167,9 +167,24 @@ def follow_job(client: BackSplitClient, job: dict) -> dict:
     return final
 
 
-def _report_job(job: dict) -> None:
+def _report_job(client: BackSplitClient, job: dict) -> None:
+    """The job's outcome as the last line; a model the server kept but did not make current is said, with how
+    to use it anyway, and exits non-zero when the server refused to promote it (issue 21: never "succeeded"
+    while predictions go on using the old model)."""
     if job["state"] == "succeeded":
-        console.print(f"job {job['id']} succeeded: model {job['model_id']}")
+        model = client.get_model(job["model_id"])
+        if model.get("current", True):
+            console.print(f"job {job['id']} succeeded: model {job['model_id']} is now the current model")
+            return
+        dice = (model.get("metrics") or {}).get("best_val_dice")
+        why = job.get("error") or "the job asked not to promote it (--no-auto-promote)"
+        detail = f"{why}; its best validation lesion Dice was {dice:.3f}" if isinstance(dice, (int, float)) else why
+        hint = f"train longer, or use it anyway: backsplit remote promote {job['model_id']}"
+        if job.get("error"):  # the server refused to promote it: not what the user asked for
+            raise BackSplitError(f"job {job['id']} kept model {job['model_id']} but did not make it current "
+                                 f"({detail}); predictions keep using the current model, if any, not this one", hint)
+        console.print(f"job {job['id']} succeeded: model {job['model_id']} kept, not current ({detail}); use it "
+                      f"with: backsplit remote promote {job['model_id']}")
     elif job["state"] == "failed":
         raise BackSplitError(f"job {job['id']} failed: {job['error']}")
     elif job["state"] == "cancelled":
@@ -199,7 +214,7 @@ def _submit(kind: str, server, token_file, cases: str, base_model: str | None, m
         console.print(f"queued job {job['id']} ({len(job['cases'])} cases, {job['total_iterations']} iterations)")
         if detach:
             return
-        _report_job(follow_job(client, job))
+        _report_job(client, follow_job(client, job))
 
 
 # ---------------------------------------------------------------------- remote commands
@@ -349,7 +364,7 @@ def status(job_id: str = typer.Argument(..., help="Job id."),
     with _client(server, token_file) as client:
         job = client.get_job(job_id)
         if follow and job["state"] in ("queued", "running"):
-            _report_job(follow_job(client, job))
+            _report_job(client, follow_job(client, job))
         else:
             _print_json(job)
 

@@ -198,3 +198,22 @@ def test_after_a_restart_the_interrupted_job_resumes_and_the_queued_job_runs(ser
     assert main(["remote", "status", queued["id"], "--follow", "--server", server.url]) == 0
     assert client.get_job(queued["id"])["state"] == "succeeded"
     assert "succeeded: model" in capsys.readouterr().err
+
+
+def test_remote_train_says_a_model_kept_but_not_made_current_and_exits_non_zero(server, uploaded, tmp_path, capsys):
+    """Issue 21: a training whose validation never found the lesion is not "succeeded": the last line names the
+    kept model, says predictions still use the previous one, and how to use it anyway."""
+    from BackSplitLib.cli import main
+
+    token_file = tmp_path / "token"
+    token_file.write_text(server.token)
+    before = server.client().get_model()["id"] if any(m["current"] for m in server.client().list_models()) else None
+    code = main(["remote", "train", "--cases", ",".join(uploaded), "--iterations", "2", "--val-every", "1",
+                 "--batch-size", "1", "--patch-size", "32,32,16", "--val-fraction", "0.3",
+                 "--server", server.url, "--token-file", str(token_file)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err  # the CLI's exit status for an error the user must act on
+    assert "did not make it current" in err and "the lesion was never predicted" in err
+    assert "backsplit remote promote" in err
+    current = [m["id"] for m in server.client().list_models() if m["current"]]
+    assert current == ([before] if before else [])  # the previous model is still the one predictions use
