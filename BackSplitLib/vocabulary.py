@@ -143,3 +143,9 @@ def default_iterations(kind: str) -> int:
 #: "liver_lesion", "GGO"); short words ("met", "mass") match only as whole words.
 LESION_WORDS = ("lesion", "tumor", "tumour", "mass", "nodule", "metastasis", "metastases", "met", "mets", "cyst",
                 "ggo", "ground glass", "cancer", "carcinoma", "neoplasm", "target")
+
+#: What the measurements say about painting auxiliary structures (docs/RESULTS.md, issues 13 and 20), said by
+#: ``backsplit advise`` beside its ranking: no face claims a benefit the benchmarks have not shown.
+AUXILIARY_EVIDENCE = ("Evidence: on BackSplit's own phantom families the auxiliary classes' benefit over binary "
+                      "training has not been shown (docs/RESULTS.md, issues 13 and 20); label them as an "
+                      "experiment and compare with a binary model on your own held-out cases.")

@@ -26,6 +26,7 @@ from BackSplitLib.atomic import write_json_atomic
 from BackSplitLib.cli.app import app
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import read_image, write_image
+from BackSplitLib.vocabulary import AUXILIARY_EVIDENCE
 
 out_console = Console()
 TOOLS = ("totalsegmentator",)
@@ -181,6 +182,7 @@ def advise_command(
     out_console.print("recommended auxiliary set: " + (", ".join(report_.recommended) or
                       "none (the binary model's false positives are not concentrated in any structure)"),
                       highlight=False)
+    out_console.print(AUXILIARY_EVIDENCE, highlight=False)
     if json_out is not None:
         write_json_atomic(json_out, {"run": str(run), "dataset": str(dataset), **report_.to_dict()})
 

@@ -207,6 +207,7 @@ def test_advise_ranks_and_writes_json_for_the_slicer_module(cli, tmp_path, monke
     code, stdout, err = cli("advise", run, root, "--json", tmp_path / "advice.json")
     assert code == 0, err
     assert "recommended auxiliary set" in stdout
+    assert "has not been shown" in " ".join(stdout.split())  # no benefit claimed that the benchmarks lack
     advice = json.loads((tmp_path / "advice.json").read_text())
     assert advice["cases"] == 3 and advice["false_positive_components"] > 0
     sources = {s["name"]: s["source"] for s in advice["structures"]}
