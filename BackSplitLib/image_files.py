@@ -464,6 +464,17 @@ def write_self_contained_copy(path: Union[str, Path], header: ImageFileHeader, d
     return dest
 
 
+def read_through_own_copy(path: Union[str, Path], header: ImageFileHeader, dest: Union[str, Path],
+                          what: str = "the file") -> ImageFileHeader:
+    """Write ``dest`` with :func:`write_self_contained_copy` and return the copy's own header (its data offset
+    is the copy's); ImageError when the copy does not declare what the gate read from the original."""
+    write_self_contained_copy(path, header, dest, what)
+    own = check_self_contained(dest, what)
+    if own.sizes != header.sizes or own.bytes_per_voxel != header.bytes_per_voxel:
+        raise ImageError(f"{what} could not be read: its header is damaged")
+    return own
+
+
 # ---------------------------------------------------------------------- streaming the data
 def _gunzip_chunks(path: Path, what: str, wbits: int = 16 + zlib.MAX_WBITS, start: int = 0) -> Iterator[bytes]:
     """Decompressed content, at most CHUNK bytes at a time whatever the compression ratio (concatenated

@@ -17,7 +17,7 @@ from BackSplitLib.atomic import atomic_file
 from BackSplitLib.errors import GeometryError, ImageError
 from BackSplitLib.image_files import (  # noqa: F401 (check_self_contained: the upload gate's public name)
     ImageFileHeader, ImageTooLarge, check_data_complete, check_declared_size, check_self_contained,
-    inspect_received_image, write_self_contained_copy,
+    inspect_received_image, read_through_own_copy,
 )
 from BackSplitLib.image_geometry import check_declared_geometry, check_geometry
 from BackSplitLib.schema import LabelSchema
@@ -223,14 +223,10 @@ def open_received_image(path: str | Path, what: str, max_bytes: int) -> Received
     # client's header; its name follows the content (NiftiImageIO goes by the name to find gzip).
     own = path.with_name((path.name[: -len(ext)] if ext else path.name) + header.extension)
     with atomic_file(own, suffix=header.extension) as tmp:
-        write_self_contained_copy(path, header, tmp, what)
+        header = read_through_own_copy(path, header, tmp, what)
     if own != path:
         path.unlink()
     path = own
-    own_header = check_self_contained(path, what)  # the copy's data offset is its own header's
-    if own_header.sizes != header.sizes or own_header.bytes_per_voxel != header.bytes_per_voxel:
-        raise ImageError(f"{what} could not be read: its header is damaged")  # the copy says what the gate read
-    header = own_header
     check_declared_geometry(path, header.format, what)
     reader = sitk.ImageFileReader()
     reader.SetImageIO(header.imageio)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from BackSplitLib.vocabulary import DATABASE_ENV
+from server_harness import stop_process
 
 
 @dataclass
@@ -55,13 +56,7 @@ class WorkerProcess:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=30)
 
     def log(self) -> str:
         return self.log_path.read_text()[-3000:] if self.log_path.exists() else ""

@@ -43,6 +43,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM (the server or worker saves a checkpoint and requeues its job), then SIGKILL after ``timeout``."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class ServerProcess:
     """A `backsplit serve` subprocess; ``start`` waits until /health answers."""
@@ -96,13 +107,7 @@ class ServerProcess:
         raise RuntimeError(f"server did not start in {timeout} s: {self.log()}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=40)
 
     def memory_kib(self, field: str = "VmRSS") -> int:
         """The server process's resident memory (VmRSS) or its peak (VmHWM), as the kernel reports it."""
