@@ -361,7 +361,12 @@ class Trainer:
         """Continue exactly where the last checkpoint left off: weights, optimizer, schedule, scaler,
         counters and the torch random state (batches come from (seed, rank, iteration) anyway)."""
         state = self.state
-        runfiles.load_weights(self.model, self.out / runfiles.LAST_WEIGHTS)
+        # The state file is the commit point: it carries the weights of its own iteration, so a kill
+        # between writing last.safetensors and the state never resumes from weights one step ahead.
+        if "model" in state:
+            self.model.load_state_dict(state["model"])
+        else:
+            runfiles.load_weights(self.model, self.out / runfiles.LAST_WEIGHTS)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if "scaler" in state and self.scaler.is_enabled():
@@ -485,7 +490,8 @@ class Trainer:
             runfiles.save_weights(self.model, out / runfiles.BEST_WEIGHTS)
         runfiles.save_weights(self.model, out / runfiles.LAST_WEIGHTS)
         runfiles.save_state({
-            "iteration": iteration, "best_val_dice": self.best, "optimizer": self.optimizer.state_dict(),
+            "iteration": iteration, "model": self.model.state_dict(), "best_val_dice": self.best,
+            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
             "train_seconds": self.train_seconds, "lesion_from_batch": self.lesion_from_batch,
             **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
@@ -518,6 +524,10 @@ class Trainer:
         # and their augmentations does not depend on timing, so resume stays exact).
         prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backsplit-batches")
         upcoming = prefetcher.submit(self.make_batch, self.start)
+        if self.start >= config.iterations:
+            # Killed after the last state was written but before model.json: nothing to train, but
+            # model.json must say the iteration the weights are at.
+            self.checkpoint(self.start, False)
         try:
             for iteration in range(self.start, config.iterations):
                 if self.should_stop is not None and self.should_stop():

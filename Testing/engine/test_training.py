@@ -60,6 +60,36 @@ def test_resumed_run_equals_uninterrupted_run(phantom_dataset, tmp_path):
         np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-5, err_msg=key)
 
 
+def test_a_kill_between_checkpoint_files_resumes_from_the_state_file(phantom_dataset, tmp_path):
+    # A checkpoint writes last.safetensors, then last_state.pt, then model.json; a SIGKILL can land between
+    # any two. The state file is the commit point: (a) weights one step ahead of it are not trusted, and
+    # (b) a model.json one step behind it is brought up to date even when nothing is left to train.
+    straight = train(phantom_dataset, tmp_path / "straight", TrainConfig(**TINY))
+    calls = {"n": 0}
+
+    def stop_at_iteration_3() -> bool:
+        calls["n"] += 1
+        return calls["n"] == 4
+
+    resumed = tmp_path / "resumed"
+    with pytest.raises(TrainingCancelled):
+        train(phantom_dataset, resumed, TrainConfig(**TINY), should_stop=stop_at_iteration_3)
+    # (a) killed after writing a later iteration's last.safetensors, before its state
+    (resumed / "last.safetensors").write_bytes((straight / "last.safetensors").read_bytes())
+    train(phantom_dataset, resumed, TrainConfig(**TINY), resume=True)
+    a, b = _weights(straight / "last.safetensors"), _weights(resumed / "last.safetensors")
+    for key in a:
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-5, err_msg=key)
+    # (b) killed after the final state, before model.json: model.json still says an earlier iteration
+    meta = json.loads((resumed / "model.json").read_text())
+    (resumed / "model.json").write_text(json.dumps({**meta, "iteration": TINY["iterations"] - 1}))
+    train(phantom_dataset, resumed, TrainConfig(**TINY), resume=True)
+    assert load_run(resumed).meta["iteration"] == TINY["iterations"]
+    b = _weights(resumed / "last.safetensors")
+    for key in a:
+        np.testing.assert_allclose(a[key].numpy(), b[key].numpy(), atol=1e-5, err_msg=key)
+
+
 def test_existing_run_is_not_overwritten_without_resume(backsplit_run, phantom_dataset):
     with pytest.raises(RunError, match="already holds a run"):
         train(phantom_dataset, backsplit_run, TrainConfig(**TINY))
