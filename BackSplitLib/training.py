@@ -112,27 +112,41 @@ def check_head_prior(value) -> None:
                            f"(exclusive), got {value!r}")
 
 
-# The auxiliary terms wait for the lesion (issue 20): a BackSplit run trains with the binary loss of its
-# collapsed lesion probability until a training batch's hard lesion Dice reaches AUXILIARY_START_DICE (the lesion
-# channel has started), then the auxiliary terms' weight ramps linearly to TrainConfig.auxiliary_weight over
-# AUXILIARY_RAMP_SHARE of the budget. A BackSplit model trained from scratch also starts as the binary model of
-# the same seed (its head is that model's, the background channel copied into every auxiliary channel, as
-# ``networks.adapt_head`` does for a fine-tune), so until the switch the run *is* the binary run and its lesion
-# channel starts exactly when binary's does.
+# The auxiliary terms wait for the lesion and earn their weight (issue 20): a BackSplit run trains with the binary
+# loss of its collapsed lesion probability until a training batch's hard lesion Dice reaches AUXILIARY_START_DICE
+# (the lesion channel has started). From then on the auxiliary terms' share of TrainConfig.auxiliary_weight
+# moves with the lesion: it grows by 1/ramp (ramp = AUXILIARY_RAMP_SHARE of the budget) after each batch that
+# holds lesion voxels and finds them (hard Dice >= AUXILIARY_START_DICE), falls by AUXILIARY_BACK_OFF/ramp after
+# each batch that holds lesion voxels and misses them, and holds after a batch without lesion voxels. So the
+# auxiliary terms can never keep pushing while the lesion is being lost: a run whose lesion goes silent returns
+# to the binary loss within ramp/AUXILIARY_BACK_OFF iterations. A BackSplit model trained from scratch also
+# starts as the binary model of the same seed (its head is that model's, the background channel copied into
+# every auxiliary channel, as ``networks.adapt_head`` does for a fine-tune), so until the switch the run *is* the
+# binary run and its lesion channel starts exactly when binary's does.
 AUXILIARY_START_DICE = 0.1
 AUXILIARY_RAMP_SHARE = 0.1
+AUXILIARY_BACK_OFF = 2.0
 
 
-def lesion_started_in_batch(logits: torch.Tensor, labels: torch.Tensor, target_value: int) -> bool:
-    """True when the batch's hard lesion Dice (collapsed lesion probability >= 0.5, i.e. the target logit at
-    least the log-sum-exp of the others) reaches :data:`AUXILIARY_START_DICE`."""
+def batch_lesion_dice(logits: torch.Tensor, labels: torch.Tensor, target_value: int) -> float | None:
+    """The batch's hard lesion Dice (collapsed lesion probability >= 0.5, i.e. the target logit at least the
+    log-sum-exp of the others); None when the batch holds no lesion voxel."""
     with torch.no_grad():
         logits = logits.detach().float()
         others = torch.cat([logits[:, :target_value], logits[:, target_value + 1:]], 1)
         predicted = logits[:, target_value] >= torch.logsumexp(others, 1)
         truth = labels[:, 0] == target_value
-        denominator = int(predicted.sum()) + int(truth.sum())
-        return bool(truth.any()) and 2 * int((predicted & truth).sum()) >= AUXILIARY_START_DICE * denominator
+        true_voxels = int(truth.sum())
+        if true_voxels == 0:
+            return None
+        return 2 * int((predicted & truth).sum()) / (int(predicted.sum()) + true_voxels)
+
+
+def lesion_found_in_batch(logits: torch.Tensor, labels: torch.Tensor, target_value: int) -> bool | None:
+    """True when the batch's hard lesion Dice reaches :data:`AUXILIARY_START_DICE`, False when it holds lesion
+    voxels and misses them, None when it holds none."""
+    dice = batch_lesion_dice(logits, labels, target_value)
+    return None if dice is None else dice >= AUXILIARY_START_DICE
 
 
 # The one fine-tune recipe, used by the CLI's ``finetune``, the server's fine-tune jobs and the panel: the
@@ -267,6 +281,8 @@ class Trainer:
         # the iteration after the first training batch whose hard lesion Dice reached AUXILIARY_START_DICE (both
         # modes; BackSplit's auxiliary terms switch on there)
         self.lesion_from_batch: int | None = None
+        # the auxiliary terms' current share of auxiliary_weight (0 until the switch; see AUXILIARY_BACK_OFF)
+        self.auxiliary_share = 0.0
 
     # -------------------------------------------------------------- setup
     def setup(self) -> None:
@@ -373,6 +389,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.start, self.best = int(state["iteration"]), float(state["best_val_dice"])
         self.lesion_from_batch = state.get("lesion_from_batch")
+        self.auxiliary_share = float(state.get("auxiliary_share", 0.0))
         self.history = list(self.previous.meta.get("history", []))
         self.watch = LesionWatch.from_history(self.config.iterations, self.history)
         self.train_seconds = float(state.get("train_seconds", 0.0))
@@ -440,32 +457,32 @@ class Trainer:
         labels = labels.to(self.device, non_blocking=True).long()
         torch.manual_seed(_iteration_seed(self.config.seed, self.rank, iteration))
         logits = self._forward(images)
-        self.loss_fn.auxiliary_weight = self.config.auxiliary_weight * self.auxiliary_scale(iteration)
+        self.loss_fn.auxiliary_weight = self.config.auxiliary_weight * self.auxiliary_share
         loss = self.loss_fn(logits.float(), labels, labelled)
-        if self.lesion_from_batch is None:
-            self._check_lesion_started(iteration, logits, labels)
         if not torch.isfinite(loss):
             raise RunError(f"the loss became {loss.item()} at iteration {iteration}",
                            "lower the learning rate or check the images for extreme values")
+        self.observe_lesion(iteration, logits, labels)
         self._backward(loss)
         return loss
 
-    def auxiliary_scale(self, iteration: int) -> float:
-        """The share of ``auxiliary_weight`` at ``iteration``: 0 until the lesion channel started in training,
-        then a linear ramp to 1 over AUXILIARY_RAMP_SHARE of the budget."""
+    def observe_lesion(self, iteration: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """After the batch of ``iteration``: switch the auxiliary terms on when the lesion is first found, and
+        from then on move their share with the lesion (up after a batch that finds it, down after one that
+        misses it; see AUXILIARY_BACK_OFF). Under DDP the replicas agree (the most cautious replica decides)."""
+        found = lesion_found_in_batch(logits, labels, self.schema.target_value)
+        step = 0.0 if found is None else (1.0 if found else -AUXILIARY_BACK_OFF)
+        if self.world > 1:
+            flag = torch.tensor([step], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX if self.lesion_from_batch is None else dist.ReduceOp.MIN)
+            step = float(flag.item())
         if self.lesion_from_batch is None:
-            return 0.0
+            if step > 0:
+                self.lesion_from_batch = iteration + 1
+            else:
+                return
         ramp = max(1, round(AUXILIARY_RAMP_SHARE * self.config.iterations))
-        return min(1.0, (iteration - self.lesion_from_batch + 1) / ramp)
-
-    def _check_lesion_started(self, iteration: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        started = lesion_started_in_batch(logits, labels, self.schema.target_value)
-        if self.world > 1:  # every replica switches at the same iteration
-            flag = torch.tensor([float(started)], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            started = bool(flag.item())
-        if started:
-            self.lesion_from_batch = iteration + 1
+        self.auxiliary_share = min(1.0, max(0.0, self.auxiliary_share + step / ramp))
 
     # -------------------------------------------------------------- validation and checkpoints
     def validate(self, iteration: int) -> dict:
@@ -494,6 +511,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
             "train_seconds": self.train_seconds, "lesion_from_batch": self.lesion_from_batch,
+            "auxiliary_share": self.auxiliary_share,
             **({"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}),
         }, out / runfiles.LAST_STATE)
         done = iteration - self.start
@@ -545,6 +563,8 @@ class Trainer:
                 if done % config.log_every == 0 or done == config.iterations:
                     record = {"iteration": done, "loss": float(loss.item()), "lr": self.scheduler.get_last_lr()[0],
                               "time_s": round(time.perf_counter() - tic, 3)}
+                    if self.schema.auxiliary_names:
+                        record["auxiliary_share"] = round(self.auxiliary_share, 4)
                 validating = done % val_every == 0 or done == config.iterations
                 improved = False
                 warning = None

@@ -178,7 +178,7 @@ def _body_gradient(trainer, iteration):
     import torch
 
     images, labels, labelled = trainer.make_batch(iteration)
-    trainer.loss_fn.auxiliary_weight = trainer.config.auxiliary_weight * trainer.auxiliary_scale(iteration)
+    trainer.loss_fn.auxiliary_weight = trainer.config.auxiliary_weight * trainer.auxiliary_share
     loss = trainer.loss_fn(trainer.model(images), labels.long(), labelled)
     grads = torch.autograd.grad(loss, list(trainer.model.body.parameters()))
     return loss, torch.cat([g.flatten() for g in grads])
@@ -193,7 +193,7 @@ def test_backsplit_starts_as_the_binary_model_and_its_body_gets_the_binary_gradi
 
     binary = _trainer(phantom_dataset, tmp_path, "binary")
     split = _trainer(phantom_dataset, tmp_path, "backsplit")
-    assert split.model.num_classes > 2 and split.lesion_from_batch is None and split.auxiliary_scale(0) == 0.0
+    assert split.model.num_classes > 2 and split.lesion_from_batch is None and split.auxiliary_share == 0.0
     images = binary.make_batch(0)[0]
     with torch.no_grad():
         p_binary = torch.softmax(binary.model(images), 1)[:, 1]
@@ -205,24 +205,40 @@ def test_backsplit_starts_as_the_binary_model_and_its_body_gets_the_binary_gradi
     assert float((grad_split - grad_binary).norm()) <= 1e-4 * float(grad_binary.norm())  # float rounding only
 
 
-def test_the_auxiliary_terms_switch_on_when_a_training_batch_finds_the_lesion_and_ramp_up(phantom_dataset, tmp_path):
+def test_the_auxiliary_terms_switch_on_when_a_training_batch_finds_the_lesion_and_earn_their_weight(
+        phantom_dataset, tmp_path):
     import torch
 
-    from BackSplitLib.training import AUXILIARY_RAMP_SHARE, lesion_started_in_batch
+    from BackSplitLib.training import AUXILIARY_BACK_OFF, AUXILIARY_RAMP_SHARE, lesion_found_in_batch
 
     split = _trainer(phantom_dataset, tmp_path, "backsplit", iterations=100)
     target = split.schema.target_value
     labels = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
     labels[..., :2] = target
-    logits = torch.zeros(1, split.schema.num_classes, 4, 4, 4)
-    assert not lesion_started_in_batch(logits, labels, target)  # the lesion at 1/K everywhere: not started
-    logits[:, target, ..., :2] = 10.0
-    assert lesion_started_in_batch(logits, labels, target)
-    split._check_lesion_started(40, logits, labels)
+    missed = torch.zeros(1, split.schema.num_classes, 4, 4, 4)  # the lesion at 1/K everywhere
+    found = missed.clone()
+    found[:, target, ..., :2] = 10.0
+    no_lesion = torch.zeros_like(labels)
+    assert lesion_found_in_batch(missed, labels, target) is False
+    assert lesion_found_in_batch(found, labels, target) is True
+    assert lesion_found_in_batch(found, no_lesion, target) is None
     ramp = round(AUXILIARY_RAMP_SHARE * 100)
-    assert split.lesion_from_batch == 41 and split.auxiliary_scale(40) == 0.0
-    assert split.auxiliary_scale(41) == pytest.approx(1 / ramp) and split.auxiliary_scale(41 + ramp) == 1.0
-    _, after = _body_gradient(split, 41 + ramp)  # now the auxiliary terms reach the body
-    split.lesion_from_batch = None
-    _, before = _body_gradient(split, 41 + ramp)
+    split.observe_lesion(39, missed, labels)  # not started: a miss does nothing
+    assert split.lesion_from_batch is None and split.auxiliary_share == 0.0
+    split.observe_lesion(40, found, labels)  # found: switch on
+    assert split.lesion_from_batch == 41 and split.auxiliary_share == pytest.approx(1 / ramp)
+    for iteration in range(41, 41 + ramp):
+        split.observe_lesion(iteration, found, labels)
+    assert split.auxiliary_share == 1.0  # capped at the full auxiliary weight
+    split.observe_lesion(60, found, no_lesion)  # no lesion in the batch: holds
+    assert split.auxiliary_share == 1.0
+    split.observe_lesion(61, missed, labels)  # the lesion is missed: the auxiliary terms back off
+    assert split.auxiliary_share == pytest.approx(1 - AUXILIARY_BACK_OFF / ramp)
+    for iteration in range(62, 62 + ramp):
+        split.observe_lesion(iteration, missed, labels)
+    assert split.auxiliary_share == 0.0 and split.lesion_from_batch == 41  # back to the binary loss, still started
+    split.auxiliary_share = 1.0
+    _, after = _body_gradient(split, 90)  # with their share the auxiliary terms reach the body
+    split.auxiliary_share = 0.0
+    _, before = _body_gradient(split, 90)
     assert not torch.allclose(after, before)
