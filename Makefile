@@ -42,7 +42,7 @@ demo: $(STAMP)
 	$(BIN)/backsplit demo --out $(DEMO_OUT)
 
 test: $(STAMP) $(LOCAL_STAMP)
-	BACKSPLIT_LOCAL_VENV=$(abspath $(LOCAL_VENV)) $(BIN)/python -m pytest -q Testing
+	BACKSPLIT_LOCAL_VENV=$(abspath $(LOCAL_VENV)) $(BIN)/python -m pytest -q --durations=25 Testing
 
 bench: $(STAMP)
 	$(BIN)/backsplit bench quality --out $(BENCH_OUT) --profile quick
