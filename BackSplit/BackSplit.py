@@ -27,6 +27,8 @@ def _ensure_engine_importable() -> None:
 
 _ensure_engine_importable()
 
+from BackSplitLib.vocabulary import AUXILIARY_EVIDENCE  # noqa: E402  (needs the path set above)
+
 
 class BackSplit(ScriptedLoadableModule):
     def __init__(self, parent):
@@ -50,7 +52,7 @@ paint more in the Segment Editor.</li>
 <li><b>Add case</b>, then <b>Fine-tune</b> (progress, loss and validation Dice are shown; Cancel stops),
 then <b>Predict</b>: the "BackSplit lesion" segment appears over the volume.</li>
 </ol>
-"""
+""" + f"<p><b>Is painting auxiliary structures worth it?</b> {AUXILIARY_EVIDENCE}</p>"
         self.parent.acknowledgementText = """
 BackSplit implements the method of Saluja et al., "BackSplit: The Importance of Sub-dividing the Background
 in Biomedical Lesion Segmentation", arXiv:2511.19394. Built on 3D Slicer, MONAI, PyTorch and SimpleITK.

@@ -17,6 +17,7 @@ from trame.widgets import vuetify3 as v3
 
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import image_from_array, write_image
+from BackSplitLib.vocabulary import AUXILIARY_EVIDENCE
 from BackSplitWeb.uploads import file_stem
 
 from BackSplitSlicer.case import LESION_SEGMENT_NAME, PREDICTION_NODE_NAME, prediction_mask, volume_geometry
@@ -311,6 +312,7 @@ class PanelBinding:
                            hide_details=True, style="max-width: 150px;",
                            update_modelValue="trigger('bs_set_role', [row.segment_id, $event])",
                            raw_attrs=[":id=\"'bs-role-' + row.name\""])
+            html.Div(AUXILIARY_EVIDENCE, classes="text-caption", id="bs-auxiliary-evidence")
             with html.Div(classes="d-flex ga-2 flex-wrap"):
                 _button("Add CT tissue classes", "add_tissue_classes", p)
             with html.Div(classes="d-flex ga-2 align-center"):

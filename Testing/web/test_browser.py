@@ -178,7 +178,7 @@ def test_an_oversized_upload_is_refused(page, phantom_files):
 
 def test_upload_paint_roles_fine_tune_and_predict(page, phantom_files, backsplit_server, tmp_path):
     from BackSplitLib.client import BackSplitClient
-    from BackSplitLib.vocabulary import DEFAULT_FINETUNE_ITERATIONS
+    from BackSplitLib.vocabulary import AUXILIARY_EVIDENCE, DEFAULT_FINETUNE_ITERATIONS
 
     # Colleagues' test runs share these two cores: the budget grows with the load measured at the start.
     budget = SCENARIO_BUDGET_S * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
@@ -190,6 +190,8 @@ def test_upload_paint_roles_fine_tune_and_predict(page, phantom_files, backsplit
     assert volume["size"] == list(reference.GetSize())
     np.testing.assert_allclose(volume["spacing"], reference.GetSpacing(), rtol=1e-6)
     np.testing.assert_allclose(volume["origin"], reference.GetOrigin(), atol=1e-4)
+    # beside the auxiliary tools, what the benchmarks showed about painting auxiliary structures (issue 20)
+    assert page.locator("#bs-auxiliary-evidence").inner_text().strip() == AUXILIARY_EVIDENCE
 
     # Two segments painted with real drags on the axial slice view: a lesion and an auxiliary structure.
     page.get_by_text("Add segment").first.click()
