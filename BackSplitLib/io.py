@@ -255,6 +255,41 @@ def read_received_image(path: str | Path, what: str, max_bytes: int) -> Received
     return open_received_image(path, what, max_bytes).read()
 
 
+def read_received_dicom_series(folder: str | Path, what: str, max_bytes: int) -> sitk.Image:
+    """A DICOM series that crossed the network (the files of an uploaded zip). Every file's header is read by
+    GDCM, the reader that will decode it, and the voxel bytes the series declares (rows x columns x frames x
+    components x bytes per sample, summed over files) must stay within ``max_bytes`` before any pixel is
+    decoded: a few kilobytes of RLE or JPEG can declare gigabytes. Messages name ``what``, never the folder."""
+    folder = str(folder)
+    try:
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
+        if len(series) != 1:
+            raise ImageError(f"{what} holds {len(series) or 'no'} DICOM series" + ("; put one series per zip"
+                             if series else ""), "send the files of one DICOM series")
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, series[0])
+        declared = 0
+        for name in files:
+            reader = sitk.ImageFileReader()
+            reader.SetImageIO("GDCMImageIO")
+            reader.SetFileName(name)
+            reader.ReadImageInformation()
+            components = reader.GetNumberOfComponents()
+            pixel = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), components)
+            declared += int(np.prod(reader.GetSize(), dtype=np.float64)) * pixel.GetSizeOfPixelComponent() * components
+            if declared > max_bytes:
+                raise ImageTooLarge(f"{what} declares more than {max_bytes} bytes of voxels in its DICOM headers, "
+                                    "more than this server's limit", "send a smaller or cropped series")
+        series_reader = sitk.ImageSeriesReader()
+        series_reader.SetFileNames(files)
+        image = series_reader.Execute()
+    except RuntimeError:
+        raise ImageError(f"{what} could not be read as a DICOM series: a file is damaged or not DICOM") from None
+    check_3d(image, what)
+    check_geometry(image.GetSpacing(), image.GetOrigin(), image.GetDirection(), what)
+    check_finite(image, what)
+    return image
+
+
 def check_same_declared_geometry(reference: ReceivedHeader, other: ReceivedHeader) -> None:
     """The geometry rule of ``check_same_geometry`` on two headers, before either file is decoded."""
     part = reference.geometry.mismatch(other.geometry)

@@ -152,9 +152,7 @@ def received_image(upload: Path, work: Path, max_bytes: int, what: str = "upload
     if is_zip(upload):
         folder = extract_dicom_zip(upload, work / "dicom", max_bytes)
         try:
-            return engine_io.read_image(folder, what)
-        except BackSplitError as e:
-            raise UploadError(e.message, e.hint) from None
+            return _gate(lambda: engine_io.read_received_dicom_series(folder, what, max_bytes))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     # the server's own gate: self-contained, size declared within the limit, complete, read by content

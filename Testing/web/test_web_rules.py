@@ -224,3 +224,48 @@ def test_signed_in_a_page_uses_the_views_and_every_trigger():
     policy = _policy(True)
     assert policy.filter("trame.rca.event", ["view", "o", {}]) == ["view", "o", {}]
     assert policy.filter("trame.trigger", ["trigger__3", [], {}]) is not None
+
+
+def _rle_bomb(folder: Path, slices: int = 3, side: int = 1024) -> list[Path]:
+    """A real DICOM series of RLE Lossless slices that are all zeros: a few kilobytes per file on disk,
+    ``side`` x ``side`` x 2 bytes (2 MiB at 1024, 32 MiB at 4096) per slice once decoded."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RLELossless, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    series, study, paths = generate_uid(), generate_uid(), []
+    for z in range(slices):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID, ds.Modality = CTImageStorage, "CT"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.InstanceNumber = study, series, z + 1
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 2.0 * z], [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing, ds.SliceThickness = [0.8, 0.8], 2.0
+        ds.Rows = ds.Columns = side
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = np.zeros((side, side), np.int16).tobytes()
+        ds.compress(RLELossless)
+        path = folder / f"bomb{z}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def test_a_dicom_zip_that_declares_more_voxels_than_the_limit_is_refused_before_decoding(tmp_path):
+    # issue 19's follow-up: the zip is tiny, its headers declare 6 MiB of voxels; GDCM reads the headers
+    # (the reader that would decode them) and the series is refused before a pixel is decoded.
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in _rle_bomb(tmp_path / "dicom"):
+            zf.write(path, f"series/{path.name}")
+    assert archive.stat().st_size < 64 << 10
+    with pytest.raises(UploadError, match="declares more than") as refused:
+        received_image(archive, tmp_path / "work", max_bytes=4 << 20)
+    assert refused.value.status == 413 and str(tmp_path) not in str(refused.value)
+    # the same honest series within the limit decodes (the check counts what GDCM will allocate)
+    image = received_image(archive, tmp_path / "work", max_bytes=8 << 20)
+    assert image.GetSize() == (1024, 1024, 3)
