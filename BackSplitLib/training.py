@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from BackSplitLib import __version__
 from BackSplitLib import runs as runfiles
+from BackSplitLib.auxiliary_share import lesion_found_in_batch, next_share, share_step
 from BackSplitLib.dataset import Dataset
 from BackSplitLib.devices import resolve_device
 from BackSplitLib.errors import DatasetError, RunError, TrainingCancelled
@@ -110,43 +111,6 @@ def check_head_prior(value) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
         raise DatasetError(f"head_prior must be '{UNIFORM_HEAD_PRIOR}', none or a probability between 0 and 1 "
                            f"(exclusive), got {value!r}")
-
-
-# The auxiliary terms wait for the lesion and earn their weight (issue 20): a BackSplit run trains with the binary
-# loss of its collapsed lesion probability until a training batch's hard lesion Dice reaches AUXILIARY_START_DICE
-# (the lesion channel has started). From then on the auxiliary terms' share of TrainConfig.auxiliary_weight
-# moves with the lesion: it grows by 1/ramp (ramp = AUXILIARY_RAMP_SHARE of the budget) after each batch that
-# holds lesion voxels and finds them (hard Dice >= AUXILIARY_START_DICE), falls by AUXILIARY_BACK_OFF/ramp after
-# each batch that holds lesion voxels and misses them, and holds after a batch without lesion voxels. So the
-# auxiliary terms can never keep pushing while the lesion is being lost: a run whose lesion goes silent returns
-# to the binary loss within ramp/AUXILIARY_BACK_OFF iterations. A BackSplit model trained from scratch also
-# starts as the binary model of the same seed (its head is that model's, the background channel copied into
-# every auxiliary channel, as ``networks.adapt_head`` does for a fine-tune), so until the switch the run *is* the
-# binary run and its lesion channel starts exactly when binary's does.
-AUXILIARY_START_DICE = 0.1
-AUXILIARY_RAMP_SHARE = 0.1
-AUXILIARY_BACK_OFF = 2.0
-
-
-def batch_lesion_dice(logits: torch.Tensor, labels: torch.Tensor, target_value: int) -> float | None:
-    """The batch's hard lesion Dice (collapsed lesion probability >= 0.5, i.e. the target logit at least the
-    log-sum-exp of the others); None when the batch holds no lesion voxel."""
-    with torch.no_grad():
-        logits = logits.detach().float()
-        others = torch.cat([logits[:, :target_value], logits[:, target_value + 1:]], 1)
-        predicted = logits[:, target_value] >= torch.logsumexp(others, 1)
-        truth = labels[:, 0] == target_value
-        true_voxels = int(truth.sum())
-        if true_voxels == 0:
-            return None
-        return 2 * int((predicted & truth).sum()) / (int(predicted.sum()) + true_voxels)
-
-
-def lesion_found_in_batch(logits: torch.Tensor, labels: torch.Tensor, target_value: int) -> bool | None:
-    """True when the batch's hard lesion Dice reaches :data:`AUXILIARY_START_DICE`, False when it holds lesion
-    voxels and misses them, None when it holds none."""
-    dice = batch_lesion_dice(logits, labels, target_value)
-    return None if dice is None else dice >= AUXILIARY_START_DICE
 
 
 # The one fine-tune recipe, used by the CLI's ``finetune``, the server's fine-tune jobs and the panel: the
@@ -467,22 +431,19 @@ class Trainer:
         return loss
 
     def observe_lesion(self, iteration: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """After the batch of ``iteration``: switch the auxiliary terms on when the lesion is first found, and
-        from then on move their share with the lesion (up after a batch that finds it, down after one that
-        misses it; see AUXILIARY_BACK_OFF). Under DDP the replicas agree (the most cautious replica decides)."""
-        found = lesion_found_in_batch(logits, labels, self.schema.target_value)
-        step = 0.0 if found is None else (1.0 if found else -AUXILIARY_BACK_OFF)
+        """After the batch of ``iteration``: switch the auxiliary terms on when the lesion is first found, then
+        move their share with the lesion (``auxiliary_share.next_share``). Under DDP the replicas agree: any
+        replica switches the terms on, the most cautious one moves the share."""
+        step = share_step(lesion_found_in_batch(logits, labels, self.schema.target_value))
         if self.world > 1:
             flag = torch.tensor([step], device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX if self.lesion_from_batch is None else dist.ReduceOp.MIN)
             step = float(flag.item())
         if self.lesion_from_batch is None:
-            if step > 0:
-                self.lesion_from_batch = iteration + 1
-            else:
+            if step <= 0:
                 return
-        ramp = max(1, round(AUXILIARY_RAMP_SHARE * self.config.iterations))
-        self.auxiliary_share = min(1.0, max(0.0, self.auxiliary_share + step / ramp))
+            self.lesion_from_batch = iteration + 1
+        self.auxiliary_share = next_share(self.auxiliary_share, step, self.config.iterations)
 
     # -------------------------------------------------------------- validation and checkpoints
     def validate(self, iteration: int) -> dict:

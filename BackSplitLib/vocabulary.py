@@ -108,7 +108,7 @@ DEFAULT_ITERATIONS = 500
 #: cross-entropy given "not lesion" and their mean Dice). 1 is the plain split loss, whose lesion head stalled
 #: for hundreds of iterations on some seeds; 0.5 and 0.25 started on every seed of both phantom families, and
 #: 0.25 was as good or better on both (issue 13, docs/RESULTS.md, "Ablations"). Since issue 20 the terms switch on
-#: (ramping to this weight) only once the lesion channel has started (``training.AUXILIARY_START_DICE``).
+#: (ramping to this weight) only once the lesion channel has started (``auxiliary_share.AUXILIARY_START_DICE``).
 #: Binary training does not read it.
 DEFAULT_AUXILIARY_WEIGHT = 0.25
 #: The from-scratch recipe's batch size, AdamW peak learning rate and seeded validation share

@@ -10,7 +10,7 @@ go in the outer loop: the short budget, where the stall was seen, finishes first
 Per family and budget it reports, for each arm and seed, the iteration at which the lesion channel started
 (the trainer's lesion watch: the first validation with a predicted lesion voxel) and the test lesion Dice;
 (and the iteration after which a training batch's hard lesion Dice first reached
-``training.AUXILIARY_START_DICE``, where BackSplit's auxiliary terms switch on); it counts the runs where
+``auxiliary_share.AUXILIARY_START_DICE``, where BackSplit's auxiliary terms switch on); it counts the runs where
 BackSplit never started (target 0) and where it ended more than
 :data:`BEHIND_MARGIN` below binary. Two processes may share one OUT when they run different families
 (``--families``); each writes ``robustness-<families>.json`` and ``robustness-<families>.md``, and a later

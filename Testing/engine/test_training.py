@@ -209,7 +209,7 @@ def test_the_auxiliary_terms_switch_on_when_a_training_batch_finds_the_lesion_an
         phantom_dataset, tmp_path):
     import torch
 
-    from BackSplitLib.training import AUXILIARY_BACK_OFF, AUXILIARY_RAMP_SHARE, lesion_found_in_batch
+    from BackSplitLib.auxiliary_share import AUXILIARY_BACK_OFF, AUXILIARY_RAMP_SHARE, lesion_found_in_batch
 
     split = _trainer(phantom_dataset, tmp_path, "backsplit", iterations=100)
     target = split.schema.target_value
