@@ -213,15 +213,17 @@ class Store:
             rows = db.execute(select(projects).order_by(projects.c.created, projects.c.name)).mappings().all()
         return [_project(row, counts) for row in rows]
 
-    def get_project(self, name: str) -> dict:
+    def get_project(self, name: str, counts: bool = True) -> dict:
+        """A project's row (its schema and current model) and, with ``counts``, how many cases, jobs and
+        models it holds; NotFound when there is no such project."""
         with self._read() as db:
             row = db.execute(select(projects).where(projects.c.name == name)).mappings().first()
             if row is None:
                 raise NotFound(f"project '{name}' does not exist; list the projects with GET /projects")
-            counts = {table.name: dict(db.execute(select(table.c.project, func.count()).where(table.c.project == name)
-                                                  .group_by(table.c.project)).all())
-                      for table in (cases, jobs, models)}
-        return _project(row, counts)
+            numbers = {table.name: dict(db.execute(select(table.c.project, func.count()).where(table.c.project == name)
+                                                   .group_by(table.c.project)).all())
+                       for table in (cases, jobs, models)} if counts else {}
+        return _project(row, numbers)
 
     # ------------------------------------------------------------------ cases
     def add_case(self, staged: Path, record: dict[str, Any], project: str = DEFAULT_PROJECT) -> dict:
