@@ -46,6 +46,8 @@ from BackSplitLib.projects import project_path
 from BackSplitLib.server.database import (DB_NAME, StoreUnavailable, cases, describe_url, jobs, make_engine, models,
                                           now_expression, projects, settings, sqlite_url, unavailable_as_store_error,
                                           upgrade)
+from BackSplitLib.server.store_projects import (current_model, in_project, lock_project, no_such_project, project_dict,
+                                                set_current_model)
 from BackSplitLib.vocabulary import ACTIVE_STATES, DEFAULT_LEASE_S, TERMINAL_STATES
 
 __all__ = ["DB_NAME", "LEASE_S", "MAX_ATTEMPTS", "PROGRESS_KEYS", "TERMINAL_STATES", "Conflict", "LeaseLost",
@@ -69,7 +71,7 @@ def worker_name(pid: int | None = None) -> str:
 
 
 class NotFound(LookupError):
-    """A case, job or model id that the store does not hold."""
+    """A project, or a case, job or model id that the store does not hold (in the project asked about)."""
 
 
 class Conflict(RuntimeError):
@@ -211,7 +213,7 @@ class Store:
             counts = {table.name: dict(db.execute(select(table.c.project, func.count()).group_by(table.c.project)).all())
                       for table in (cases, jobs, models)}
             rows = db.execute(select(projects).order_by(projects.c.created, projects.c.name)).mappings().all()
-        return [_project(row, counts) for row in rows]
+        return [project_dict(row, counts) for row in rows]
 
     def get_project(self, name: str, counts: bool = True) -> dict:
         """A project's row (its schema and current model) and, with ``counts``, how many cases, jobs and
@@ -219,11 +221,11 @@ class Store:
         with self._read() as db:
             row = db.execute(select(projects).where(projects.c.name == name)).mappings().first()
             if row is None:
-                raise NotFound(f"project '{name}' does not exist; list the projects with GET /projects")
+                raise NotFound(no_such_project(name))
             numbers = {table.name: dict(db.execute(select(table.c.project, func.count()).where(table.c.project == name)
                                                    .group_by(table.c.project)).all())
                        for table in (cases, jobs, models)} if counts else {}
-        return _project(row, numbers)
+        return project_dict(row, numbers)
 
     # ------------------------------------------------------------------ cases
     def add_case(self, staged: Path, record: dict[str, Any], project: str = DEFAULT_PROJECT) -> dict:
@@ -234,7 +236,7 @@ class Store:
         row = {"id": case_id, "created": time.time(), **record, "project": project}
         try:
             with self._write() as db:
-                _lock_project(db, project)
+                _locked_project(db, project)
                 db.execute(insert(cases).values(_encode(row, ("schema", "size", "spacing", "classes"))))
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
@@ -250,7 +252,7 @@ class Store:
         with self._read() as db:
             row = db.execute(select(cases).where(cases.c.id == case_id, cases.c.project == project)).mappings().first()
         if row is None:
-            raise NotFound(f"case {case_id} does not exist{_in(project)}")
+            raise NotFound(f"case {case_id} does not exist{in_project(project)}")
         return _case(row)
 
     def delete_case(self, case_id: str, project: str = DEFAULT_PROJECT) -> None:
@@ -258,7 +260,7 @@ class Store:
             # The row lock orders this against a job being queued on the case (add_job's FOR SHARE).
             if db.execute(select(cases.c.id).where(cases.c.id == case_id, cases.c.project == project)
                           .with_for_update()).first() is None:
-                raise NotFound(f"case {case_id} does not exist{_in(project)}")
+                raise NotFound(f"case {case_id} does not exist{in_project(project)}")
             for job_id, job_cases in db.execute(select(jobs.c.id, jobs.c.cases).where(jobs.c.state.in_(ACTIVE_STATES))):
                 if case_id in json.loads(job_cases):
                     raise Conflict(f"case {case_id} is used by job {job_id}, which has not finished; "
@@ -277,14 +279,14 @@ class Store:
         """Queue a job of ``project`` on its cases (and, for a fine-tune, its model): never another project's."""
         job_id = new_id()
         with self._write() as db:
-            _lock_project(db, project)
+            _locked_project(db, project)
             for case_id in case_ids:  # checked and share-locked inside the transaction: no concurrent delete
                 if db.execute(select(cases.c.id).where(cases.c.id == case_id, cases.c.project == project)
                               .with_for_update(read=True)).first() is None:
-                    raise NotFound(f"case {case_id} does not exist{_in(project)}")
+                    raise NotFound(f"case {case_id} does not exist{in_project(project)}")
             if base_model and db.execute(select(models.c.id).where(models.c.id == base_model, models.c.project == project)
                                          .with_for_update(read=True)).first() is None:
-                raise NotFound(f"model {base_model} does not exist{_in(project)}")
+                raise NotFound(f"model {base_model} does not exist{in_project(project)}")
             db.execute(insert(jobs).values(
                 id=job_id, created=time.time(), kind=kind, state="queued", params=json.dumps(params),
                 cases=json.dumps(case_ids), base_model=base_model, total_iterations=int(params.get("iterations", 0)),
@@ -300,7 +302,7 @@ class Store:
         with self._read() as db:
             row = db.execute(select(jobs).where(jobs.c.id == job_id, jobs.c.project == project)).mappings().first()
         if row is None:
-            raise NotFound(f"job {job_id} does not exist{_in(project)}")
+            raise NotFound(f"job {job_id} does not exist{in_project(project)}")
         return _job(row)
 
     def queue_length(self) -> int:
@@ -388,7 +390,7 @@ class Store:
             state = db.execute(select(jobs.c.state).where(jobs.c.id == job_id, jobs.c.project == project)
                                .with_for_update()).scalar()
             if state is None:
-                raise NotFound(f"job {job_id} does not exist{_in(project)}")
+                raise NotFound(f"job {job_id} does not exist{in_project(project)}")
             if state == "queued":
                 db.execute(update(jobs).where(jobs.c.id == job_id).values(
                     state="cancelled", finished=time.time(), cancel_requested=1))
@@ -435,13 +437,13 @@ class Store:
                             state="succeeded", model_id=model_id, finished=time.time(), worker_pid=None, worker=None,
                             lease_expires=None, eta_s=0, error=note, **final)).rowcount:
                         raise LeaseLost(f"job {job_id} is no longer held by worker {worker}")
-                current = _lock_project(db, project, for_update=True)
+                current = _locked_project(db, project, for_update=True)
                 db.execute(insert(models).values(
                     id=model_id, created=time.time(), parent=parent, job_id=job_id, source=source,
                     schema=json.dumps(schema), metrics=json.dumps(metrics), cases=json.dumps(case_ids),
                     project=project))
                 if promote or (first_becomes_current and current is None):
-                    _set_current(db, project, model_id)
+                    _setcurrent_model(db, project, model_id)
         except BaseException:
             os.replace(target, run_dir)
             raise
@@ -449,18 +451,18 @@ class Store:
 
     def current_model_id(self, project: str = DEFAULT_PROJECT) -> str | None:
         with self._read() as db:
-            return _current(db, project)
+            return current_model(db, project)
 
     def list_models(self, project: str = DEFAULT_PROJECT) -> list[dict]:
         with self._read() as db:
-            current = _current(db, project)
+            current = current_model(db, project)
             return [_model(r, current) for r in db.execute(select(models).where(models.c.project == project)
                                                            .order_by(models.c.created, models.c.id)).mappings()]
 
     def get_model(self, model_id: str, project: str = DEFAULT_PROJECT) -> dict:
         """A model of ``project`` by id; ``current`` names the project's current model."""
         with self._read() as db:
-            current = _current(db, project)
+            current = current_model(db, project)
             if model_id == "current":
                 model_id = current
             row = None if model_id is None else db.execute(
@@ -468,7 +470,7 @@ class Store:
         if model_id is None:
             raise NotFound(self._no_current_model(project))
         if row is None:
-            raise NotFound(f"model {model_id} does not exist{_in(project)}")
+            raise NotFound(f"model {model_id} does not exist{in_project(project)}")
         return _model(row, current)
 
     def _no_current_model(self, project: str) -> str:
@@ -477,31 +479,31 @@ class Store:
             latest = db.execute(select(models.c.id, models.c.metrics).where(models.c.project == project)
                                 .order_by(models.c.created.desc(), models.c.id.desc()).limit(1)).mappings().first()
         if latest is None:
-            return f"there is no current model{_in(project)} yet; train one or upload a run folder first"
+            return f"there is no current model{in_project(project)} yet; train one or upload a run folder first"
         dice = json.loads(latest["metrics"] or "{}").get("best_val_dice")
         why = f" (its best validation lesion Dice was {dice:.2f})" if isinstance(dice, (int, float)) else ""
         promote = project_path(project, f"/models/{latest['id']}/promote")
-        return (f"there is no current model{_in(project)}: model {latest['id']} was kept but not promoted{why}; "
+        return (f"there is no current model{in_project(project)}: model {latest['id']} was kept but not promoted{why}; "
                 f"train longer, or promote it (POST {promote}) to use it anyway")
 
     def promote_model(self, model_id: str, project: str = DEFAULT_PROJECT) -> dict:
         """Make a model its project's current model (promoting an older one is the rollback)."""
         with self._write() as db:
-            _lock_project(db, project, for_update=True)  # the project first, everywhere: no lock-order deadlock
+            _locked_project(db, project, for_update=True)  # the project first, everywhere: no lock-order deadlock
             if db.execute(select(models.c.id).where(models.c.id == model_id, models.c.project == project)
                           .with_for_update(read=True)).first() is None:
-                raise NotFound(f"model {model_id} does not exist{_in(project)}")
-            _set_current(db, project, model_id)
+                raise NotFound(f"model {model_id} does not exist{in_project(project)}")
+            _setcurrent_model(db, project, model_id)
         return self.get_model(model_id, project)
 
     def delete_model(self, model_id: str, project: str = DEFAULT_PROJECT) -> None:
         with self._write() as db:
-            current = _lock_project(db, project, for_update=True)  # the project first, everywhere
+            current = _locked_project(db, project, for_update=True)  # the project first, everywhere
             if db.execute(select(models.c.id).where(models.c.id == model_id, models.c.project == project)
                           .with_for_update()).first() is None:
-                raise NotFound(f"model {model_id} does not exist{_in(project)}")
+                raise NotFound(f"model {model_id} does not exist{in_project(project)}")
             if current == model_id:
-                raise Conflict(f"model {model_id} is the current model{_in(project)}; promote another model before "
+                raise Conflict(f"model {model_id} is the current model{in_project(project)}; promote another model before "
                                "deleting it")
             busy = db.execute(select(jobs.c.id).where(jobs.c.base_model == model_id,
                                                       jobs.c.state.in_(ACTIVE_STATES))).scalar()
@@ -512,40 +514,16 @@ class Store:
         (self.root / "exports" / f"{model_id}.zip").unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------------- projects
-def _in(project: str) -> str:
-    """" in project 'P'" for messages (nothing for the default project: its messages read as before projects)."""
-    return "" if project == DEFAULT_PROJECT else f" in project '{project}'"
-
-
-def _lock_project(db: Connection, project: str, for_update: bool = False) -> str | None:
-    """Check that ``project`` exists, locked (shared; ``for_update``: exclusive, to change its current model)
-    until the transaction ends; returns its current model id."""
-    row = db.execute(select(projects.c.name, projects.c.current_model).where(projects.c.name == project)
-                     .with_for_update(read=not for_update)).first()
+# ---------------------------------------------------------------------- rules
+def _locked_project(db: Connection, project: str, for_update: bool = False) -> str | None:
+    """``project`` locked until the transaction ends (see ``lock_project``); its current model id."""
+    row = lock_project(db, project, for_update)
     if row is None:
-        raise NotFound(f"project '{project}' does not exist; list the projects with GET /projects")
+        raise NotFound(no_such_project(project))
     return row.current_model
 
 
-def _current(db: Connection, project: str) -> str | None:
-    return db.execute(select(projects.c.current_model).where(projects.c.name == project)).scalar()
 
-
-def _set_current(db: Connection, project: str, model_id: str) -> None:
-    db.execute(update(projects).where(projects.c.name == project).values(current_model=model_id))
-
-
-def _project(row, counts: dict[str, dict[str, int]]) -> dict:
-    d = dict(row)
-    d["schema"] = json.loads(d["schema"]) if d["schema"] else None
-    d["target"] = (d["schema"] or {}).get("target")
-    for table, by_project in counts.items():
-        d[table] = int(by_project.get(d["name"], 0))
-    return d
-
-
-# ---------------------------------------------------------------------- queue rules
 def _held_by(job_id: str, worker: str | None) -> tuple:
     """The WHERE clause of a write a worker makes for its job: still running, still this worker's."""
     condition = (jobs.c.id == job_id, jobs.c.state == "running")
