@@ -443,7 +443,7 @@ class Store:
                     schema=json.dumps(schema), metrics=json.dumps(metrics), cases=json.dumps(case_ids),
                     project=project))
                 if promote or (first_becomes_current and current is None):
-                    _setcurrent_model(db, project, model_id)
+                    set_current_model(db, project, model_id)
         except BaseException:
             os.replace(target, run_dir)
             raise
@@ -493,7 +493,7 @@ class Store:
             if db.execute(select(models.c.id).where(models.c.id == model_id, models.c.project == project)
                           .with_for_update(read=True)).first() is None:
                 raise NotFound(f"model {model_id} does not exist{in_project(project)}")
-            _setcurrent_model(db, project, model_id)
+            set_current_model(db, project, model_id)
         return self.get_model(model_id, project)
 
     def delete_model(self, model_id: str, project: str = DEFAULT_PROJECT) -> None:
