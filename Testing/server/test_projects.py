@@ -82,6 +82,10 @@ def test_the_store_keeps_each_projects_cases_jobs_models_and_current_model_apart
     assert (projects[DEFAULT_PROJECT]["schema"], projects[DEFAULT_PROJECT]["current_model"]) == (None, default_model["id"])
     with pytest.raises(NotFound, match="project 'nowhere' does not exist"):
         add_case(store, "nowhere")
+    from BackSplitLib.server.worker import build_dataset
+
+    with pytest.raises(NotFound, match="in project 'kidney'"):  # the worker reads through the same scoped lookups
+        build_dataset(store, [theirs], tmp_path / "dataset", project="kidney")
 
 
 def test_a_store_of_the_previous_revision_moves_into_the_default_project_with_nothing_lost(tmp_path, database_url):
