@@ -202,10 +202,11 @@ class Store:
     # ------------------------------------------------------------------ projects
     def add_project(self, name: str, schema: dict) -> dict:
         """A new project with its label schema (the caller has checked the name and the schema)."""
-        with self._write() as db:
-            if db.execute(select(projects.c.name).where(projects.c.name == name).with_for_update()).first():
+        with self._write() as db:  # two creating at once: one row, the other is told (no unique-key error)
+            if db.execute(_dialect_insert(db)(projects).values(name=name, created=time.time(), schema=json.dumps(schema))
+                          .on_conflict_do_nothing(index_elements=[projects.c.name]).returning(projects.c.name)
+                          ).first() is None:
                 raise Conflict(f"project '{name}' exists already; pick another name")
-            db.execute(insert(projects).values(name=name, created=time.time(), schema=json.dumps(schema)))
         return self.get_project(name)
 
     def list_projects(self) -> list[dict]:
@@ -546,13 +547,18 @@ def _settle(db: Connection, job: dict, reason: str) -> str:
     return "failed"
 
 
-def _set_setting(db: Connection, key: str, value: str | None, replace: bool = True) -> None:
-    """Insert or replace a setting (``replace=False``: keep a value another process wrote first)."""
+def _dialect_insert(db: Connection):
+    """The dialect's INSERT, which has ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
     if db.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(settings).values(key=key, value=value)
+    return dialect_insert
+
+
+def _set_setting(db: Connection, key: str, value: str | None, replace: bool = True) -> None:
+    """Insert or replace a setting (``replace=False``: keep a value another process wrote first)."""
+    statement = _dialect_insert(db)(settings).values(key=key, value=value)
     db.execute(statement.on_conflict_do_update(index_elements=[settings.c.key], set_={"value": value}) if replace
                else statement.on_conflict_do_nothing(index_elements=[settings.c.key]))
 

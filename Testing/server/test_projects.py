@@ -88,6 +88,20 @@ def test_the_store_keeps_each_projects_cases_jobs_models_and_current_model_apart
         build_dataset(store, [theirs], tmp_path / "dataset", project="kidney")
 
 
+def test_two_clients_creating_one_project_at_once_get_one_project_and_one_conflict(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def create(_):
+        try:
+            return store.add_project("lung", SCHEMA)["name"]
+        except Conflict as e:
+            return str(e)
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = sorted(pool.map(create, range(4)))
+    assert outcomes == ["lung"] + ["project 'lung' exists already; pick another name"] * 3
+
+
 def test_a_store_of_the_previous_revision_moves_into_the_default_project_with_nothing_lost(tmp_path, database_url):
     data = tmp_path / "data"
     data.mkdir()
