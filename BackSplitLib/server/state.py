@@ -106,12 +106,6 @@ class RoutePaths:
     def __contains__(self, path: object) -> bool:
         return isinstance(path, str) and (path in self.paths or any(p.match(path) for p in self._patterns))
 
-    def __iter__(self):
-        return iter(self.paths)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
 
 def upload_paths(routers, prefixes: tuple[str, ...] = ("",)) -> RoutePaths:
     """The POST routes documented with ``multipart_doc``, under each of the ``prefixes`` they are included
