@@ -3,11 +3,16 @@
 ::
 
     client = BackSplitClient("http://gpu-box:8765", token="...")      # or BackSplitClient.from_env(...)
+    client.project = "liver-mets"                                       # default: $BACKSPLIT_PROJECT, else "default"
     case = client.upload_case("ct.nii.gz", "label.nii.gz", schema)     # schema: dict, JSON text or LabelSchema
     job = client.create_job("finetune", iterations=200)
     for event, data in client.events(job["id"]):                        # server-sent events until the job ends
         print(event, data["iteration"], data["loss"])
     client.predict("new_ct.nii.gz", "lesion.nii.gz")
+
+Every case, job, model and predict call goes to the client's ``project`` (``/projects/{project}/...``; the
+default project keeps today's paths, so it also works with servers from before projects). ``list_projects``,
+``create_project`` and ``get_project`` manage projects; ``in_project(name)`` is a copy for another project.
 
 Uploads stream from disk (multipart built by hand, never the whole file in memory); downloads stream to
 a temporary file that is renamed when complete. Connection errors are retried (a POST only when nothing
@@ -16,6 +21,7 @@ was sent); every server error raises ``BackSplitClientError(status, detail)`` wi
 
 from __future__ import annotations
 
+import copy
 import http.client
 import json
 import os
@@ -30,6 +36,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from BackSplitLib.atomic import atomic_file
+from BackSplitLib.permissions import DEFAULT_PROJECT, PROJECT_ENV
+from BackSplitLib.projects import project_name_problem, project_path
 from BackSplitLib.run_folder import pack_run, unpack_run
 from BackSplitLib.vocabulary import DEFAULT_SERVER_URL as DEFAULT_SERVER
 from BackSplitLib.vocabulary import CLIENT_HEADER, SERVER_ENV, TERMINAL_STATES, TOKEN_ENV
@@ -93,10 +101,13 @@ class _Multipart:
 
 
 class BackSplitClient:
-    """One server. ``timeout`` is the socket timeout per request (uploads and predictions get more)."""
+    """One server and one project on it. ``timeout`` is the socket timeout per request (uploads and predictions
+    get more). ``project``: the project of every case, job, model and predict call (None: $BACKSPLIT_PROJECT,
+    else the default project)."""
 
     def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 30.0,
-                 retries: int = 3, backoff_s: float = 0.5, ca_file: str | Path | None = None):
+                 retries: int = 3, backoff_s: float = 0.5, ca_file: str | Path | None = None,
+                 project: str | None = None):
         parts = urlsplit(server if "://" in server else f"http://{server}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BackSplitClientError(None, f"server address {server!r} is not an http(s) URL")
@@ -108,10 +119,34 @@ class BackSplitClient:
         self.retries = retries
         self.backoff_s = backoff_s
         self.ca_file = str(ca_file) if ca_file else None  # a hospital's own CA bundle for HTTPS servers
+        self.project = project if project is not None else (os.environ.get(PROJECT_ENV) or DEFAULT_PROJECT)
+
+    @property
+    def project(self) -> str:
+        """The project of every case, job, model and predict call; set it to switch projects."""
+        return self._project
+
+    @project.setter
+    def project(self, name: str) -> None:
+        problem = project_name_problem(name)
+        if problem is not None:
+            raise BackSplitClientError(None, problem)
+        self._project = name
+
+    def in_project(self, name: str) -> BackSplitClient:
+        """A copy of this client (same server and token) for project ``name``."""
+        other = copy.copy(self)
+        other.project = name
+        return other
+
+    def _in(self, path: str) -> str:
+        """``path`` (``/cases`` ...) in the client's project."""
+        return project_path(self.project, path)
 
     @classmethod
     def from_env(cls, server: str | None = None, token_file: str | Path | None = None, **kwargs) -> BackSplitClient:
-        """Server from the argument or BACKSPLIT_SERVER; token from ``token_file`` or BACKSPLIT_TOKEN."""
+        """Server from the argument or BACKSPLIT_SERVER; token from ``token_file`` or BACKSPLIT_TOKEN; project from
+        ``project=`` or BACKSPLIT_PROJECT."""
         return cls(server or os.environ.get(SERVER_ENV) or DEFAULT_SERVER, read_token(token_file), **kwargs)
 
     # ------------------------------------------------------------------ transport
@@ -200,6 +235,26 @@ class BackSplitClient:
     def health(self) -> dict:
         return self._json("GET", "/health")
 
+    # ------------------------------------------------------------------ projects
+    def list_projects(self) -> list[dict]:
+        """Every project: name, schema, target, current_model and its numbers of cases, jobs and models."""
+        return self._json("GET", "/projects")
+
+    def get_project(self, name: str | None = None) -> dict:
+        """A project (default: the client's own)."""
+        name = self.project if name is None else name
+        problem = project_name_problem(name)
+        if problem is not None:
+            raise BackSplitClientError(None, problem)
+        return self._json("GET", f"/projects/{quote(name)}")
+
+    def create_project(self, name: str, schema: Any) -> dict:
+        """A new project with its label schema (a dict, JSON text, a path to a JSON file or a LabelSchema)."""
+        problem = project_name_problem(name)
+        if problem is not None:
+            raise BackSplitClientError(None, problem)
+        return self._json("POST", "/projects", {"name": name, "schema": json.loads(_schema_text(schema))})
+
     # ------------------------------------------------------------------ cases
     def upload_case(self, image: str | Path, label: str | Path, schema: Any,
                     allow_empty_target: bool = False, modality: str | None = None) -> dict:
@@ -207,26 +262,26 @@ class BackSplitClient:
         fields = {"schema": _schema_text(schema), "allow_empty_target": "true" if allow_empty_target else "false"}
         if modality:
             fields["modality"] = modality
-        response = self._upload("/cases", fields, {"image": Path(image), "label": Path(label)})
+        response = self._upload(self._in("/cases"), fields, {"image": Path(image), "label": Path(label)})
         return _read_json(response)
 
     def list_cases(self) -> list[dict]:
-        return self._json("GET", "/cases")
+        return self._json("GET", self._in("/cases"))
 
     def get_case(self, case_id: str) -> dict:
-        return self._json("GET", f"/cases/{quote(case_id)}")
+        return self._json("GET", self._in(f"/cases/{quote(case_id)}"))
 
     def download_case(self, case_id: str, folder: str | Path) -> tuple[Path, Path]:
         """Save a stored case's image and label into ``folder``; returns (image, label)."""
         folder = Path(folder)
         files = []
         for which in ("image", "label"):
-            response = self._open("GET", f"/cases/{quote(case_id)}/{which}", timeout=max(self.timeout, 600.0))
+            response = self._open("GET", self._in(f"/cases/{quote(case_id)}/{which}"), timeout=max(self.timeout, 600.0))
             files.append(_save(response, folder / (_filename(response) or f"{case_id}_{which}")))
         return files[0], files[1]
 
     def delete_case(self, case_id: str) -> None:
-        self._json("DELETE", f"/cases/{quote(case_id)}")
+        self._json("DELETE", self._in(f"/cases/{quote(case_id)}"))
 
     # ------------------------------------------------------------------ jobs
     def create_job(self, kind: str = "train", cases: list[str] | str = "all", base_model: str | None = None,
@@ -236,16 +291,16 @@ class BackSplitClient:
         ``iterations=None`` lets the server choose the kind's default (the fine-tune recipe's for a fine-tune)."""
         payload = {"kind": kind, "cases": cases, "base_model": base_model, "mode": mode, "iterations": iterations,
                    "arch": arch, "auto_promote": auto_promote, **{k: v for k, v in extra.items() if v is not None}}
-        return self._json("POST", "/jobs", payload)
+        return self._json("POST", self._in("/jobs"), payload)
 
     def list_jobs(self) -> list[dict]:
-        return self._json("GET", "/jobs")
+        return self._json("GET", self._in("/jobs"))
 
     def get_job(self, job_id: str) -> dict:
-        return self._json("GET", f"/jobs/{quote(job_id)}")
+        return self._json("GET", self._in(f"/jobs/{quote(job_id)}"))
 
     def cancel_job(self, job_id: str) -> dict:
-        return self._json("DELETE", f"/jobs/{quote(job_id)}")
+        return self._json("DELETE", self._in(f"/jobs/{quote(job_id)}"))
 
     def events(self, job_id: str, read_timeout: float = 120.0) -> Iterator[tuple[str, dict]]:
         """The job's server-sent events as (event, job dict) until the job ends.
@@ -256,7 +311,7 @@ class BackSplitClient:
         while True:
             ended = False
             try:
-                response = self._open("GET", f"/jobs/{quote(job_id)}/events",
+                response = self._open("GET", self._in(f"/jobs/{quote(job_id)}/events"),
                                       headers={"Accept": "text/event-stream"}, timeout=read_timeout)
                 try:
                     for event, data in _parse_sse(response):
@@ -285,21 +340,21 @@ class BackSplitClient:
 
     # ------------------------------------------------------------------ models
     def list_models(self) -> list[dict]:
-        return self._json("GET", "/models")
+        return self._json("GET", self._in("/models"))
 
     def get_model(self, model_id: str = "current") -> dict:
-        return self._json("GET", f"/models/{quote(model_id)}")
+        return self._json("GET", self._in(f"/models/{quote(model_id)}"))
 
     def promote_model(self, model_id: str) -> dict:
-        return self._json("POST", f"/models/{quote(model_id)}/promote")
+        return self._json("POST", self._in(f"/models/{quote(model_id)}/promote"))
 
     def delete_model(self, model_id: str) -> None:
-        self._json("DELETE", f"/models/{quote(model_id)}")
+        self._json("DELETE", self._in(f"/models/{quote(model_id)}"))
 
     def download_model(self, model_id: str, dest: str | Path) -> Path:
         """Save the model's run folder as a zip (``dest`` a file, or a folder to extract it into)."""
         dest = Path(dest)
-        response = self._open("GET", f"/models/{quote(model_id)}/download", timeout=max(self.timeout, 600.0))
+        response = self._open("GET", self._in(f"/models/{quote(model_id)}/download"), timeout=max(self.timeout, 600.0))
         if dest.suffix.lower() == ".zip":
             return _save(response, dest)
         with tempfile.TemporaryDirectory() as tmp:
@@ -312,7 +367,7 @@ class BackSplitClient:
         with tempfile.TemporaryDirectory() as tmp:
             if run.is_dir():
                 run = pack_run(run, Path(tmp) / f"{run.name}.zip")
-            response = self._upload("/models", {"promote": "true" if promote else "false"}, {"file": run})
+            response = self._upload(self._in("/models"), {"promote": "true" if promote else "false"}, {"file": run})
             return _read_json(response)
 
     # ------------------------------------------------------------------ prediction
@@ -323,7 +378,7 @@ class BackSplitClient:
         ``out`` is a file path or a folder (the server's file name is used); default: next to the image.
         """
         image = Path(image)
-        response = self._upload(f"/predict{'?classes=true' if classes else ''}", {"model": model}, {"image": image})
+        response = self._upload(self._in(f"/predict{'?classes=true' if classes else ''}"), {"model": model}, {"image": image})
         name = _filename(response) or f"{image.name}.prediction"
         out = Path(out) if out is not None else image.parent / name
         if out.is_dir():

@@ -20,6 +20,7 @@ from rich.table import Table
 from BackSplitLib.cli.app import app, console
 from BackSplitLib.client import SERVER_ENV, TOKEN_ENV, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.permissions import DEFAULT_PROJECT, PROJECT_ENV
 from BackSplitLib.server.limits import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_SIZE, Limits, parse_size
 from BackSplitLib.vocabulary import (ARCHITECTURES, DATABASE_ENV, DEFAULT_ARCHITECTURE, DEFAULT_LEASE_S, DEFAULT_FINETUNE_ITERATIONS, DEFAULT_HOST,
                                      DEFAULT_ITERATIONS, DEFAULT_MAX_UPLOAD, DEFAULT_PORT, DEFAULT_SERVER_URL, DEFAULT_TRAINING_MODE)
@@ -33,6 +34,9 @@ SERVER = typer.Option(None, "--server", envvar=SERVER_ENV, show_envvar=True,
                       help=f"Server URL (default {DEFAULT_SERVER_URL}).")
 TOKEN_FILE = typer.Option(None, "--token-file", exists=True, dir_okay=False,
                           help=f"File holding the API token (else ${TOKEN_ENV}).")
+PROJECT = typer.Option(None, "--project", envvar=PROJECT_ENV, show_envvar=True,
+                       help=f"Project (lesion task) on the server (default: '{DEFAULT_PROJECT}'); see "
+                            "'backsplit remote projects'.")
 DATABASE = typer.Option(None, "--database", envvar=DATABASE_ENV, show_envvar=True,
                         help="Job database: postgresql://USER@HOST:PORT/DB to share it between API processes and "
                              "'backsplit worker' machines (password: ~/.pgpass or the environment). Default: SQLite "
@@ -126,13 +130,19 @@ def _warn_password_on_argv(database: str | None) -> None:
 
 # ---------------------------------------------------------------------- helpers
 @contextmanager
-def _client(server: str | None, token_file: Path | None) -> Iterator[BackSplitClient]:
-    """A client; server errors become one-line CLI errors with the server's detail."""
+def _client(server: str | None, token_file: Path | None, project: str | None = None) -> Iterator[BackSplitClient]:
+    """A client of ``project`` (None: $BACKSPLIT_PROJECT, else the default project); server errors become
+    one-line CLI errors with the server's detail."""
     try:
-        yield BackSplitClient.from_env(server, token_file)
+        yield BackSplitClient.from_env(server, token_file, project=project)
     except BackSplitClientError as e:
         hint = f"give the token with --token-file or ${TOKEN_ENV}" if e.status == 401 else None
         raise BackSplitError(str(e), hint) from None  # the CLI prints it in one line and exits 2
+
+
+def _in_project(client: BackSplitClient) -> str:
+    """The ``--project`` option a printed follow-up command needs (none for the default project)."""
+    return "" if client.project == DEFAULT_PROJECT else f" --project {client.project}"
 
 
 def _print_json(data) -> None:
@@ -162,7 +172,8 @@ def follow_job(client: BackSplitClient, job: dict) -> dict:
                 bar.update(task, completed=data["iteration"], total=data["total_iterations"] or None,
                            status=f"{loss}{val}" if data["state"] == "running" else data["state"])
         except KeyboardInterrupt:
-            console.print(f"stopped following; the job goes on. Cancel it with: backsplit remote cancel {job['id']}")
+            console.print(f"stopped following; the job goes on. Cancel it with: backsplit remote cancel {job['id']}"
+                          f"{_in_project(client)}")
             raise typer.Exit(130) from None
     return final
 
@@ -179,12 +190,12 @@ def _report_job(client: BackSplitClient, job: dict) -> None:
         dice = (model.get("metrics") or {}).get("best_val_dice")
         why = job.get("error") or "the job asked not to promote it (--no-auto-promote)"
         detail = f"{why}; its best validation lesion Dice was {dice:.3f}" if isinstance(dice, (int, float)) else why
-        hint = f"train longer, or use it anyway: backsplit remote promote {job['model_id']}"
+        hint = f"train longer, or use it anyway: backsplit remote promote {job['model_id']}{_in_project(client)}"
         if job.get("error"):  # the server refused to promote it: not what the user asked for
             raise BackSplitError(f"job {job['id']} kept model {job['model_id']} but did not make it current "
                                  f"({detail}); predictions keep using the current model, if any, not this one", hint)
         console.print(f"job {job['id']} succeeded: model {job['model_id']} kept, not current ({detail}); use it "
-                      f"with: backsplit remote promote {job['model_id']}")
+                      f"with: backsplit remote promote {job['model_id']}{_in_project(client)}")
     elif job["state"] == "failed":
         raise BackSplitError(f"job {job['id']} failed: {job['error']}")
     elif job["state"] == "cancelled":
@@ -206,10 +217,10 @@ def _patch(text: str | None) -> list[int] | None:
 
 
 def _submit(kind: str, server, token_file, cases: str, base_model: str | None, mode: Mode, iterations: int | None,
-            arch: str, auto_promote: bool, detach: bool, **extra) -> None:
+            arch: str, auto_promote: bool, detach: bool, project: str | None = None, **extra) -> None:
     case_ids: list[str] | str = "all" if cases.strip() == "all" else [c.strip() for c in cases.split(",") if c.strip()]
     extra["patch_size"] = _patch(extra.get("patch_size"))
-    with _client(server, token_file) as client:
+    with _client(server, token_file, project) as client:
         job = client.create_job(kind, case_ids, base_model, mode.value, iterations, arch, auto_promote, **extra)
         console.print(f"queued job {job['id']} ({len(job['cases'])} cases, {job['total_iterations']} iterations)")
         if detach:
@@ -219,10 +230,59 @@ def _submit(kind: str, server, token_file, cases: str, base_model: str | None, m
 
 # ---------------------------------------------------------------------- remote commands
 @remote_app.command()
-def health(server: str = SERVER, token_file: Path = TOKEN_FILE) -> None:
+def health(server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT) -> None:
     """Server status, version, device and queue length (needs no token)."""
-    with _client(server, token_file) as client:
+    with _client(server, token_file, project) as client:
         _print_json(client.health())
+
+
+@remote_app.command()
+def projects(
+    create: str = typer.Option(None, "--create", help="Create a project with this name; its label schema comes from "
+                                                      "--schema, --dataset or --target/--auxiliary."),
+    schema: Path = typer.Option(None, "--schema", exists=True, dir_okay=False,
+                                help="Label schema JSON file (a dataset.json with 'labels' and 'target' works too)."),
+    dataset: Path = typer.Option(None, "--dataset", exists=True, file_okay=False,
+                                 help="Take the label schema of this dataset folder."),
+    target: str = typer.Option(None, "--target", help="The lesion (target) class name."),
+    auxiliary: str = typer.Option("", "--auxiliary", help="Comma-separated auxiliary class names (with --target)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT,
+) -> None:
+    """List the server's projects (lesion tasks; the one --project / $BACKSPLIT_PROJECT picks is marked), or
+    create one (--create NAME with a label schema)."""
+    with _client(server, token_file, project) as client:
+        if create:
+            made = client.create_project(create, _project_schema(schema, dataset, target, auxiliary))
+            console.print(f"created project {made['name']} (target {made['target']}); use it with --project "
+                          f"{made['name']} or {PROJECT_ENV}={made['name']}")
+            return
+        items = client.list_projects()
+        if as_json:
+            return _print_json(items)
+        table = Table("", "name", "target", "classes", "current model", "cases", "jobs", "models")
+        for p in items:
+            classes = ", ".join((p["schema"] or {}).get("labels", {})) or "any target"
+            table.add_row("*" if p["name"] == client.project else "", p["name"], p["target"] or "-", classes,
+                          _short(p["current_model"]), str(p["cases"]), str(p["jobs"]), str(p["models"]))
+        output.print(table)
+
+
+def _project_schema(schema: Path | None, dataset: Path | None, target: str | None, auxiliary: str) -> dict:
+    """A new project's label schema from exactly one of: a schema file, a dataset folder, --target/--auxiliary."""
+    from BackSplitLib.dataset import Dataset
+    from BackSplitLib.schema import LabelSchema
+
+    given = [name for name, value in (("--schema", schema), ("--dataset", dataset), ("--target", target)) if value]
+    if len(given) != 1:
+        raise BackSplitError("a new project needs its label schema from one of --schema FILE, --dataset DIR or "
+                             f"--target NAME [--auxiliary a,b] (given: {', '.join(given) or 'none'})")
+    if schema is not None:
+        return LabelSchema.load(schema).to_dict()
+    if dataset is not None:
+        return Dataset.load(dataset, require_training=False).schema.to_dict()
+    names = [n.strip() for n in auxiliary.split(",") if n.strip()]
+    return LabelSchema.from_names(target.strip(), names).to_dict()
 
 
 @remote_app.command()
@@ -234,12 +294,12 @@ def upload(
                                  help="Upload every training case of a dataset folder instead."),
     allow_empty_target: bool = typer.Option(False, "--allow-empty-target", help="Accept a case without lesion voxels."),
     modality: str = typer.Option(None, "--modality", help="CT (default) or e.g. MR."),
-    server: str = SERVER, token_file: Path = TOKEN_FILE,
+    server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT,
 ) -> None:
     """Upload a case (IMAGE LABEL --schema F), or all cases of a dataset folder (--dataset DIR)."""
     if dataset is None and (image is None or label is None or schema is None):
         raise BackSplitError("give IMAGE LABEL --schema FILE, or --dataset DIR")
-    with _client(server, token_file) as client:
+    with _client(server, token_file, project) as client:
         if dataset is None:
             case = client.upload_case(image, label, schema, allow_empty_target, modality)
             console.print(f"uploaded case {case['id']} ({', '.join(case['classes'])})")
@@ -286,10 +346,10 @@ def _case_label(ds, case, tmp: Path):
 def cases(
     delete: str = typer.Option(None, "--delete", help="Delete the case with this id."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-    server: str = SERVER, token_file: Path = TOKEN_FILE,
+    server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT,
 ) -> None:
     """List the stored cases (or delete one)."""
-    with _client(server, token_file) as client:
+    with _client(server, token_file, project) as client:
         if delete:
             client.delete_case(delete)
             console.print(f"deleted case {delete}")
@@ -321,10 +381,11 @@ _DETACH = typer.Option(False, "--detach", help="Queue the job and return without
 def remote_train(cases: str = _CASES, mode: Mode = _MODE, iterations: int = _ITER, arch: str = _ARCH,
                  auto_promote: bool = _PROMOTE, batch_size: int = _BATCH, val_every: int = _VAL,
                  patch_size: str = _PATCH, val_fraction: float = _VALFRAC, detach: bool = _DETACH,
-                 server: str = SERVER, token_file: Path = TOKEN_FILE) -> None:
+                 server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT) -> None:
     """Train a new model from scratch on the server and follow its progress."""
     _submit("train", server, token_file, cases, None, mode, iterations, arch, auto_promote, detach,
-            batch_size=batch_size, val_every=val_every, patch_size=patch_size, val_fraction=val_fraction)
+            project=project, batch_size=batch_size, val_every=val_every, patch_size=patch_size,
+            val_fraction=val_fraction)
 
 
 @remote_app.command("finetune")
@@ -335,17 +396,18 @@ def remote_finetune(base_model: str = typer.Option("current", "--base-model", he
                                                         f"{DEFAULT_FINETUNE_ITERATIONS})."),
                     auto_promote: bool = _PROMOTE, batch_size: int = _BATCH, val_every: int = _VAL,
                     patch_size: str = _PATCH, val_fraction: float = _VALFRAC, detach: bool = _DETACH,
-                    server: str = SERVER, token_file: Path = TOKEN_FILE) -> None:
+                    server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT) -> None:
     """Fine-tune a model on the server's cases and follow its progress."""
     _submit("finetune", server, token_file, cases, base_model, mode, iterations, DEFAULT_ARCHITECTURE.value, auto_promote, detach,
-            batch_size=batch_size, val_every=val_every, patch_size=patch_size, val_fraction=val_fraction)
+            project=project, batch_size=batch_size, val_every=val_every, patch_size=patch_size,
+            val_fraction=val_fraction)
 
 
 @remote_app.command()
 def jobs(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-         server: str = SERVER, token_file: Path = TOKEN_FILE) -> None:
+         server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT) -> None:
     """List the jobs."""
-    with _client(server, token_file) as client:
+    with _client(server, token_file, project) as client:
         items = client.list_jobs()
         if as_json:
             return _print_json(items)
@@ -359,9 +421,9 @@ def jobs(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 @remote_app.command()
 def status(job_id: str = typer.Argument(..., help="Job id."),
            follow: bool = typer.Option(False, "--follow", "-f", help="Follow progress until the job ends."),
-           server: str = SERVER, token_file: Path = TOKEN_FILE) -> None:
+           server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT) -> None:
     """One job's state and progress."""
-    with _client(server, token_file) as client:
+    with _client(server, token_file, project) as client:
         job = client.get_job(job_id)
         if follow and job["state"] in ("queued", "running"):
             _report_job(client, follow_job(client, job))
@@ -371,18 +433,18 @@ def status(job_id: str = typer.Argument(..., help="Job id."),
 
 @remote_app.command()
 def cancel(job_id: str = typer.Argument(..., help="Job id."),
-           server: str = SERVER, token_file: Path = TOKEN_FILE) -> None:
+           server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT) -> None:
     """Cancel a job (a running one stops at its next iteration and creates no model)."""
-    with _client(server, token_file) as client:
+    with _client(server, token_file, project) as client:
         job = client.cancel_job(job_id)
         console.print(f"job {job_id}: {'cancelling' if job['state'] == 'running' else job['state']}")
 
 
 @remote_app.command()
 def models(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
-           server: str = SERVER, token_file: Path = TOKEN_FILE) -> None:
+           server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT) -> None:
     """List model versions; the current one is marked."""
-    with _client(server, token_file) as client:
+    with _client(server, token_file, project) as client:
         items = client.list_models()
         if as_json:
             return _print_json(items)
@@ -396,9 +458,9 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 
 @remote_app.command()
 def promote(model_id: str = typer.Argument(..., help="Model id (an older one rolls back)."),
-            server: str = SERVER, token_file: Path = TOKEN_FILE) -> None:
+            server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT) -> None:
     """Make a model the current one."""
-    with _client(server, token_file) as client:
+    with _client(server, token_file, project) as client:
         model = client.promote_model(model_id)
         console.print(f"model {model['id']} is now current")
 
@@ -406,9 +468,9 @@ def promote(model_id: str = typer.Argument(..., help="Model id (an older one rol
 @remote_app.command()
 def download(model_id: str = typer.Argument("current", help="Model id or 'current'."),
              out: Path = typer.Option(..., "--out", help="A .zip file, or a folder to unpack the run folder into."),
-             server: str = SERVER, token_file: Path = TOKEN_FILE) -> None:
+             server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT) -> None:
     """Download a model's run folder (usable offline with `backsplit predict`)."""
-    with _client(server, token_file) as client:
+    with _client(server, token_file, project) as client:
         path = client.download_model(model_id, out)
         console.print(f"saved {path}")
 
@@ -418,8 +480,8 @@ def remote_predict(image: Path = typer.Argument(..., exists=True, dir_okay=False
                    out: Path = typer.Option(None, "--out", help="Output file or folder (default: next to the image)."),
                    model: str = typer.Option("current", "--model", help="Model id or 'current'."),
                    classes: bool = typer.Option(False, "--classes", help="A zip with the mask and the class map."),
-                   server: str = SERVER, token_file: Path = TOKEN_FILE) -> None:
+                   server: str = SERVER, token_file: Path = TOKEN_FILE, project: str = PROJECT) -> None:
     """Predict the lesion mask of an image on the server (output in the input's geometry and format)."""
-    with _client(server, token_file) as client:
+    with _client(server, token_file, project) as client:
         path = client.predict(image, out, model, classes)
         console.print(f"wrote {path}")

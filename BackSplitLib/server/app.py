@@ -1,7 +1,9 @@
 """The FastAPI app: cases, jobs (with server-sent progress events), model versions and prediction.
 
 ``create_app(data_dir, token, max_upload)`` builds the app from the route modules in ``routes/`` (one per
-resource) and the error mapping in ``http_errors.py``; ``backsplit serve`` runs it with uvicorn. Every
+resource) and the error mapping in ``http_errors.py``. The case, job, model and predict routers are included
+twice: at today's paths (the ``default`` project) and under ``/projects/{project}`` (one definition per
+route; ``routes/projects.py`` resolves the request's project); ``backsplit serve`` runs it with uvicorn. Every
 endpoint but ``GET /health`` needs ``Authorization: Bearer <token>``. Every error is
 ``{"detail": "<one sentence>"}``; a client's mistake is a 4xx, never a 500.
 """
@@ -21,7 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib import __version__
 from BackSplitLib.server.http_errors import install_error_handlers
-from BackSplitLib.server.routes import cases, jobs, models, predict
+from BackSplitLib.projects import PROJECT_PREFIX
+from BackSplitLib.server.routes import cases, jobs, models, predict, projects
 from BackSplitLib.server.connections import LoopbackHostOnly
 from BackSplitLib.server.front_door import FrontDoor
 from BackSplitLib.server.limits import Limits
@@ -91,10 +94,14 @@ def create_app(data_dir: str | Path, token: str | None, max_upload: int = Limits
     app.state.backsplit = state
     install_error_handlers(app)
     app.add_api_route("/health", health, methods=["GET"], response_model=Health, tags=["server"])
+    app.include_router(projects.router, dependencies=[Depends(_bearer)])
     routers = [routes.router for routes in (cases, jobs, models, predict)]
-    for router in routers:
+    for router in routers:  # today's paths are the default project's
         app.include_router(router, dependencies=[Depends(_bearer)])
-    app.add_middleware(FrontDoor, token=token, max_upload=state.limits.max_upload, upload_paths=upload_paths(routers))
+        app.include_router(router, prefix=PROJECT_PREFIX, dependencies=[Depends(_bearer),
+                                                                        Depends(projects.project_in_path)])
+    app.add_middleware(FrontDoor, token=token, max_upload=state.limits.max_upload,
+                       upload_paths=upload_paths(routers, ("", PROJECT_PREFIX)))
     if loopback_only:  # added last, so it runs first: a request to a foreign Host name is refused before all
         app.add_middleware(LoopbackHostOnly)
     return app

@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.permissions import DEFAULT_PROJECT
 from BackSplitLib.vocabulary import DATABASE_ENV
 
 DB_NAME = "backsplit.db"
@@ -36,7 +37,23 @@ _MIGRATION_LOCK = 0x42_53_70_6C  # pg_advisory_xact_lock key ("BSpl"): one migra
 
 metadata = MetaData()
 
+
+def _project_column() -> Column:
+    """Revision 0003: the project a case, job or model belongs to (rows from before projects: the default)."""
+    return Column("project", Text, nullable=False, server_default=DEFAULT_PROJECT)
+
+
 # The current schema (the head revision), for queries. Revisions carry their own copy of each change.
+# Revision 0003: one row per project (lesion task). ``schema`` is its label schema (JSON; NULL for the
+# default project of a store from before projects, which accepts any target as it did); ``current_model``
+# is the model its predictions use (before 0003: the ``current_model`` setting).
+projects = Table(
+    "projects", metadata,
+    Column("name", Text, primary_key=True),
+    Column("created", Float, nullable=False),
+    Column("schema", Text),
+    Column("current_model", Text),
+)
 cases = Table(
     "cases", metadata,
     Column("id", Text, primary_key=True),
@@ -51,6 +68,8 @@ cases = Table(
     Column("classes", Text, nullable=False),
     Column("target_voxels", BigInteger, nullable=False),
     Column("bytes", BigInteger, nullable=False),
+    _project_column(),
+    Index("cases_project", "project", "created"),
 )
 jobs = Table(
     "jobs", metadata,
@@ -77,7 +96,9 @@ jobs = Table(
     # Revision 0002: who holds a running job ("host:pid") and until when (database clock, epoch seconds).
     Column("worker", Text),
     Column("lease_expires", Float),
+    _project_column(),
     Index("jobs_state", "state", "created"),
+    Index("jobs_project", "project", "created"),
 )
 models = Table(
     "models", metadata,
@@ -89,6 +110,8 @@ models = Table(
     Column("schema", Text, nullable=False),
     Column("metrics", Text, nullable=False),
     Column("cases", Text, nullable=False),
+    _project_column(),
+    Index("models_project", "project", "created"),
 )
 settings = Table(
     "settings", metadata,

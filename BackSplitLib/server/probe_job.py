@@ -35,7 +35,7 @@ def run_probe_job(store, job: dict, should_stop: Callable[[], bool],
     job_dir.mkdir(parents=True, exist_ok=True)
     with open(job_dir / EXECUTIONS_LOG, "a") as log:
         log.write(f"{job.get('worker')} attempt {job['attempts']}\n")
-    schema = store.get_case(job["cases"][0])["schema"] if job["cases"] else {}  # read first, as the engine does
+    schema = store.get_case(job["cases"][0], job["project"])["schema"] if job["cases"] else {}  # read first, as the engine does
     total = int(job["params"].get("iterations", 1))
     for iteration in range(total):
         if should_stop():

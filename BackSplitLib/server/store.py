@@ -13,8 +13,14 @@ machine gone, network cut) can no longer change the job, which went back to the 
 last checkpoint on any worker, within ``MAX_ATTEMPTS``. Lease times are the database's clock, so the
 machines' clocks do not matter.
 
-Room for what comes next (users, roles, audit rows, projects): new tables are new Alembic revisions, and
-every write already runs in one ``_write`` transaction that an audit row can join.
+Projects (issue 24): every case, job and model belongs to one project (a lesion task with its own label
+schema and its own current model). Every method that reads or changes them takes ``project`` (default: the
+``default`` project, which holds everything a store had before projects) and sees only that project's rows:
+an id of another project is "does not exist", a job's cases and base model must be its project's, and a
+finished job's model joins its job's project. The queue is one for all projects (oldest job first).
+
+Room for what comes next (users, roles, audit rows): new tables are new Alembic revisions, and every write
+already runs in one ``_write`` transaction that an audit row can join.
 """
 
 from __future__ import annotations
@@ -35,8 +41,13 @@ from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.engine import make_url
 
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.permissions import DEFAULT_PROJECT
+from BackSplitLib.projects import project_path
 from BackSplitLib.server.database import (DB_NAME, StoreUnavailable, cases, describe_url, jobs, make_engine, models,
-                                          now_expression, settings, sqlite_url, unavailable_as_store_error, upgrade)
+                                          now_expression, projects, settings, sqlite_url, unavailable_as_store_error,
+                                          upgrade)
+from BackSplitLib.server.store_projects import (current_model, in_project, lock_project, no_such_project, project_dict,
+                                                set_current_model)
 from BackSplitLib.vocabulary import ACTIVE_STATES, DEFAULT_LEASE_S, TERMINAL_STATES
 
 __all__ = ["DB_NAME", "LEASE_S", "MAX_ATTEMPTS", "PROGRESS_KEYS", "TERMINAL_STATES", "Conflict", "LeaseLost",
@@ -60,7 +71,7 @@ def worker_name(pid: int | None = None) -> str:
 
 
 class NotFound(LookupError):
-    """A case, job or model id that the store does not hold."""
+    """A project, or a case, job or model id that the store does not hold (in the project asked about)."""
 
 
 class Conflict(RuntimeError):
@@ -188,37 +199,69 @@ class Store:
                 if path.name not in known and stale(path):
                     shutil.rmtree(path, ignore_errors=True)
 
+    # ------------------------------------------------------------------ projects
+    def add_project(self, name: str, schema: dict) -> dict:
+        """A new project with its label schema (the caller has checked the name and the schema)."""
+        with self._write() as db:  # two creating at once: one row, the other is told (no unique-key error)
+            if db.execute(_dialect_insert(db)(projects).values(name=name, created=time.time(), schema=json.dumps(schema))
+                          .on_conflict_do_nothing(index_elements=[projects.c.name]).returning(projects.c.name)
+                          ).first() is None:
+                raise Conflict(f"project '{name}' exists already; pick another name")
+        return self.get_project(name)
+
+    def list_projects(self) -> list[dict]:
+        with self._read() as db:
+            counts = {table.name: dict(db.execute(select(table.c.project, func.count()).group_by(table.c.project)).all())
+                      for table in (cases, jobs, models)}
+            rows = db.execute(select(projects).order_by(projects.c.created, projects.c.name)).mappings().all()
+        return [project_dict(row, counts) for row in rows]
+
+    def get_project(self, name: str, counts: bool = True) -> dict:
+        """A project's row (its schema and current model) and, with ``counts``, how many cases, jobs and
+        models it holds; NotFound when there is no such project."""
+        with self._read() as db:
+            row = db.execute(select(projects).where(projects.c.name == name)).mappings().first()
+            if row is None:
+                raise NotFound(no_such_project(name))
+            numbers = {table.name: dict(db.execute(select(table.c.project, func.count()).where(table.c.project == name)
+                                                   .group_by(table.c.project)).all())
+                       for table in (cases, jobs, models)} if counts else {}
+        return project_dict(row, numbers)
+
     # ------------------------------------------------------------------ cases
-    def add_case(self, staged: Path, record: dict[str, Any]) -> dict:
-        """Publish a validated staged folder as a case: rename it into place, then insert the row."""
+    def add_case(self, staged: Path, record: dict[str, Any], project: str = DEFAULT_PROJECT) -> dict:
+        """Publish a validated staged folder as a case of ``project``: rename it into place, insert the row."""
         case_id = new_id()
         target = self.case_dir(case_id)
         os.replace(staged, target)
-        row = {"id": case_id, "created": time.time(), **record}
+        row = {"id": case_id, "created": time.time(), **record, "project": project}
         try:
             with self._write() as db:
+                _locked_project(db, project)
                 db.execute(insert(cases).values(_encode(row, ("schema", "size", "spacing", "classes"))))
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
-        return self.get_case(case_id)
+        return self.get_case(case_id, project)
 
-    def list_cases(self) -> list[dict]:
+    def list_cases(self, project: str = DEFAULT_PROJECT) -> list[dict]:
         with self._read() as db:
-            return [_case(r) for r in db.execute(select(cases).order_by(cases.c.created, cases.c.id)).mappings()]
+            return [_case(r) for r in db.execute(select(cases).where(cases.c.project == project)
+                                                 .order_by(cases.c.created, cases.c.id)).mappings()]
 
-    def get_case(self, case_id: str) -> dict:
+    def get_case(self, case_id: str, project: str = DEFAULT_PROJECT) -> dict:
         with self._read() as db:
-            row = db.execute(select(cases).where(cases.c.id == case_id)).mappings().first()
+            row = db.execute(select(cases).where(cases.c.id == case_id, cases.c.project == project)).mappings().first()
         if row is None:
-            raise NotFound(f"case {case_id} does not exist")
+            raise NotFound(f"case {case_id} does not exist{in_project(project)}")
         return _case(row)
 
-    def delete_case(self, case_id: str) -> None:
+    def delete_case(self, case_id: str, project: str = DEFAULT_PROJECT) -> None:
         with self._write() as db:
             # The row lock orders this against a job being queued on the case (add_job's FOR SHARE).
-            if db.execute(select(cases.c.id).where(cases.c.id == case_id).with_for_update()).first() is None:
-                raise NotFound(f"case {case_id} does not exist")
+            if db.execute(select(cases.c.id).where(cases.c.id == case_id, cases.c.project == project)
+                          .with_for_update()).first() is None:
+                raise NotFound(f"case {case_id} does not exist{in_project(project)}")
             for job_id, job_cases in db.execute(select(jobs.c.id, jobs.c.cases).where(jobs.c.state.in_(ACTIVE_STATES))):
                 if case_id in json.loads(job_cases):
                     raise Conflict(f"case {case_id} is used by job {job_id}, which has not finished; "
@@ -226,34 +269,41 @@ class Store:
             db.execute(delete(cases).where(cases.c.id == case_id))
         shutil.rmtree(self.case_dir(case_id), ignore_errors=True)
 
-    def case_ids(self) -> list[str]:
+    def case_ids(self, project: str = DEFAULT_PROJECT) -> list[str]:
         with self._read() as db:
-            return list(db.execute(select(cases.c.id).order_by(cases.c.created, cases.c.id)).scalars())
+            return list(db.execute(select(cases.c.id).where(cases.c.project == project)
+                                   .order_by(cases.c.created, cases.c.id)).scalars())
 
     # ------------------------------------------------------------------ jobs
-    def add_job(self, kind: str, case_ids: list[str], base_model: str | None, params: dict) -> dict:
+    def add_job(self, kind: str, case_ids: list[str], base_model: str | None, params: dict,
+                project: str = DEFAULT_PROJECT) -> dict:
+        """Queue a job of ``project`` on its cases (and, for a fine-tune, its model): never another project's."""
         job_id = new_id()
         with self._write() as db:
+            _locked_project(db, project)
             for case_id in case_ids:  # checked and share-locked inside the transaction: no concurrent delete
-                if db.execute(select(cases.c.id).where(cases.c.id == case_id).with_for_update(read=True)).first() is None:
-                    raise NotFound(f"case {case_id} does not exist")
-            if base_model and db.execute(select(models.c.id).where(models.c.id == base_model)
+                if db.execute(select(cases.c.id).where(cases.c.id == case_id, cases.c.project == project)
+                              .with_for_update(read=True)).first() is None:
+                    raise NotFound(f"case {case_id} does not exist{in_project(project)}")
+            if base_model and db.execute(select(models.c.id).where(models.c.id == base_model, models.c.project == project)
                                          .with_for_update(read=True)).first() is None:
-                raise NotFound(f"model {base_model} does not exist")
+                raise NotFound(f"model {base_model} does not exist{in_project(project)}")
             db.execute(insert(jobs).values(
                 id=job_id, created=time.time(), kind=kind, state="queued", params=json.dumps(params),
-                cases=json.dumps(case_ids), base_model=base_model, total_iterations=int(params.get("iterations", 0))))
-        return self.get_job(job_id)
+                cases=json.dumps(case_ids), base_model=base_model, total_iterations=int(params.get("iterations", 0)),
+                project=project))
+        return self.get_job(job_id, project)
 
-    def list_jobs(self) -> list[dict]:
+    def list_jobs(self, project: str = DEFAULT_PROJECT) -> list[dict]:
         with self._read() as db:
-            return [_job(r) for r in db.execute(select(jobs).order_by(jobs.c.created, jobs.c.id)).mappings()]
+            return [_job(r) for r in db.execute(select(jobs).where(jobs.c.project == project)
+                                                .order_by(jobs.c.created, jobs.c.id)).mappings()]
 
-    def get_job(self, job_id: str) -> dict:
+    def get_job(self, job_id: str, project: str = DEFAULT_PROJECT) -> dict:
         with self._read() as db:
-            row = db.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            row = db.execute(select(jobs).where(jobs.c.id == job_id, jobs.c.project == project)).mappings().first()
         if row is None:
-            raise NotFound(f"job {job_id} does not exist")
+            raise NotFound(f"job {job_id} does not exist{in_project(project)}")
         return _job(row)
 
     def queue_length(self) -> int:
@@ -335,12 +385,13 @@ class Store:
                 state="queued", worker_pid=None, worker=None, lease_expires=None, resume=int(resume),
                 eta_s=None)).rowcount)
 
-    def request_cancel(self, job_id: str) -> dict:
+    def request_cancel(self, job_id: str, project: str = DEFAULT_PROJECT) -> dict:
         """Cancel: a queued job ends now; a running one is flagged and stops at its worker's next check."""
         with self._write() as db:
-            state = db.execute(select(jobs.c.state).where(jobs.c.id == job_id).with_for_update()).scalar()
+            state = db.execute(select(jobs.c.state).where(jobs.c.id == job_id, jobs.c.project == project)
+                               .with_for_update()).scalar()
             if state is None:
-                raise NotFound(f"job {job_id} does not exist")
+                raise NotFound(f"job {job_id} does not exist{in_project(project)}")
             if state == "queued":
                 db.execute(update(jobs).where(jobs.c.id == job_id).values(
                     state="cancelled", finished=time.time(), cancel_requested=1))
@@ -348,7 +399,7 @@ class Store:
                 db.execute(update(jobs).where(jobs.c.id == job_id).values(cancel_requested=1))
             else:
                 raise Conflict(f"job {job_id} has already {_ended_verb(state)}; there is nothing to cancel")
-        return self.get_job(job_id)
+        return self.get_job(job_id, project)
 
     def cancel_requested(self, job_id: str) -> bool:
         with self._read() as db:
@@ -362,15 +413,17 @@ class Store:
     def register_model(self, run_dir: Path, *, schema: dict, metrics: dict, parent: str | None,
                        case_ids: list[str], source: str, job_id: str | None = None, worker: str | None = None,
                        promote: bool = False, first_becomes_current: bool = True,
-                       progress: dict | None = None, note: str | None = None) -> dict:
+                       progress: dict | None = None, note: str | None = None,
+                       project: str = DEFAULT_PROJECT) -> dict:
         """Publish a finished run folder as a model version, in one transaction with the job's success.
 
-        Any model registered with ``promote`` becomes current; so does the first model ever, unless
-        ``first_becomes_current`` is False (a model whose validation never found the lesion). With ``worker``,
-        the job must still be held by that worker: otherwise nothing is published and LeaseLost is raised.
-        ``progress``: the job's last progress values, written with its success (they may not have reached
-        the database while it was away). ``note`` goes into the succeeded job's ``error`` field: why its model
-        was not promoted (``vocabulary.JOB_NOT_PROMOTED_NO_LESION``).
+        The model belongs to its job's project (``project`` for a model without a job: an upload). Any model
+        registered with ``promote`` becomes its project's current model; so does the project's first model,
+        unless ``first_becomes_current`` is False (a model whose validation never found the lesion). With
+        ``worker``, the job must still be held by that worker: otherwise nothing is published and LeaseLost is
+        raised. ``progress``: the job's last progress values, written with its success (they may not have
+        reached the database while it was away). ``note`` goes into the succeeded job's ``error`` field: why
+        its model was not promoted (``vocabulary.JOB_NOT_PROMOTED_NO_LESION``).
         """
         final = {k: v for k, v in (progress or {}).items() if k in PROGRESS_KEYS and k != "eta_s"}
         model_id = new_id()
@@ -380,70 +433,79 @@ class Store:
             with self._write() as db:
                 if job_id is not None:
                     condition = _held_by(job_id, worker) if worker is not None else (jobs.c.id == job_id,)
+                    project = db.execute(select(jobs.c.project).where(jobs.c.id == job_id)).scalar() or project
                     if not db.execute(update(jobs).where(*condition).values(
                             state="succeeded", model_id=model_id, finished=time.time(), worker_pid=None, worker=None,
                             lease_expires=None, eta_s=0, error=note, **final)).rowcount:
                         raise LeaseLost(f"job {job_id} is no longer held by worker {worker}")
+                current = _locked_project(db, project, for_update=True)
                 db.execute(insert(models).values(
                     id=model_id, created=time.time(), parent=parent, job_id=job_id, source=source,
-                    schema=json.dumps(schema), metrics=json.dumps(metrics), cases=json.dumps(case_ids)))
-                current = db.execute(select(settings.c.value).where(settings.c.key == "current_model")
-                                     .with_for_update()).scalar()
+                    schema=json.dumps(schema), metrics=json.dumps(metrics), cases=json.dumps(case_ids),
+                    project=project))
                 if promote or (first_becomes_current and current is None):
-                    _set_setting(db, "current_model", model_id)
+                    set_current_model(db, project, model_id)
         except BaseException:
             os.replace(target, run_dir)
             raise
-        return self.get_model(model_id)
+        return self.get_model(model_id, project)
 
-    def current_model_id(self) -> str | None:
+    def current_model_id(self, project: str = DEFAULT_PROJECT) -> str | None:
         with self._read() as db:
-            return db.execute(select(settings.c.value).where(settings.c.key == "current_model")).scalar()
+            return current_model(db, project)
 
-    def list_models(self) -> list[dict]:
+    def list_models(self, project: str = DEFAULT_PROJECT) -> list[dict]:
         with self._read() as db:
-            current = db.execute(select(settings.c.value).where(settings.c.key == "current_model")).scalar()
-            return [_model(r, current) for r in db.execute(select(models).order_by(models.c.created, models.c.id)).mappings()]
+            current = current_model(db, project)
+            return [_model(r, current) for r in db.execute(select(models).where(models.c.project == project)
+                                                           .order_by(models.c.created, models.c.id)).mappings()]
 
-    def get_model(self, model_id: str) -> dict:
-        """A model by id; ``current`` names the current model."""
+    def get_model(self, model_id: str, project: str = DEFAULT_PROJECT) -> dict:
+        """A model of ``project`` by id; ``current`` names the project's current model."""
         with self._read() as db:
-            current = db.execute(select(settings.c.value).where(settings.c.key == "current_model")).scalar()
+            current = current_model(db, project)
             if model_id == "current":
                 model_id = current
-            row = None if model_id is None else db.execute(select(models).where(models.c.id == model_id)).mappings().first()
+            row = None if model_id is None else db.execute(
+                select(models).where(models.c.id == model_id, models.c.project == project)).mappings().first()
         if model_id is None:
-            raise NotFound(self._no_current_model())
+            raise NotFound(self._no_current_model(project))
         if row is None:
-            raise NotFound(f"model {model_id} does not exist")
+            raise NotFound(f"model {model_id} does not exist{in_project(project)}")
         return _model(row, current)
 
-    def _no_current_model(self) -> str:
+    def _no_current_model(self, project: str) -> str:
         """Why there is no current model: none yet, or the latest was kept but not promoted (say which)."""
         with self._read() as db:
-            latest = db.execute(select(models.c.id, models.c.metrics)
+            latest = db.execute(select(models.c.id, models.c.metrics).where(models.c.project == project)
                                 .order_by(models.c.created.desc(), models.c.id.desc()).limit(1)).mappings().first()
         if latest is None:
-            return "there is no current model yet; train one or upload a run folder first"
+            return f"there is no current model{in_project(project)} yet; train one or upload a run folder first"
         dice = json.loads(latest["metrics"] or "{}").get("best_val_dice")
         why = f" (its best validation lesion Dice was {dice:.2f})" if isinstance(dice, (int, float)) else ""
-        return (f"there is no current model: model {latest['id']} was kept but not promoted{why}; train longer, "
-                f"or promote it (POST /models/{latest['id']}/promote) to use it anyway")
+        promote = project_path(project, f"/models/{latest['id']}/promote")
+        return (f"there is no current model{in_project(project)}: model {latest['id']} was kept but not promoted{why}; "
+                f"train longer, or promote it (POST {promote}) to use it anyway")
 
-    def promote_model(self, model_id: str) -> dict:
+    def promote_model(self, model_id: str, project: str = DEFAULT_PROJECT) -> dict:
+        """Make a model its project's current model (promoting an older one is the rollback)."""
         with self._write() as db:
-            if db.execute(select(models.c.id).where(models.c.id == model_id).with_for_update(read=True)).first() is None:
-                raise NotFound(f"model {model_id} does not exist")
-            _set_setting(db, "current_model", model_id)
-        return self.get_model(model_id)
+            _locked_project(db, project, for_update=True)  # the project first, everywhere: no lock-order deadlock
+            if db.execute(select(models.c.id).where(models.c.id == model_id, models.c.project == project)
+                          .with_for_update(read=True)).first() is None:
+                raise NotFound(f"model {model_id} does not exist{in_project(project)}")
+            set_current_model(db, project, model_id)
+        return self.get_model(model_id, project)
 
-    def delete_model(self, model_id: str) -> None:
+    def delete_model(self, model_id: str, project: str = DEFAULT_PROJECT) -> None:
         with self._write() as db:
-            if db.execute(select(models.c.id).where(models.c.id == model_id).with_for_update()).first() is None:
-                raise NotFound(f"model {model_id} does not exist")
-            current = db.execute(select(settings.c.value).where(settings.c.key == "current_model")).scalar()
+            current = _locked_project(db, project, for_update=True)  # the project first, everywhere
+            if db.execute(select(models.c.id).where(models.c.id == model_id, models.c.project == project)
+                          .with_for_update()).first() is None:
+                raise NotFound(f"model {model_id} does not exist{in_project(project)}")
             if current == model_id:
-                raise Conflict(f"model {model_id} is the current model; promote another model before deleting it")
+                raise Conflict(f"model {model_id} is the current model{in_project(project)}; promote another model before "
+                               "deleting it")
             busy = db.execute(select(jobs.c.id).where(jobs.c.base_model == model_id,
                                                       jobs.c.state.in_(ACTIVE_STATES))).scalar()
             if busy is not None:
@@ -453,7 +515,16 @@ class Store:
         (self.root / "exports" / f"{model_id}.zip").unlink(missing_ok=True)
 
 
-# ---------------------------------------------------------------------- queue rules
+# ---------------------------------------------------------------------- rules
+def _locked_project(db: Connection, project: str, for_update: bool = False) -> str | None:
+    """``project`` locked until the transaction ends (see ``lock_project``); its current model id."""
+    row = lock_project(db, project, for_update)
+    if row is None:
+        raise NotFound(no_such_project(project))
+    return row.current_model
+
+
+
 def _held_by(job_id: str, worker: str | None) -> tuple:
     """The WHERE clause of a write a worker makes for its job: still running, still this worker's."""
     condition = (jobs.c.id == job_id, jobs.c.state == "running")
@@ -476,13 +547,18 @@ def _settle(db: Connection, job: dict, reason: str) -> str:
     return "failed"
 
 
-def _set_setting(db: Connection, key: str, value: str | None, replace: bool = True) -> None:
-    """Insert or replace a setting (``replace=False``: keep a value another process wrote first)."""
+def _dialect_insert(db: Connection):
+    """The dialect's INSERT, which has ``on_conflict_do_nothing`` / ``on_conflict_do_update``."""
     if db.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    statement = dialect_insert(settings).values(key=key, value=value)
+    return dialect_insert
+
+
+def _set_setting(db: Connection, key: str, value: str | None, replace: bool = True) -> None:
+    """Insert or replace a setting (``replace=False``: keep a value another process wrote first)."""
+    statement = _dialect_insert(db)(settings).values(key=key, value=value)
     db.execute(statement.on_conflict_do_update(index_elements=[settings.c.key], set_={"value": value}) if replace
                else statement.on_conflict_do_nothing(index_elements=[settings.c.key]))
 

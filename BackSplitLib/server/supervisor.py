@@ -111,7 +111,7 @@ class Supervisor:
             pid = job.get("worker_pid")
             if pid_alive(pid) and pid != os.getpid():
                 _terminate(pid)
-                job = self.store.get_job(job["id"])
+                job = self.store.get_job(job["id"], job["project"])
                 if job["state"] != "running":
                     continue  # the old worker saved its checkpoint and requeued the job itself
             settle_interrupted_job(self.store, job, "the server stopped")

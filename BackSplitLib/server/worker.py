@@ -2,8 +2,9 @@
 started by ``backsplit serve`` on its machine or by ``backsplit worker`` on any machine that sees the database
 and the shared data folder.
 
-It claims queued jobs from the store one at a time (holding a lease it renews), builds a dataset folder from
-the stored cases, calls the engine's ``train`` and writes progress to the database, where every API
+It claims queued jobs from the store one at a time (holding a lease it renews; one queue for every project),
+builds a dataset folder from the job's project's stored cases (a case or base model of another project fails
+the job: the store checked it when the job was queued, the worker checks it again), calls the engine's ``train`` and writes progress to the database, where every API
 process's event streams read it. Keeping training out of the API process means the API answers while a GPU
 is busy, and a crash in training (out of memory, a killed process) cannot take the API down.
 
@@ -36,11 +37,12 @@ from BackSplitLib.dataset import CaseFiles
 from BackSplitLib.errors import BackSplitError, TrainingCancelled
 from BackSplitLib.image_files import check_data_complete, check_self_contained
 from BackSplitLib.io import image_extension, write_label
+from BackSplitLib.permissions import DEFAULT_PROJECT
 from BackSplitLib.run_folder import load_run, read_model_json, run_metrics
 from BackSplitLib.schema import LabelSchema
 from BackSplitLib.server.database import DATABASE_ENV, StoreUnavailable
 from BackSplitLib.server.lifetime import watch_stdin_eof
-from BackSplitLib.server.store import LEASE_S, LeaseLost, Store, worker_name
+from BackSplitLib.server.store import LEASE_S, LeaseLost, NotFound, Store, worker_name
 from BackSplitLib.vocabulary import JOB_NOT_PROMOTED_NO_LESION, LESION_NEVER_PREDICTED
 
 FILE_ENDING = ".nii.gz"
@@ -64,8 +66,10 @@ def union_schema(schemas: list[LabelSchema], base: LabelSchema | None = None) ->
     return merged
 
 
-def build_dataset(store: Store, case_ids: list[str], out: Path, base: LabelSchema | None = None) -> Path:
-    """Write a dataset folder (nnU-Net layout) for the engine from stored cases.
+def build_dataset(store: Store, case_ids: list[str], out: Path, base: LabelSchema | None = None,
+                  project: str = DEFAULT_PROJECT) -> Path:
+    """Write a dataset folder (nnU-Net layout) for the engine from stored cases of ``project`` (only its own:
+    a case id of another project is NotFound).
 
     Labels are remapped into the union schema by class name. A case whose schema lacks some class of the
     union is listed in ``case_labels`` with the classes it does label, so the engine trains the missing
@@ -73,7 +77,7 @@ def build_dataset(store: Store, case_ids: list[str], out: Path, base: LabelSchem
     """
     from BackSplitLib.dataset import write_dataset_json
 
-    rows = [store.get_case(c) for c in case_ids]
+    rows = [store.get_case(c, project) for c in case_ids]
     cases = [stored_case(store, row) for row in rows]
     for case in cases:  # cases stored before the upload gate existed pass it too before any reader opens them
         for path, role in ((case.image, "image"), (case.label, "label")):
@@ -146,9 +150,10 @@ def run_training(store: Store, job: dict, should_stop: Callable[[], bool],
     from BackSplitLib.training import train
 
     job_dir = store.job_dir(job["id"])
-    base_run = store.model_dir(job["base_model"]) if job.get("base_model") else None
+    project = job["project"]
+    base_run = store.model_dir(store.get_model(job["base_model"], project)["id"]) if job.get("base_model") else None
     base_schema = load_run(base_run).schema if base_run is not None else None
-    dataset = build_dataset(store, job["cases"], job_dir / "dataset", base_schema)
+    dataset = build_dataset(store, job["cases"], job_dir / "dataset", base_schema, project)
     config = train_config({**job["params"], "device": os.environ.get("BACKSPLIT_DEVICE", "auto")},
                           finetune=job["kind"] == "finetune")
     if not job["resume"]:
@@ -298,7 +303,7 @@ class Worker:
             _log(log_path, "cancelled")
             self.retry(lambda: self.store.finish_job(job_id, "cancelled", worker=worker), "record the cancel", log_path)
             shutil.rmtree(self.store.job_dir(job_id) / "run", ignore_errors=True)
-        except BackSplitError as e:
+        except (BackSplitError, NotFound) as e:  # NotFound: a case or base model outside the job's project, or gone
             _log(log_path, f"failed: {e}")
             self.retry(lambda: self.store.finish_job(job_id, "failed", self.store.without_paths(str(e)), worker=worker),
                        "record the failure", log_path)

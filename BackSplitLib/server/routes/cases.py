@@ -1,4 +1,5 @@
-"""``/cases``: upload (validated completely before anything is stored), list, get, delete."""
+"""``/cases``: upload (validated completely before anything is stored), list, get, delete; in the request's
+project (``/projects/{project}/cases``, or today's ``/cases`` for the default project)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib.io import image_extension
+from BackSplitLib.server.routes.projects import check_target, request_project
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
 from BackSplitLib.server.uploads import IMAGE_TYPES, check_client_name, validate_case
 
@@ -28,6 +30,7 @@ class Case(BaseModel):
     classes: list[str] = Field(description="class names present in the label")
     target_voxels: int
     bytes: int
+    project: str
     model_config = ConfigDict(populate_by_name=True)
 
 
@@ -38,8 +41,9 @@ class Case(BaseModel):
     "allow_empty_target": {"type": "boolean", "default": False},
     "modality": {"type": "string", "default": "CT", "description": "CT (HU windowing) or e.g. MR (z-score)"},
 }, ["image", "label", "schema"]))
-async def upload_case(request: Request, state: AppState = Depends(app_state)) -> dict:
-    """Upload one case. Validated completely before anything is stored."""
+async def upload_case(request: Request, project: str = Depends(request_project),
+                      state: AppState = Depends(app_state)) -> dict:
+    """Upload one case. Validated completely before anything is stored; its target must be the project's."""
     store = state.store
     staged = store.staging_dir()
     try:
@@ -49,27 +53,28 @@ async def upload_case(request: Request, state: AppState = Depends(app_state)) ->
         modality = check_client_name((form.fields.get("modality") or "CT").strip()[:32] or "CT", "'modality'")
         record = await run_in_threadpool(validate_case, image, label, form.fields.get("schema"),
                                          form.flag("allow_empty_target"), state.limits.max_image_size, state.decode)
+        check_target(store, project, record["schema"], "this case")
         (staged / "schema.json").write_text(json.dumps(record["schema"], indent=2) + "\n")
         case = store.add_case(staged, {**record, "modality": modality, "image_file": image.path.name,
-                                       "label_file": label.path.name})
+                                       "label_file": label.path.name}, project)
     finally:
         shutil.rmtree(staged, ignore_errors=True)  # gone already when the case was published
     return case
 
 
 @router.get("/cases", response_model=list[Case])
-def list_cases(state: AppState = Depends(app_state)) -> list[dict]:
-    return state.store.list_cases()
+def list_cases(project: str = Depends(request_project), state: AppState = Depends(app_state)) -> list[dict]:
+    return state.store.list_cases(project)
 
 
 @router.get("/cases/{case_id}", response_model=Case)
-def get_case(case_id: str, state: AppState = Depends(app_state)) -> dict:
-    return state.store.get_case(case_id)
+def get_case(case_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> dict:
+    return state.store.get_case(case_id, project)
 
 
 @router.delete("/cases/{case_id}", status_code=204)
-def delete_case(case_id: str, state: AppState = Depends(app_state)) -> None:
-    state.store.delete_case(case_id)
+def delete_case(case_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> None:
+    state.store.delete_case(case_id, project)
 
 
 _FILE_RESPONSE = {200: {"content": {"application/octet-stream": {}},
@@ -77,19 +82,21 @@ _FILE_RESPONSE = {200: {"content": {"application/octet-stream": {}},
 
 
 @router.get("/cases/{case_id}/image", response_class=FileResponse, responses=_FILE_RESPONSE)
-def case_image(case_id: str, state: AppState = Depends(app_state)) -> FileResponse:
+def case_image(case_id: str, project: str = Depends(request_project),
+               state: AppState = Depends(app_state)) -> FileResponse:
     """The case's image, e.g. for the browser app to open a case that is already on the server."""
-    return _case_file(state, case_id, "image")
+    return _case_file(state, project, case_id, "image")
 
 
 @router.get("/cases/{case_id}/label", response_class=FileResponse, responses=_FILE_RESPONSE)
-def case_label(case_id: str, state: AppState = Depends(app_state)) -> FileResponse:
+def case_label(case_id: str, project: str = Depends(request_project),
+               state: AppState = Depends(app_state)) -> FileResponse:
     """The case's label map (values as in the case's schema)."""
-    return _case_file(state, case_id, "label")
+    return _case_file(state, project, case_id, "label")
 
 
-def _case_file(state: AppState, case_id: str, which: str) -> FileResponse:
-    case = state.store.get_case(case_id)  # NotFound -> 404
+def _case_file(state: AppState, project: str, case_id: str, which: str) -> FileResponse:
+    case = state.store.get_case(case_id, project)  # NotFound -> 404
     stored = state.store.case_dir(case["id"]) / case[f"{which}_file"]
     suffix = "_0000" if which == "image" else ""
     return FileResponse(stored, media_type="application/octet-stream",

@@ -1,4 +1,5 @@
-"""``/jobs``: queue train and fine-tune jobs, list, get, cancel, and follow them as server-sent events."""
+"""``/jobs``: queue train and fine-tune jobs, list, get, cancel, and follow them as server-sent events; in the
+request's project (a job trains only on its project's cases, and fine-tunes only its project's models)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.permissions import DEFAULT_PROJECT
+from BackSplitLib.projects import project_path
 from BackSplitLib.run_folder import load_run
 from BackSplitLib.schema import LabelSchema
 from BackSplitLib.server.database import StoreUnavailable
+from BackSplitLib.server.routes.projects import request_project
 from BackSplitLib.server.state import AppState, app_state
 from BackSplitLib.server.store import PROGRESS_KEYS, TERMINAL_STATES, NotFound, Store
 from BackSplitLib.server.uploads import UploadError, has_unsafe_characters
@@ -84,6 +88,7 @@ class Job(BaseModel):
     attempts: int
     cancel_requested: bool
     params: dict
+    project: str
 
 
 def job_json(job: dict) -> dict:
@@ -91,8 +96,8 @@ def job_json(job: dict) -> dict:
 
 
 @router.post("/jobs", status_code=202, response_model=Job)
-def create_job(body: JobRequest, state: AppState = Depends(app_state)) -> dict:
-    """Queue a train or fine-tune job; follow it with GET /jobs/{id}/events."""
+def create_job(body: JobRequest, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> dict:
+    """Queue a train or fine-tune job on the project's cases; follow it with GET /jobs/{id}/events."""
     store = state.store
     if body.iterations is None:  # the same budget a CLI train / finetune gets
         body.iterations = default_iterations(body.kind)
@@ -100,45 +105,49 @@ def create_job(body: JobRequest, state: AppState = Depends(app_state)) -> dict:
         raise UploadError(422, f"'iterations': at most {state.limits.max_iterations} on this server (--max-iterations)")
     config = _check_engine_config(body)
     _check_job_size(state, body, config)  # the combination alone, before any lookup (an unset patch waits)
-    base = _job_base_model(store, body.kind, body.base_model)
-    case_ids = _job_cases(store, body.cases)
-    _check_job_compatible(store, case_ids, base)
-    _check_job_size(state, body, config, case_ids, base)
+    base = _job_base_model(store, body.kind, body.base_model, project)
+    case_ids = _job_cases(store, body.cases, project)
+    _check_job_compatible(store, case_ids, base, project)
+    _check_job_size(state, body, config, case_ids, base, project)
     params = body.model_dump(exclude={"cases", "base_model", "kind"}, exclude_none=True)
-    return job_json(store.add_job(body.kind, case_ids, base, params))
+    return job_json(store.add_job(body.kind, case_ids, base, params, project))
 
 
 @router.get("/jobs", response_model=list[Job])
-def list_jobs(state: AppState = Depends(app_state)) -> list[dict]:
-    return [job_json(j) for j in state.store.list_jobs()]
+def list_jobs(project: str = Depends(request_project), state: AppState = Depends(app_state)) -> list[dict]:
+    return [job_json(j) for j in state.store.list_jobs(project)]
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
-def get_job(job_id: str, state: AppState = Depends(app_state)) -> dict:
-    return job_json(state.store.get_job(job_id))
+def get_job(job_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> dict:
+    return job_json(state.store.get_job(job_id, project))
 
 
 @router.delete("/jobs/{job_id}", response_model=Job)
-def cancel_job(job_id: str, state: AppState = Depends(app_state)) -> dict:
+def cancel_job(job_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> dict:
     """Cancel: a queued job ends now, a running one at its next iteration (it creates no model)."""
-    return job_json(state.store.request_cancel(job_id))
+    return job_json(state.store.request_cancel(job_id, project))
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses={200: {
     "content": {"text/event-stream": {}},
     "description": "`event: state` on each state change and `event: progress` on new progress, both with "
                    "the job's JSON; the stream ends when the job has ended."}})
-async def job_events(job_id: str, request: Request, state: AppState = Depends(app_state)) -> StreamingResponse:
-    first = job_json(await run_in_threadpool(state.store.get_job, job_id))  # 404 before the stream starts
+async def job_events(job_id: str, request: Request, project: str = Depends(request_project),
+                     state: AppState = Depends(app_state)) -> StreamingResponse:
+    first = job_json(await run_in_threadpool(state.store.get_job, job_id, project))  # 404 before the stream starts
     return StreamingResponse(_event_stream(state.store, first, request), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _job_cases(store: Store, cases: list[str] | str) -> list[str]:
+def _job_cases(store: Store, cases: list[str] | str, project: str) -> list[str]:
+    """The job's case ids: "all" of the project's, or the listed ones, each of which must be the project's."""
     if cases == "all":
-        ids = store.case_ids()
+        ids = store.case_ids(project)
         if not ids:
-            raise UploadError(409, "the server holds no cases yet; upload some with POST /cases first")
+            where = "the server holds" if project == DEFAULT_PROJECT else f"project '{project}' holds"
+            raise UploadError(409, f"{where} no cases yet; upload some with POST {project_path(project, '/cases')} "
+                                   "first")
         return ids
     if not cases:
         raise UploadError(422, "'cases' is empty; give case ids or \"all\"")
@@ -146,30 +155,30 @@ def _job_cases(store: Store, cases: list[str] | str) -> list[str]:
         raise UploadError(422, "'cases' lists a case more than once")
     for case_id in cases:
         try:
-            store.get_case(case_id)
+            store.get_case(case_id, project)
         except NotFound as e:
-            raise UploadError(422, f"{e}; list the stored cases with GET /cases") from None
+            raise UploadError(422, f"{e}; list the stored cases with GET {project_path(project, '/cases')}") from None
     return list(cases)
 
 
-def _job_base_model(store: Store, kind: str, base_model: str | None) -> str | None:
+def _job_base_model(store: Store, kind: str, base_model: str | None, project: str) -> str | None:
     if kind == "train":
         if base_model is not None:
             raise UploadError(422, "a 'train' job starts from scratch; use kind 'finetune' to start from a model")
         return None
     try:
-        return store.get_model(base_model or "current")["id"]
+        return store.get_model(base_model or "current", project)["id"]
     except NotFound as e:
         status = 409 if base_model in (None, "current") else 422
         raise UploadError(status, str(e)) from None
 
 
-def _check_job_compatible(store: Store, case_ids: list[str], base: str | None) -> None:
+def _check_job_compatible(store: Store, case_ids: list[str], base: str | None, project: str) -> None:
     """Refuse now what would only fail minutes later in the worker: mixed targets or modalities."""
-    cases = [store.get_case(c) for c in case_ids]
+    cases = [store.get_case(c, project) for c in case_ids]
     targets = {LabelSchema.from_dict(c["schema"]).target for c in cases}
     if base is not None:
-        targets.add(store.get_model(base)["schema"]["target"])
+        targets.add(store.get_model(base, project)["schema"]["target"])
     if len(targets) > 1:
         raise UploadError(422, f"the cases{' and the base model' if base else ''} name different target classes "
                                f"({', '.join(sorted(targets))}); classes are matched by name, so rename the lesion "
@@ -197,7 +206,7 @@ def _check_engine_config(body: JobRequest):
 
 
 def _check_job_size(state: AppState, body: JobRequest, config, case_ids: list[str] | None = None,
-                    base: str | None = None) -> None:
+                    base: str | None = None, project: str = DEFAULT_PROJECT) -> None:
     """A job's memory (batch x patch voxels x classes, its output tensor) and time (iterations x batch x
     patch voxels) within the server's bounds; each field alone being in range is not enough (batch 1024 x
     patch 512^3 x 10^6 iterations was queued once). An unset patch is the planner's largest, or the base
@@ -206,7 +215,7 @@ def _check_job_size(state: AppState, body: JobRequest, config, case_ids: list[st
     from BackSplitLib.planning import DEFAULT_PATCH
 
     store, limits = state.store, state.limits
-    base_model = store.get_model(base) if base is not None else None
+    base_model = store.get_model(base, project) if base is not None else None
     patch = (config.patch_size if config is not None else None) or body.patch_size
     if patch is None and case_ids is None:
         return
@@ -215,7 +224,7 @@ def _check_job_size(state: AppState, body: JobRequest, config, case_ids: list[st
     patch_voxels = math.prod(int(n) for n in (patch or (DEFAULT_PATCH,) * 3))
     batch = config.batch_size if config is not None else (body.batch_size or DEFAULT_BATCH_SIZE)
     iterations = int(body.iterations)
-    names = {name for c in case_ids or [] for name in store.get_case(c)["schema"]["labels"]}
+    names = {name for c in case_ids or [] for name in store.get_case(c, project)["schema"]["labels"]}
     if base_model is not None:
         names |= set(base_model["schema"]["labels"])
     classes = 2 if body.mode == TrainingMode.binary else max(2, len(names))
@@ -247,7 +256,7 @@ async def _event_stream(store: Store, job: dict, request: Request) -> AsyncItera
         if await request.is_disconnected():
             return
         try:
-            job = job_json(await run_in_threadpool(store.get_job, job["id"]))
+            job = job_json(await run_in_threadpool(store.get_job, job["id"], job["project"]))
         except StoreUnavailable:  # the database is away: keep the stream, the job goes on
             if time.monotonic() - beat > HEARTBEAT_S:
                 beat = time.monotonic()

@@ -1,4 +1,5 @@
-"""``/models``: list, get, download as a zip, upload a run trained elsewhere, promote, delete."""
+"""``/models``: list, get, download as a zip, upload a run trained elsewhere, promote, delete; in the request's
+project, whose current model is its own (promoting or rolling back in one project leaves the others alone)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from BackSplitLib.errors import BackSplitError, RunError
 from BackSplitLib.run_folder import ArchiveTooLarge, RunInfo, load_run, pack_run, run_metrics, unpack_run
 from BackSplitLib.server.model_check import check_uploaded_model
+from BackSplitLib.server.routes.projects import check_target, request_project
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
 from BackSplitLib.server.store import Store
 from BackSplitLib.server.uploads import FilePart, UploadError, format_bytes
@@ -30,25 +32,27 @@ class Model(BaseModel):
     current: bool
     job_id: str | None
     source: str = Field(description="'train', 'finetune' or 'upload'")
+    project: str
     model_config = ConfigDict(populate_by_name=True)
 
 
 @router.get("/models", response_model=list[Model])
-def list_models(state: AppState = Depends(app_state)) -> list[dict]:
-    return state.store.list_models()
+def list_models(project: str = Depends(request_project), state: AppState = Depends(app_state)) -> list[dict]:
+    return state.store.list_models(project)
 
 
 @router.get("/models/{model_id}", response_model=Model)
-def get_model(model_id: str, state: AppState = Depends(app_state)) -> dict:
-    """A model by id, or ``current``."""
-    return state.store.get_model(model_id)
+def get_model(model_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> dict:
+    """A model by id, or ``current`` (the project's current model)."""
+    return state.store.get_model(model_id, project)
 
 
 @router.get("/models/{model_id}/download", response_class=FileResponse,
             responses={200: {"content": {"application/zip": {}}}})
-def download_model(model_id: str, state: AppState = Depends(app_state)) -> FileResponse:
+def download_model(model_id: str, project: str = Depends(request_project),
+                   state: AppState = Depends(app_state)) -> FileResponse:
     """The model's run folder as a zip (usable with `backsplit predict --model`)."""
-    model = state.store.get_model(model_id)
+    model = state.store.get_model(model_id, project)
     path = _export_zip(state.store, model["id"])
     return FileResponse(path, media_type="application/zip", filename=f"backsplit-model-{model['id']}.zip")
 
@@ -57,29 +61,32 @@ def download_model(model_id: str, state: AppState = Depends(app_state)) -> FileR
     "file": {**FILE_FIELD, "description": "a run folder as a zip (model.json, model.safetensors, ...)"},
     "promote": {"type": "boolean", "default": False},
 }, ["file"]))
-async def upload_model(request: Request, state: AppState = Depends(app_state)) -> dict:
-    """Register a run folder trained elsewhere (e.g. offline with `backsplit train`)."""
+async def upload_model(request: Request, project: str = Depends(request_project),
+                       state: AppState = Depends(app_state)) -> dict:
+    """Register a run folder trained elsewhere (e.g. offline with `backsplit train`); its target must be the
+    project's."""
     store = state.store
     staged = store.staging_dir()
     try:
         form = await receive(request, staged, {"file": (".zip",)}, {"promote"})
         info = await run_in_threadpool(_unpack_run, form.file("file"), staged / "run", state.limits.max_upload)
+        check_target(store, project, info.schema.to_dict(), "this model")
         return await run_in_threadpool(
             store.register_model, info.path, schema=info.schema.to_dict(), metrics=run_metrics(info.meta),
-            parent=None, case_ids=[], source="upload", promote=form.flag("promote"))
+            parent=None, case_ids=[], source="upload", promote=form.flag("promote"), project=project)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
 
 
 @router.post("/models/{model_id}/promote", response_model=Model)
-def promote_model(model_id: str, state: AppState = Depends(app_state)) -> dict:
-    """Make a model current (promoting an older one is the rollback)."""
-    return state.store.promote_model(model_id)
+def promote_model(model_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> dict:
+    """Make a model the project's current model (promoting an older one is the rollback)."""
+    return state.store.promote_model(model_id, project)
 
 
 @router.delete("/models/{model_id}", status_code=204)
-def delete_model(model_id: str, state: AppState = Depends(app_state)) -> None:
-    state.store.delete_model(model_id)
+def delete_model(model_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> None:
+    state.store.delete_model(model_id, project)
     state.predictors.pop(model_id, None)
 
 

@@ -1,4 +1,5 @@
-"""``/predict``: run a model on an uploaded image; the lesion mask (or a zip with the class map) comes back."""
+"""``/predict``: run a model of the request's project (its current model by default) on an uploaded image;
+the lesion mask (or a zip with the class map) comes back."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from BackSplitLib.image_files import ImageTooLarge
 from BackSplitLib.io import ReceivedHeader
 from BackSplitLib.run_folder import load_run, prediction_names, write_prediction_bundle
 from BackSplitLib.server.model_check import check_resampled_size
+from BackSplitLib.server.routes.projects import request_project
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
 from BackSplitLib.server.uploads import IMAGE_TYPES, UploadError, check_client_name, open_part, read_opened
 
@@ -22,19 +24,20 @@ router = APIRouter(tags=["predict"])
 
 @router.post("/predict", response_class=FileResponse, openapi_extra=multipart_doc({
     "image": {**FILE_FIELD, "description": "NIfTI or NRRD volume"},
-    "model": {"type": "string", "default": "current", "description": "a model id or 'current'"},
+    "model": {"type": "string", "default": "current", "description": "a model id of the project, or 'current' "
+                                                                     "(the project's current model)"},
 }, ["image"]), responses={200: {"content": {"application/octet-stream": {}, "application/zip": {}},
                                 "description": "the lesion mask in the input's geometry and format"}})
 async def predict(request: Request, classes: bool = Query(False, description="a zip with the mask and "
                                                                                "the full class map"),
-                  state: AppState = Depends(app_state)):
+                  project: str = Depends(request_project), state: AppState = Depends(app_state)):
     staged = state.store.staging_dir()
     try:
         form = await receive(request, staged, {"image": IMAGE_TYPES}, {"model"})
         model_name = check_client_name((form.fields.get("model") or "current").strip(), "'model'")
         part = form.file("image")
         opened = await run_in_threadpool(open_part, part, "image", state.limits.max_image_size, True)  # the gate first
-        model = state.store.get_model(model_name)
+        model = state.store.get_model(model_name, project)
         path, media = await run_in_threadpool(_predict, state, model["id"], opened, part.filename, staged, classes)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
