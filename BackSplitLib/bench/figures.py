@@ -162,3 +162,39 @@ def draw_experiment(number: int, result: dict, out: Path) -> Path:
     """Draw experiment ``number``'s figure into ``out`` and return its path."""
     drawers = {1: experiment1, 2: experiment2, 3: experiment3, 4: experiment4, 5: experiment5, 6: experiment6}
     return drawers[number](result, Path(out) / FIGURE_NAMES[number])
+
+
+LEARNING_CURVE_FIGURE = "learning_curve.png"
+
+
+def draw_learning_curve(results: dict, out: Path) -> Path:
+    """The learning curve (``--train-cases``): each arm's lesion Dice against the number of training cases
+    (mean ± std over seeds), and each arm's paired lesion-Dice gap to binary (mean ± std of the differences)."""
+    curve = results["learning_curve"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, per_n in curve["arms"].items():
+        ns = sorted(int(n) for n in per_n)
+        means = np.array([np.nan if per_n[str(n)]["mean"] is None else per_n[str(n)]["mean"] for n in ns])
+        stds = np.array([per_n[str(n)]["std"] or 0.0 for n in ns])
+        color = _COLORS["binary"] if name.endswith("binary") else "tab:gray" if "control" in name else None
+        line = axes[0].plot(ns, means, "o-", label=name, color=color)[0]
+        axes[0].fill_between(ns, means - stds, means + stds, color=line.get_color(), alpha=0.15)
+    axes[0].set_ylabel("lesion Dice")
+    axes[0].set_title("Lesion Dice against training cases", fontsize=10)
+    for gap in curve["gaps"]:
+        if gap["metric"] != "dice" or not gap["b"].endswith("binary"):
+            continue
+        ns = sorted(int(n) for n in gap["per_n"])
+        means = [np.nan if gap["per_n"][str(n)]["mean_diff"] is None else gap["per_n"][str(n)]["mean_diff"] for n in ns]
+        stds = [gap["per_n"][str(n)]["std_diff"] or 0.0 for n in ns]
+        axes[1].errorbar(ns, means, yerr=stds, fmt="o-", capsize=3, label=f"{gap['a']} − {gap['b']}")
+    axes[1].axhline(0, color="k", linewidth=0.8)
+    axes[1].set_ylabel("paired lesion-Dice gap")
+    axes[1].set_title("Gap to binary (same seed), mean ± std over seeds", fontsize=10)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ns = [int(n) for n in results["train_cases"]]
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.set_xlabel("training cases (the first n, nested)")
+        ax.legend(fontsize=7)
+    return _save(fig, Path(out) / LEARNING_CURVE_FIGURE)
