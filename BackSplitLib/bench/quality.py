@@ -529,10 +529,34 @@ class QualityBench:
             results["learning_curve"] = learning_curve(results["cells"])
             results["wall_s"] = time.perf_counter() - started
             _write_json(self.out / "results.json", results)  # partial results survive an interruption
+        others = self._other_sizes(sizes)
+        if others:
+            self.log(f"learning curve: also n = {', '.join(others)}, finished earlier in {self.out}")
+            results["cells"] = dict(sorted({**results["cells"], **others}.items(), key=lambda item: int(item[0])))
+            results["train_cases"] = [int(n) for n in results["cells"]]
+            results["learning_curve"] = learning_curve(results["cells"])
         results["figure"] = draw_learning_curve(results, self.out).name
         _write_json(self.out / "results.json", results)
         write_learning_curve_report(results, self.out / "report.md")
         return results
+
+
+    def _other_sizes(self, sizes: list[int]) -> dict[str, dict]:
+        """Learning-curve points another command left in OUT (``OUT/n<n>/results.json``) with the same
+        dataset, seeds and budget: two processes may share one OUT with different ``--train-cases``, and a
+        later command (e.g. ``--control`` at some n) adds to the curve instead of replacing it."""
+        found = {}
+        for path in sorted(self.out.glob("n*/results.json")):
+            try:
+                cell = json.loads(path.read_text())
+            except ValueError:
+                continue
+            n = cell.get("train_cases")
+            same = (cell.get("dataset") == str(self.source.root) and
+                    all(cell["profile"].get(k) == _jsonable(getattr(self.profile, k)) for k in ("seeds", "iterations")))
+            if isinstance(n, int) and n not in sizes and path.parent.name == f"n{n}" and same and "1" in cell["experiments"]:
+                found[str(n)] = {"folder": f"n{n}", "experiments": cell["experiments"]}
+        return found
 
 
 def arm_name(arch: str, source: str) -> str:

@@ -65,6 +65,7 @@ def quality(
     seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the profile's)."),
     experiments: str = typer.Option(None, "--experiments", help="Comma-separated experiment numbers 1-6 (default: the profile's; effect: 1)."),
     iterations: int = typer.Option(None, "--iterations", min=1, help="Training iterations per run (default: the profile's)."),
+    val_every: int = typer.Option(None, "--val-every", min=1, help="Validate every N iterations (default: the profile's; the validation curves go into each run's model.json)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (on a busy shared machine 1 can be much faster)."),
     families: str = typer.Option(None, "--families", help="robustness profile: comma-separated families to run (default: all); two processes may share one --out with different families."),
@@ -86,7 +87,7 @@ def quality(
                          finetune_recipe=parse_recipe(finetune_recipe), budgets=_integers(budgets, "budgets"),
                          train_cases=_integers(train_cases, "training-set sizes"),
                          size_bins=_integers(size_bins, "size bin edges"), auxiliary_sources=sources,
-                         control=control or None, cases=cases, test_cases=test_cases)
+                         control=control or None, cases=cases, test_cases=test_cases, val_every=val_every)
     if chosen.budgets:
         _robustness(out, chosen, families, device)
         return

@@ -154,3 +154,13 @@ def test_the_cli_names_the_allowed_auxiliary_sources_when_one_is_unknown(capsys,
     assert code != 0
     assert "organs" in output.out + output.err and "ct-tissues" in output.out + output.err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_later_command_on_some_sizes_adds_to_the_curve_instead_of_replacing_it(curve, phantom_dataset):
+    out, _ = curve
+    lines: list[str] = []
+    again = _quiet_run(QualityBench(phantom_dataset, out, replace(CURVE, train_cases=(3,)), device="cpu",
+                                    log=lines.append))
+    assert not any(line.startswith("train ") for line in lines)  # every run reused
+    assert again["train_cases"] == [3, 5] and set(again["learning_curve"]["arms"]["unet binary"]) == {"3", "5"}
+    assert "[n = 5](n5/report.md)" in (out / "report.md").read_text()
