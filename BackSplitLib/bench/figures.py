@@ -165,6 +165,7 @@ def draw_experiment(number: int, result: dict, out: Path) -> Path:
 
 
 LEARNING_CURVE_FIGURE = "learning_curve.png"
+VALIDATION_CURVES_FIGURE = "validation_curves.png"
 
 
 def draw_learning_curve(results: dict, out: Path) -> Path:
@@ -198,3 +199,25 @@ def draw_learning_curve(results: dict, out: Path) -> Path:
         ax.set_xlabel("training cases (the first n, nested)")
         ax.legend(fontsize=7)
     return _save(fig, Path(out) / LEARNING_CURVE_FIGURE)
+
+
+def draw_validation_curves(curves: dict, out: Path) -> Path:
+    """One panel per training-set size: each arm's validation lesion Dice against iterations (thin: seeds,
+    thick: their mean), to show whether the budget has converged."""
+    sizes = sorted(curves, key=int)
+    fig, axes = plt.subplots(1, max(1, len(sizes)), figsize=(3.6 * max(1, len(sizes)), 3.4), squeeze=False,
+                             sharey=True)
+    for ax, n in zip(axes[0], sizes):
+        for i, (arm, entry) in enumerate(sorted(curves[n].items())):
+            color = _COLORS["binary"] if arm.endswith("/binary") else f"C{i}"
+            series = [np.asarray(points, dtype=float) for points in entry["seeds"].values() if points]
+            for points in series:
+                ax.plot(points[:, 0], points[:, 1], color=color, alpha=0.25, linewidth=0.8)
+            if series and all(len(p) == len(series[0]) for p in series):
+                ax.plot(series[0][:, 0], np.mean([p[:, 1] for p in series], axis=0), color=color, linewidth=2,
+                        label=f"{arm} ({entry['plateaued']}/{entry['runs']} plateaued)")
+        ax.set_title(f"n = {n} training cases", fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.legend(fontsize=6)
+    axes[0, 0].set_ylabel("validation lesion Dice")
+    return _save(fig, Path(out) / VALIDATION_CURVES_FIGURE)

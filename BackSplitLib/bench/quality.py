@@ -512,7 +512,7 @@ class QualityBench:
     def learning_curve(self) -> dict:
         """The profile once per training-set size n (the first n cases) into OUT/n<n>; then each arm's lesion
         Dice and experiment 1's paired gaps per n in results.json, report.md and learning_curve.png."""
-        from BackSplitLib.bench.figures import draw_learning_curve
+        from BackSplitLib.bench.figures import draw_learning_curve, draw_validation_curves
         from BackSplitLib.bench.report import write_learning_curve_report
 
         self.out.mkdir(parents=True, exist_ok=True)
@@ -535,7 +535,9 @@ class QualityBench:
             results["cells"] = dict(sorted({**results["cells"], **others}.items(), key=lambda item: int(item[0])))
             results["train_cases"] = [int(n) for n in results["cells"]]
             results["learning_curve"] = learning_curve(results["cells"])
+        results["validation"] = validation_curves(self.out, results["cells"])
         results["figure"] = draw_learning_curve(results, self.out).name
+        results["validation_figure"] = draw_validation_curves(results["validation"], self.out).name
         _write_json(self.out / "results.json", results)
         write_learning_curve_report(results, self.out / "report.md")
         return results
@@ -557,6 +559,38 @@ class QualityBench:
             if isinstance(n, int) and n not in sizes and path.parent.name == f"n{n}" and same and "1" in cell["experiments"]:
                 found[str(n)] = {"folder": f"n{n}", "experiments": cell["experiments"]}
         return found
+
+
+#: A run's validation curve has plateaued when its last PLATEAU_VALIDATIONS validation Dice values are all
+#: within PLATEAU_TOLERANCE of its best (issue 20 part B's "converged budget").
+PLATEAU_VALIDATIONS = 5
+PLATEAU_TOLERANCE = 0.02
+
+
+def plateaued(history: list[dict]) -> bool | None:
+    """Whether a run's validation Dice has plateaued (see PLATEAU_VALIDATIONS); None with too few validations."""
+    dice = [h["val_dice"] for h in history if h.get("val_dice") is not None]
+    if len(dice) < PLATEAU_VALIDATIONS:
+        return None
+    return all(d >= max(dice) - PLATEAU_TOLERANCE for d in dice[-PLATEAU_VALIDATIONS:])
+
+
+def validation_curves(out: Path, cells: dict[str, dict]) -> dict:
+    """Per n and run folder of experiment 1 (``OUT/n<n>/runs/<arch>/<arm>``): the validation Dice per seed
+    (iterations, values) and how many seeds plateaued, read from each run's model.json history."""
+    curves: dict[str, dict] = {}
+    for n, cell in cells.items():
+        for meta_path in sorted((out / cell["folder"] / "runs").glob("*/*/seed*/model.json")):
+            arm = f"{meta_path.parent.parent.parent.name}/{meta_path.parent.parent.name}"
+            if arm.split("/")[0] in ("finetune", "continued", "structures", "noise"):
+                continue  # other experiments' runs
+            history = json.loads(meta_path.read_text()).get("history", [])
+            entry = curves.setdefault(n, {}).setdefault(arm, {"seeds": {}, "plateaued": 0, "runs": 0})
+            entry["seeds"][meta_path.parent.name] = [[h["iteration"], h["val_dice"]] for h in history
+                                                     if h.get("val_dice") is not None]
+            entry["runs"] += 1
+            entry["plateaued"] += bool(plateaued(history))
+    return curves
 
 
 def arm_name(arch: str, source: str) -> str:

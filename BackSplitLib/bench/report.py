@@ -123,6 +123,16 @@ def write_learning_curve_report(results: dict, path: Path) -> Path:
             p = "n/a" if d["p_value"] is None else f"{d['p_value']:.3f}"
             cells.append(f"{d['mean_diff']:+.3f} ± {d['std_diff']:.3f} (p {p})")
         lines.append(f"| {gap['a']} | {gap['b']} | {gap['metric']} | " + " | ".join(cells) + " |")
+    validation = results.get("validation", {})
+    if validation:
+        lines += ["", "Validation curves: runs whose last five validation Dice values are all within 0.02 of their best (plateaued), per n:", "",
+                  f"![validation curves]({results.get('validation_figure', 'validation_curves.png')})", "",
+                  "| run | " + " | ".join(f"n = {n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+        arms = sorted({arm for per_n in validation.values() for arm in per_n})
+        for arm in arms:
+            cells = [f"{validation[n][arm]['plateaued']}/{validation[n][arm]['runs']}" if arm in validation.get(n, {})
+                     else "" for n in sizes]
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += ["", "Each n's runs, every experiment's tables and figures (and the size bins, with --size-bins): "
               + ", ".join(f"[n = {n}]({results['cells'][n]['folder']}/report.md)" for n in sizes) + "."]
     lines += [""] + targets_table(results.get("targets", []))

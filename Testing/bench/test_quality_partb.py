@@ -164,3 +164,16 @@ def test_a_later_command_on_some_sizes_adds_to_the_curve_instead_of_replacing_it
     assert not any(line.startswith("train ") for line in lines)  # every run reused
     assert again["train_cases"] == [3, 5] and set(again["learning_curve"]["arms"]["unet binary"]) == {"3", "5"}
     assert "[n = 5](n5/report.md)" in (out / "report.md").read_text()
+
+
+def test_the_validation_curves_of_every_run_are_drawn_and_plateaus_counted(curve):
+    from BackSplitLib.bench.quality import plateaued
+
+    out, results = curve
+    assert set(results["validation"]) == {"3", "5"}
+    binary = results["validation"]["3"]["unet/binary"]
+    assert binary["runs"] == 1 and binary["seeds"]["seed0"][0][0] == 2  # one validation, at iteration 2
+    assert (out / results["validation_figure"]).stat().st_size > 1000
+    assert "plateaued" in (out / "report.md").read_text()
+    flat, rising = [{"val_dice": d} for d in (0.5, 0.7, 0.71, 0.7, 0.69, 0.7)], [{"val_dice": d / 10} for d in range(6)]
+    assert (plateaued(flat), plateaued(rising), plateaued(flat[:3])) == (True, False, None)
