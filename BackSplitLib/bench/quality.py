@@ -577,7 +577,8 @@ def plateaued(history: list[dict]) -> bool | None:
 
 def validation_curves(out: Path, cells: dict[str, dict]) -> dict:
     """Per n and run folder of experiment 1 (``OUT/n<n>/runs/<arch>/<arm>``): the validation Dice per seed
-    (iterations, values) and how many seeds plateaued, read from each run's model.json history."""
+    (iterations, values), how many runs plateaued and how many had too few validations to tell, read from
+    each run's model.json history."""
     curves: dict[str, dict] = {}
     for n, cell in cells.items():
         for meta_path in sorted((out / cell["folder"] / "runs").glob("*/*/seed*/model.json")):
@@ -585,11 +586,14 @@ def validation_curves(out: Path, cells: dict[str, dict]) -> dict:
             if arm.split("/")[0] in ("finetune", "continued", "structures", "noise"):
                 continue  # other experiments' runs
             history = json.loads(meta_path.read_text()).get("history", [])
-            entry = curves.setdefault(n, {}).setdefault(arm, {"seeds": {}, "plateaued": 0, "runs": 0})
+            entry = curves.setdefault(n, {}).setdefault(arm, {"seeds": {}, "plateaued": 0, "runs": 0,
+                                                               "too_few_validations": 0})
             entry["seeds"][meta_path.parent.name] = [[h["iteration"], h["val_dice"]] for h in history
                                                      if h.get("val_dice") is not None]
             entry["runs"] += 1
-            entry["plateaued"] += bool(plateaued(history))
+            flat = plateaued(history)
+            entry["plateaued"] += bool(flat)
+            entry["too_few_validations"] += flat is None
     return curves
 
 

@@ -96,6 +96,11 @@ def write_report(results: dict, path: Path) -> Path:
     return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
+def _plateau_cell(entry: dict) -> str:
+    few = entry["too_few_validations"]
+    return f"{entry['plateaued']}/{entry['runs']}" + (f" ({few} with < 5 validations)" if few else "")
+
+
 def write_learning_curve_report(results: dict, path: Path) -> Path:
     """``report.md`` of a ``--train-cases`` benchmark: each arm's lesion Dice and the paired gaps per n, with a
     link to each n's own report (every experiment, size bins)."""
@@ -130,8 +135,7 @@ def write_learning_curve_report(results: dict, path: Path) -> Path:
                   "| run | " + " | ".join(f"n = {n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
         arms = sorted({arm for per_n in validation.values() for arm in per_n})
         for arm in arms:
-            cells = [f"{validation[n][arm]['plateaued']}/{validation[n][arm]['runs']}" if arm in validation.get(n, {})
-                     else "" for n in sizes]
+            cells = [_plateau_cell(validation[n][arm]) if arm in validation.get(n, {}) else "" for n in sizes]
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += ["", "Each n's runs, every experiment's tables and figures (and the size bins, with --size-bins): "
               + ", ".join(f"[n = {n}]({results['cells'][n]['folder']}/report.md)" for n in sizes) + "."]

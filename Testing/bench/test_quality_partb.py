@@ -173,7 +173,8 @@ def test_the_validation_curves_of_every_run_are_drawn_and_plateaus_counted(curve
     assert set(results["validation"]) == {"3", "5"}
     binary = results["validation"]["3"]["unet/binary"]
     assert binary["runs"] == 1 and binary["seeds"]["seed0"][0][0] == 2  # one validation, at iteration 2
+    assert (binary["plateaued"], binary["too_few_validations"]) == (0, 1)
     assert (out / results["validation_figure"]).stat().st_size > 1000
-    assert "plateaued" in (out / "report.md").read_text()
+    assert "0/1 (1 with < 5 validations)" in (out / "report.md").read_text()
     flat, rising = [{"val_dice": d} for d in (0.5, 0.7, 0.71, 0.7, 0.69, 0.7)], [{"val_dice": d / 10} for d in range(6)]
     assert (plateaued(flat), plateaued(rising), plateaued(flat[:3])) == (True, False, None)
