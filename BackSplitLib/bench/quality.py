@@ -513,6 +513,7 @@ class QualityBench:
         """The profile once per training-set size n (the first n cases) into OUT/n<n>; then each arm's lesion
         Dice and experiment 1's paired gaps per n in results.json, report.md and learning_curve.png."""
         from BackSplitLib.bench.figures import draw_learning_curve, draw_validation_curves
+        from BackSplitLib.bench.learning_curve import learning_curve, validation_curves
         from BackSplitLib.bench.report import write_learning_curve_report
 
         self.out.mkdir(parents=True, exist_ok=True)
@@ -542,7 +543,6 @@ class QualityBench:
         write_learning_curve_report(results, self.out / "report.md")
         return results
 
-
     def _other_sizes(self, sizes: list[int]) -> dict[str, dict]:
         """Learning-curve points another command left in OUT (``OUT/n<n>/results.json``) with the same
         dataset, seeds and budget: two processes may share one OUT with different ``--train-cases``, and a
@@ -561,64 +561,9 @@ class QualityBench:
         return found
 
 
-#: A run's validation curve has plateaued when its last PLATEAU_VALIDATIONS validation Dice values are all
-#: within PLATEAU_TOLERANCE of its best (issue 20 part B's "converged budget").
-PLATEAU_VALIDATIONS = 5
-PLATEAU_TOLERANCE = 0.02
-
-
-def plateaued(history: list[dict]) -> bool | None:
-    """Whether a run's validation Dice has plateaued (see PLATEAU_VALIDATIONS); None with too few validations."""
-    dice = [h["val_dice"] for h in history if h.get("val_dice") is not None]
-    if len(dice) < PLATEAU_VALIDATIONS:
-        return None
-    return all(d >= max(dice) - PLATEAU_TOLERANCE for d in dice[-PLATEAU_VALIDATIONS:])
-
-
-def validation_curves(out: Path, cells: dict[str, dict]) -> dict:
-    """Per n and run folder of experiment 1 (``OUT/n<n>/runs/<arch>/<arm>``): the validation Dice per seed
-    (iterations, values), how many runs plateaued and how many had too few validations to tell, read from
-    each run's model.json history."""
-    curves: dict[str, dict] = {}
-    for n, cell in cells.items():
-        for meta_path in sorted((out / cell["folder"] / "runs").glob("*/*/seed*/model.json")):
-            arm = f"{meta_path.parent.parent.parent.name}/{meta_path.parent.parent.name}"
-            if arm.split("/")[0] in ("finetune", "continued", "structures", "noise"):
-                continue  # other experiments' runs
-            history = json.loads(meta_path.read_text()).get("history", [])
-            entry = curves.setdefault(n, {}).setdefault(arm, {"seeds": {}, "plateaued": 0, "runs": 0,
-                                                               "too_few_validations": 0})
-            entry["seeds"][meta_path.parent.name] = [[h["iteration"], h["val_dice"]] for h in history
-                                                     if h.get("val_dice") is not None]
-            entry["runs"] += 1
-            flat = plateaued(history)
-            entry["plateaued"] += bool(flat)
-            entry["too_few_validations"] += flat is None
-    return curves
-
-
 def arm_name(arch: str, source: str) -> str:
     """Experiment 1's name for the BackSplit arm trained with auxiliary labels from ``source``."""
     return f"{arch} backsplit" if source == AuxiliarySource.ground_truth else f"{arch} backsplit ({source})"
-
-
-def learning_curve(cells: dict[str, dict]) -> dict:
-    """From the per-n results (``cells``: n -> {"experiments"}): ``arms`` (condition -> n -> lesion Dice
-    summary) and ``gaps`` (one per experiment-1 comparison and metric: a, b, metric, ``per_n``: n -> paired
-    difference), for every n that ran experiment 1."""
-    arms: dict[str, dict] = {}
-    gaps: dict[tuple[str, str, str], dict] = {}
-    for n, cell in cells.items():
-        first = cell["experiments"].get("1")
-        if first is None:
-            continue
-        for name, entry in first["conditions"].items():
-            arms.setdefault(name, {})[n] = entry["summary"]["dice"]
-        for c in first["comparisons"]:
-            gap = gaps.setdefault((c["a"], c["b"], c["metric"]), {"a": c["a"], "b": c["b"], "metric": c["metric"],
-                                                                   "per_n": {}})
-            gap["per_n"][n] = {k: c[k] for k in ("mean_diff", "std_diff", "n", "p_value", "significant", "verdict")}
-    return {"arms": arms, "gaps": list(gaps.values())}
 
 
 def _has_lesion_records(evaluation: Path) -> bool:

@@ -167,7 +167,7 @@ def test_a_later_command_on_some_sizes_adds_to_the_curve_instead_of_replacing_it
 
 
 def test_the_validation_curves_of_every_run_are_drawn_and_plateaus_counted(curve):
-    from BackSplitLib.bench.quality import plateaued
+    from BackSplitLib.bench.learning_curve import plateaued
 
     out, results = curve
     assert set(results["validation"]) == {"3", "5"}
