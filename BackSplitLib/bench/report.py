@@ -96,6 +96,34 @@ def write_report(results: dict, path: Path) -> Path:
     return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
+def _size_bin_gaps(results: dict, sizes: list[str]) -> list[str]:
+    """Per size bin and n: each arm's paired gap to binary (per-lesion Dice and sensitivity), with the lesion
+    count; the per-n reports hold the full size tables."""
+    rows: dict[tuple, dict] = {}
+    for n in sizes:
+        cell = results["cells"][n]["experiments"].get("1", {}).get("size_bins")
+        for c in (cell or {}).get("comparisons", ()):
+            if c["b"].endswith("binary"):
+                rows.setdefault((c["a"], c["b"], c["bin"], c["lesions"], c["metric"]), {})[n] = c
+    if not rows:
+        return []
+    lines = ["", "Lesion size: paired gaps to binary per bin of true lesion volume (voxels), mean ± std over seeds "
+             "(p; 'not tested' below 10 lesions):", "",
+             "| A | B | bin | lesions | metric | " + " | ".join(f"n = {n}" for n in sizes) + " |",
+             "|---|---|---|---|---|" + "---|" * len(sizes)]
+    for (a, b, label, lesions, metric), per_n in rows.items():
+        cells = []
+        for n in sizes:
+            c = per_n.get(n)
+            if c is None or c["mean_diff"] is None:
+                cells.append("")
+                continue
+            p = "not tested" if not c["tested"] else "p n/a" if c["p_value"] is None else f"p {c['p_value']:.3f}"
+            cells.append(f"{c['mean_diff']:+.3f} ± {c['std_diff']:.3f} ({p})")
+        lines.append(f"| {a} | {b} | {label} | {lesions} | {metric} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _plateau_cell(entry: dict) -> str:
     few = entry["too_few_validations"]
     return f"{entry['plateaued']}/{entry['runs']}" + (f" ({few} with < 5 validations)" if few else "")
@@ -128,6 +156,7 @@ def write_learning_curve_report(results: dict, path: Path) -> Path:
             p = "n/a" if d["p_value"] is None else f"{d['p_value']:.3f}"
             cells.append(f"{d['mean_diff']:+.3f} ± {d['std_diff']:.3f} (p {p})")
         lines.append(f"| {gap['a']} | {gap['b']} | {gap['metric']} | " + " | ".join(cells) + " |")
+    lines += _size_bin_gaps(results, sizes)
     validation = results.get("validation", {})
     if validation:
         lines += ["", "Validation curves: runs whose last five validation Dice values are all within 0.02 of their best (plateaued), per n:", "",

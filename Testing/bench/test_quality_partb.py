@@ -90,6 +90,7 @@ def test_size_bins_count_every_test_lesion_once_per_bin_for_every_arm(curve, pha
     for c in sizes["comparisons"]:  # the tiny test set holds fewer than 10 lesions per bin: reported, not tested
         assert c["tested"] is (c["lesions"] >= 10) and (c["tested"] or c["p_value"] is None)
     assert "Lesion size (true volume in voxels" in (out / "n5" / "report.md").read_text()
+    assert "| unet backsplit | unet binary | < 50 |" in (out / "report.md").read_text()
 
 
 def test_every_auxiliary_source_and_the_control_are_arms_compared_with_binary_and_ground_truth(sources):
