@@ -13,6 +13,10 @@ Conventions (the issue's "Evaluation" format, kept exactly):
   no surface to measure from, and any finite stand-in (e.g. the image diagonal) would dominate a mean.
   The case's Dice and detection counts still record the miss or the false alarm; ``mean_hd95`` averages
   the cases where it is defined and ``hd95_cases`` says how many those are.
+- **Per lesion** (``lesions``: one record per true lesion): its ``voxels``, whether it was ``detected`` and its
+  ``dice`` against the predicted components that touch it (0 when missed; a component touching two lesions
+  counts whole for each, so merging them costs Dice). :func:`size_bins` pools these records into lesion-wise
+  sensitivity and mean per-lesion Dice per bin of true lesion volume.
 
 MONAI and torch are imported on first use, so importing this module stays cheap.
 """
@@ -118,7 +122,7 @@ def evaluate_case(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[f
 
     Non-zero voxels are lesion. Returns ``dice``, ``fp_components``, ``fp_components_all_sizes``,
     ``tp_lesions``, ``fn_lesions``, ``hd95`` (mm or None), plus ``true_lesions`` and
-    ``predicted_components`` for context.
+    ``predicted_components`` for context, and ``lesions`` (:func:`lesion_records`).
     """
     prediction = np.asarray(prediction) != 0
     truth = np.asarray(truth) != 0
@@ -146,7 +150,49 @@ def evaluate_case(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[f
         "hd95": hd95_mm(prediction, truth, spacing),
         "true_lesions": n_true,
         "predicted_components": n_pred,
+        "lesions": lesion_records(true_ids, n_true, pred_ids, sizes, prediction),
     }
+
+
+def lesion_records(true_ids: np.ndarray, n_true: int, pred_ids: np.ndarray, pred_sizes: np.ndarray,
+                   prediction: np.ndarray) -> list[dict]:
+    """One record per true lesion (component id order): ``voxels``, ``detected`` and ``dice`` = 2|P ∩ T| /
+    (|P| + |T|) with T the lesion and P the predicted components touching it (0 when none does)."""
+    if n_true == 0:
+        return []
+    true_sizes = np.bincount(true_ids.ravel(), minlength=n_true + 1)
+    overlap = np.bincount(true_ids[prediction], minlength=n_true + 1)  # predicted voxels inside each lesion
+    touching = np.zeros(n_true + 1)  # voxels of the predicted components that touch each lesion
+    both = (true_ids > 0) & (pred_ids > 0)
+    pairs = np.unique(np.stack([true_ids[both], pred_ids[both]]), axis=1) if both.any() else np.zeros((2, 0), int)
+    np.add.at(touching, pairs[0], pred_sizes[pairs[1]])
+    return [{"voxels": int(true_sizes[k]), "detected": bool(overlap[k] > 0),
+             "dice": float(2 * overlap[k] / (touching[k] + true_sizes[k]))} for k in range(1, n_true + 1)]
+
+
+def size_bin_labels(edges: Sequence[int]) -> list[str]:
+    """``[50, 500]`` -> ``["< 50", "50-500", ">= 500"]`` (true lesion volume in voxels)."""
+    edges = list(edges)
+    if not edges or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] <= 0:
+        raise ValueError(f"size bin edges must be positive and increasing, got {edges}")
+    return ([f"< {edges[0]}"] + [f"{a}-{b}" for a, b in zip(edges, edges[1:])] + [f">= {edges[-1]}"])
+
+
+def size_bins(cases: dict[str, dict], edges: Sequence[int]) -> dict[str, dict]:
+    """Per bin of true lesion volume (voxels; bin i holds edges[i-1] <= voxels < edges[i]) over every case's
+    ``lesions`` records: ``lesions`` (count), ``detected``, ``sensitivity`` (detected / lesions) and
+    ``lesion_dice`` (mean per-lesion Dice, missed lesions counting 0); None where a bin holds no lesion."""
+    labels = size_bin_labels(edges)
+    records = [r for case in cases.values() for r in case["lesions"]]
+    which = np.searchsorted(np.asarray(edges), [r["voxels"] for r in records], side="right")
+    result = {}
+    for i, label in enumerate(labels):
+        chosen = [r for r, b in zip(records, which) if b == i]
+        detected = sum(r["detected"] for r in chosen)
+        result[label] = {"lesions": len(chosen), "detected": int(detected),
+                         "sensitivity": detected / len(chosen) if chosen else None,
+                         "lesion_dice": float(np.mean([r["dice"] for r in chosen])) if chosen else None}
+    return result
 
 
 # --------------------------------------------------------------------------- a folder of predictions

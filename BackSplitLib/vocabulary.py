@@ -71,7 +71,19 @@ class JobState(Vocabulary):
     cancelled = "cancelled"
 
 
+class AuxiliarySource(Vocabulary):
+    """Which auxiliary labels a benchmark's BackSplit arm trains with (``backsplit bench quality
+    --auxiliary-source``): the dataset's own organs, the automatic CT tissue classes
+    (``auxiliary.ct_tissue_classes``) or the dataset's organs degraded the way an organ segmenter errs
+    (``auxiliary.degrade_organs``). The lesion label is the ground truth's in all three."""
+
+    ground_truth = "ground-truth"
+    ct_tissues = "ct-tissues"
+    degraded = "degraded"
+
+
 TRAINING_MODES = TrainingMode.values()
+AUXILIARY_SOURCES = AuxiliarySource.values()
 PARTIAL_LABEL_MODES = PartialLabelMode.values()
 ARCHITECTURES = Architecture.values()
 JOB_KINDS = JobKind.values()

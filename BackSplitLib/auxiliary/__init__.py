@@ -8,6 +8,7 @@
 - ``structures``: resolving a request ("abdominal organs", ``vertebrae_*``, ``new=a+b``) into classes;
 - ``organ_maps``: label maps with named structures and the formats that name them;
 - ``totalsegmentator``: the bridge to an installed TotalSegmentator;
+- ``degraded``: ground-truth organ labels degraded the way an organ segmenter errs (seeded);
 - ``dataset_mode``: adding classes to every case of a dataset folder;
 - ``advisor``: which classes are worth it, judged by a binary model's errors.
 
@@ -21,6 +22,7 @@ from BackSplitLib.auxiliary.advisor import (AdvisorCase, AdvisorReport, Structur
                                             false_positive_components, rank_structures)
 from BackSplitLib.auxiliary.ct_tissues import (TISSUE_CLASSES, TISSUE_COLORS, TissueRanges, check_ct_units,
                                                ct_tissue_classes, parse_hu_ranges)
+from BackSplitLib.auxiliary.degraded import SegmenterErrors, degrade_organs
 from BackSplitLib.auxiliary.dataset_mode import DatasetUpdate, add_classes_to_dataset, read_training_case
 from BackSplitLib.auxiliary.labels import AuxiliaryError, AuxiliaryLabels, Color, label_from_masks
 from BackSplitLib.auxiliary.masks import ct_body_mask, fill_holes_slicewise, largest_component, mr_body_mask
@@ -35,9 +37,9 @@ from BackSplitLib.auxiliary.totalsegmentator import (TOTALSEG_INSTALL_HINT, TOTA
 
 __all__ = [
     "AdvisorCase", "AdvisorReport", "AuxiliaryError", "AuxiliaryLabels", "Color", "DatasetUpdate", "MR_METHODS",
-    "OrganMap", "STRUCTURE_GROUPS", "Segment", "StructureGroup", "StructureScore", "TISSUE_CLASSES",
+    "OrganMap", "STRUCTURE_GROUPS", "Segment", "SegmenterErrors", "StructureGroup", "StructureScore", "TISSUE_CLASSES",
     "TISSUE_COLORS", "TOTALSEG_INSTALL_HINT", "TOTALSEG_WEIGHTS", "TissueRanges", "add_classes_to_dataset",
-    "advise", "check_ct_units", "ct_body_mask", "ct_tissue_classes", "detect_names", "false_positive_components",
+    "advise", "check_ct_units", "ct_body_mask", "ct_tissue_classes", "degrade_organs", "detect_names", "false_positive_components",
     "fill_holes_slicewise", "import_organ_map", "kmeans_thresholds", "label_from_masks", "largest_component",
     "mr_body_mask", "mr_intensity_classes", "nifti_label_table", "otsu_thresholds", "parse_hu_ranges",
     "rank_structures", "read_names_file", "read_organ_map", "read_training_case", "run_totalsegmentator",

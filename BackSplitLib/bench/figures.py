@@ -162,3 +162,71 @@ def draw_experiment(number: int, result: dict, out: Path) -> Path:
     """Draw experiment ``number``'s figure into ``out`` and return its path."""
     drawers = {1: experiment1, 2: experiment2, 3: experiment3, 4: experiment4, 5: experiment5, 6: experiment6}
     return drawers[number](result, Path(out) / FIGURE_NAMES[number])
+
+
+LEARNING_CURVE_FIGURE = "learning_curve.png"
+#: Colours of the arms that are not binary (red is binary's in every figure).
+_ARM_COLORS = ("tab:green", "tab:blue", "tab:orange", "tab:purple", "tab:gray", "tab:brown", "tab:cyan")
+
+
+def _arm_color(name: str, index: int) -> str:
+    return _COLORS["binary"] if name.endswith("binary") else _ARM_COLORS[index % len(_ARM_COLORS)]
+VALIDATION_CURVES_FIGURE = "validation_curves.png"
+
+
+def draw_learning_curve(results: dict, out: Path) -> Path:
+    """The learning curve (``--train-cases``): each arm's lesion Dice against the number of training cases
+    (mean ± std over seeds), and each arm's paired lesion-Dice gap to binary (mean ± std of the differences)."""
+    curve = results["learning_curve"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    others = [name for name in curve["arms"] if not name.endswith("binary")]
+    colors = {name: _arm_color(name, others.index(name) if name in others else 0) for name in curve["arms"]}
+    for name, per_n in curve["arms"].items():
+        ns = sorted(int(n) for n in per_n)
+        means = np.array([np.nan if per_n[str(n)]["mean"] is None else per_n[str(n)]["mean"] for n in ns])
+        stds = np.array([per_n[str(n)]["std"] or 0.0 for n in ns])
+        axes[0].plot(ns, means, "o-", label=name, color=colors[name])
+        axes[0].fill_between(ns, means - stds, means + stds, color=colors[name], alpha=0.15)
+    axes[0].set_ylabel("lesion Dice")
+    axes[0].set_title("Lesion Dice against training cases", fontsize=10)
+    for gap in curve["gaps"]:
+        if gap["metric"] != "dice" or not gap["b"].endswith("binary"):
+            continue
+        ns = sorted(int(n) for n in gap["per_n"])
+        means = [np.nan if gap["per_n"][str(n)]["mean_diff"] is None else gap["per_n"][str(n)]["mean_diff"] for n in ns]
+        stds = [gap["per_n"][str(n)]["std_diff"] or 0.0 for n in ns]
+        axes[1].errorbar(ns, means, yerr=stds, fmt="o-", capsize=3, label=f"{gap['a']} − {gap['b']}",
+                         color=colors.get(gap["a"]))
+    axes[1].axhline(0, color="k", linewidth=0.8)
+    axes[1].set_ylabel("paired lesion-Dice gap")
+    axes[1].set_title("Gap to binary (same seed), mean ± std over seeds", fontsize=10)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ns = [int(n) for n in results["train_cases"]]
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.set_xlabel("training cases (the first n, nested)")
+        ax.legend(fontsize=7)
+    return _save(fig, Path(out) / LEARNING_CURVE_FIGURE)
+
+
+def draw_validation_curves(curves: dict, out: Path) -> Path:
+    """One panel per training-set size: each arm's validation lesion Dice against iterations (thin: seeds,
+    thick: their mean), to show whether the budget has converged."""
+    sizes = sorted(curves, key=int)
+    fig, axes = plt.subplots(1, max(1, len(sizes)), figsize=(3.6 * max(1, len(sizes)), 3.4), squeeze=False,
+                             sharey=True)
+    for ax, n in zip(axes[0], sizes):
+        for i, (arm, entry) in enumerate(sorted(curves[n].items())):
+            color = _arm_color(arm, i)
+            series = [np.asarray(points, dtype=float) for points in entry["seeds"].values() if points]
+            for points in series:
+                ax.plot(points[:, 0], points[:, 1], color=color, alpha=0.25, linewidth=0.8)
+            if series and all(len(p) == len(series[0]) for p in series):
+                ax.plot(series[0][:, 0], np.mean([p[:, 1] for p in series], axis=0), color=color, linewidth=2,
+                        label=f"{arm} ({entry['plateaued']}/{entry['runs']} plateaued)"
+                        if entry["too_few_validations"] == 0 else arm)
+        ax.set_title(f"n = {n} training cases", fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.legend(fontsize=6)
+    axes[0, 0].set_ylabel("validation lesion Dice")
+    return _save(fig, Path(out) / VALIDATION_CURVES_FIGURE)

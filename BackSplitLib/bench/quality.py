@@ -9,6 +9,22 @@
 5. Noisy and automatic auxiliary labels: masks eroded / dilated / shifted; CT tissue classes instead.
 6. Fisher information: split vs binary labels on the trained BackSplit model (``BackSplitLib.fisher``).
 
+Issue 20's part B adds three general options (``Profile`` fields, CLI options of the same names):
+
+- ``train_cases`` (``--train-cases 4,8,16,32``): the whole benchmark once per n on the first n training cases of
+  the dataset in its order (nested: smaller sets inside larger ones; the same test cases), into ``OUT/n<n>``;
+  ``OUT/results.json``, ``OUT/report.md`` and ``OUT/learning_curve.png`` then give each arm's lesion Dice and
+  the paired gaps of experiment 1 per n.
+- ``size_bins`` (``--size-bins 50,500``): lesion-wise sensitivity and mean per-lesion Dice per bin of true lesion
+  volume in voxels (``metrics.size_bins``), per arm and as paired gaps, with the number of lesions per bin; a bin
+  with fewer than :data:`MIN_LESIONS_TO_TEST` lesions is reported, not tested.
+- ``auxiliary_sources`` (``--auxiliary-source ground-truth,ct-tissues,degraded``): the auxiliary labels
+  experiment 1's BackSplit arms train with (``vocabulary.AuxiliarySource``); each arm is compared with binary
+  and, when ground truth is among them, with the ground-truth arm.
+
+``control`` (``--control``) adds experiment 1's 0 % control: the BackSplit run with its auxiliary terms never on
+(``auxiliary_weight=0``: the binary loss on the many-channel head), compared with binary and with BackSplit.
+
 Every run goes through the engine (``training.train``, ``inference.Predictor``, ``metrics.evaluate_folder``)
 and is scored on the source dataset's labelled test set. Runs, predictions and evaluations are kept under
 ``OUT/runs``, ``OUT/predictions`` and ``OUT/evaluations``; a rerun reuses finished ones and resumes
@@ -31,8 +47,10 @@ from BackSplitLib.atomic import write_json_atomic
 from BackSplitLib.bench import stats, targets, variants
 from BackSplitLib.dataset import Dataset
 from BackSplitLib.errors import BackSplitError
-from BackSplitLib.vocabulary import PARTIAL_LABEL_MODES
+from BackSplitLib.vocabulary import AUXILIARY_SOURCES, PARTIAL_LABEL_MODES, AuxiliarySource
 
+#: Per-bin numbers of ``metrics.size_bins`` compared between arms (higher is better for both).
+SIZE_BIN_METRICS = ("sensitivity", "lesion_dice")
 #: name in results -> key of ``metrics.evaluate_folder``'s summary; True when higher is better.
 METRICS = {"dice": ("mean_dice", True), "fp_per_case": ("fp_components_per_case", False),
            "sensitivity": ("lesion_sensitivity", True), "hd95": ("mean_hd95", False)}
@@ -44,6 +62,9 @@ EXPERIMENTS = {
     5: "Noisy and automatic auxiliary labels",
     6: "Fisher information",
 }
+
+#: A size bin with fewer true lesions than this is reported but not tested (too few for a paired comparison).
+MIN_LESIONS_TO_TEST = 10
 
 
 class BenchError(BackSplitError):
@@ -97,6 +118,13 @@ class Profile:
     # TrainConfig fields set for every fine-tune of experiment 2, the fine-tuned and the continued arm alike,
     # over the engine's one fine-tune recipe (an ablation of that recipe; empty: the recipe itself)
     finetune_recipe: dict = field(default_factory=dict)
+    # issue 20, part B (see the module docstring): the learning curve's training-set sizes (empty: every
+    # training case, once), the lesion-volume bin edges in voxels (empty: no size bins), experiment 1's
+    # BackSplit arms by auxiliary source and its 0 % control
+    train_cases: tuple[int, ...] = ()
+    size_bins: tuple[int, ...] = ()
+    auxiliary_sources: tuple[str, ...] = (AuxiliarySource.ground_truth.value,)
+    control: bool = False
 
     def training_runs(self, auxiliary_classes: int) -> int:
         """How many trainings the profile needs (for the estimate printed before starting)."""
@@ -104,6 +132,8 @@ class Profile:
         base = {("unet", "binary"), ("unet", "backsplit")}
         if 1 in self.experiments:
             base |= {(a, m) for a in self.archs for m in ("binary", "backsplit")}
+            extra = sum(1 for s in self.auxiliary_sources if s != AuxiliarySource.ground_truth) + int(self.control)
+            n += extra * len(self.archs)
         n += len(base)
         if 2 in self.experiments:
             n += 2 * sum(1 for k in self.finetune_iterations if k > 0)
@@ -115,7 +145,7 @@ class Profile:
             n += auxiliary_classes if self.leave_one_out else 0
         if 5 in self.experiments:
             n += len(self.noise) + int(self.tissue_classes)
-        return n * seeds
+        return n * seeds * max(1, len(self.train_cases))
 
     def train_config(self, mode: str, arch: str, seed: int, device: str = "auto", iterations: int | None = None,
                      partial: str = "marginal", finetune: bool = False):
@@ -187,7 +217,10 @@ class QualityBench:
     profile: Profile
     device: str = "auto"
     log: Callable[[str], None] = print
+    # train on the first ``train_subset`` training cases only (one point of the learning curve); None: all
+    train_subset: int | None = None
     _source: Dataset | None = field(default=None, init=False)
+    _train_source: Dataset | None = field(default=None, init=False)
 
     # ------------------------------------------------------------------ runs
     @property
@@ -198,6 +231,19 @@ class QualityBench:
                 raise BenchError(f"{self.dataset} has no labelled test cases (imagesTs + labelsTs)",
                                  "the benchmark scores every model on them; add some or use the built-in phantom")
         return self._source
+
+    @property
+    def train_source(self) -> Dataset:
+        """The dataset every run trains on: the source, or its first ``train_subset`` training cases (a variant
+        under OUT/datasets); the test set is always the source's."""
+        if self._train_source is None:
+            if self.train_subset is None:
+                self._train_source = self.source
+            else:
+                n = self.train_subset
+                self._train_source = Dataset.load(self.variant(f"first{n}", lambda p: variants.first_cases_variant(
+                    self.source, p, n)))
+        return self._train_source
 
     def _config(self, mode: str, arch: str, seed: int, iterations: int | None = None, partial: str = "marginal",
                 finetune: bool = False):
@@ -233,6 +279,8 @@ class QualityBench:
         from BackSplitLib.inference import Predictor
         from BackSplitLib.metrics import evaluate_folder, write_evaluation
 
+        if evaluation.is_file() and self.profile.size_bins and not _has_lesion_records(evaluation):
+            evaluation.unlink()  # evaluated before per-lesion records existed: evaluate again
         if not evaluation.is_file():
             predictor = Predictor.from_run(run, device=self.device)
             pred_dir = self.out / "predictions" / name
@@ -241,11 +289,31 @@ class QualityBench:
                     predictor.predict_file(case.image, pred_dir)
             write_evaluation(evaluate_folder(pred_dir, self.source.root), evaluation)
         summary = json.loads(evaluation.read_text())
-        return {key: summary[source] for key, (source, _) in METRICS.items()}
+        metrics = {key: summary[source] for key, (source, _) in METRICS.items()}
+        if self.profile.size_bins:
+            from BackSplitLib.metrics import size_bins
+
+            metrics["size_bins"] = size_bins(summary["cases"], self.profile.size_bins)
+        return metrics
 
     def baseline(self, arch: str, mode: str, seed: int) -> Outcome:
         """The plain binary or BackSplit run on the source dataset (shared by experiments 1-6)."""
-        return self.condition(f"{arch}/{mode}/seed{seed}", self.source.root, self._config(mode, arch, seed))
+        return self.condition(f"{arch}/{mode}/seed{seed}", self.train_source.root, self._config(mode, arch, seed))
+
+    def backsplit_arm(self, arch: str, source: str, seed: int) -> Outcome:
+        """Experiment 1's BackSplit run trained with the auxiliary labels of ``source`` (AuxiliarySource)."""
+        if source == AuxiliarySource.ground_truth:
+            return self.baseline(arch, "backsplit", seed)
+        if source == AuxiliarySource.ct_tissues:
+            data = self.variant("ct_tissue", lambda p: variants.tissue_variant(self.train_source, p))
+        else:
+            data = self.variant("degraded", lambda p: variants.degraded_variant(self.train_source, p, seed=0))
+        return self.condition(f"{arch}/backsplit-{source}/seed{seed}", data, self._config("backsplit", arch, seed))
+
+    def control(self, arch: str, seed: int) -> Outcome:
+        """The 0 % control: the BackSplit run (many-channel head) with its auxiliary terms never on."""
+        return self.condition(f"{arch}/control/seed{seed}", self.train_source.root,
+                              replace(self._config("backsplit", arch, seed), auxiliary_weight=0.0))
 
     def variant(self, name: str, make: Callable[[Path], Path]) -> Path:
         """A dataset variant under OUT/datasets (made once; ``make`` writes it atomically)."""
@@ -257,11 +325,24 @@ class QualityBench:
     # ------------------------------------------------------------------ experiments
     def experiment1(self) -> dict:
         conditions: dict[str, dict[int, dict]] = {}
+        comparisons: list[tuple[str, str]] = []
+        seeds = self.profile.seeds
         for arch in self.profile.archs:
-            for mode in ("binary", "backsplit"):
-                conditions[f"{arch} {mode}"] = {s: self.baseline(arch, mode, s).metrics for s in self.profile.seeds}
-        comparisons = [(f"{a} backsplit", f"{a} binary") for a in self.profile.archs]
-        return _tabulate(conditions, comparisons)
+            binary, truth = f"{arch} binary", arm_name(arch, AuxiliarySource.ground_truth)
+            conditions[binary] = {s: self.baseline(arch, "binary", s).metrics for s in seeds}
+            for source in self.profile.auxiliary_sources:
+                conditions[arm_name(arch, source)] = {s: self.backsplit_arm(arch, source, s).metrics for s in seeds}
+                comparisons.append((arm_name(arch, source), binary))
+            if self.profile.control:
+                control = f"{arch} control (0 %)"
+                conditions[control] = {s: self.control(arch, s).metrics for s in seeds}
+                comparisons += [(truth, control), (control, binary)]
+            comparisons += [(arm_name(arch, s), truth) for s in self.profile.auxiliary_sources
+                            if s != AuxiliarySource.ground_truth and truth in conditions]
+        result = _tabulate(conditions, comparisons)
+        if self.profile.size_bins:
+            result["size_bins"] = _size_bins(conditions, comparisons, self.profile.size_bins)
+        return result
 
     def experiment2(self) -> dict:
         conditions: dict[str, dict[int, dict]] = {}
@@ -275,7 +356,7 @@ class QualityBench:
                     if k == 0:  # step 0 of fine-tuning predicts exactly what the binary model predicts
                         metrics = binary.metrics
                     else:
-                        metrics = self.condition(f"{folder}/{k}/seed{seed}", self.source.root,
+                        metrics = self.condition(f"{folder}/{k}/seed{seed}", self.train_source.root,
                                                  self._config(mode, "unet", seed, iterations=k, finetune=True),
                                                  base_run=binary.run).metrics
                     conditions.setdefault(f"{label} {k} it", {})[seed] = metrics
@@ -299,7 +380,7 @@ class QualityBench:
                         metrics = self.baseline("unet", "backsplit", seed).metrics
                     else:
                         data = self.variant(f"partial{percent}_seed{seed}", lambda p, f=fraction, s=seed:
-                                            variants.partial_variant(self.source, p, f, s))
+                                            variants.partial_variant(self.train_source, p, f, s))
                         metrics = self.condition(f"partial/{percent}/{mode}/seed{seed}", data,
                                                  self._config("backsplit", "unet", seed, partial=mode)).metrics
                     conditions.setdefault(f"{mode} {percent}%", {})[seed] = metrics
@@ -321,14 +402,14 @@ class QualityBench:
                 elif k == len(names):
                     metrics = self.baseline("unet", "backsplit", seed).metrics
                 else:
-                    data = self.variant(f"first{k}", lambda p, k=k: variants.subset_variant(self.source, p, names[:k]))
+                    data = self.variant(f"first{k}", lambda p, k=k: variants.subset_variant(self.train_source, p, names[:k]))
                     metrics = self.condition(f"structures/first{k}/seed{seed}", data,
                                              self._config("backsplit", "unet", seed)).metrics
                 conditions.setdefault(f"{k} structures", {})[seed] = metrics
             if self.profile.leave_one_out:
                 for name in names:
                     rest = [n for n in names if n != name]
-                    data = self.variant(f"without_{name}", lambda p, r=tuple(rest): variants.subset_variant(self.source, p, r))
+                    data = self.variant(f"without_{name}", lambda p, r=tuple(rest): variants.subset_variant(self.train_source, p, r))
                     conditions.setdefault(f"all but {name}", {})[seed] = self.condition(
                         f"structures/without_{name}/seed{seed}", data, self._config("backsplit", "unet", seed)).metrics
         comparisons = [(f"{len(names)} structures", "0 structures")]
@@ -347,11 +428,11 @@ class QualityBench:
             conditions.setdefault("clean organ labels", {})[seed] = self.baseline("unet", "backsplit", seed).metrics
             for kind, voxels in self.profile.noise:
                 data = self.variant(f"{kind}{voxels}", lambda p, k=kind, v=voxels:
-                                    variants.noisy_variant(self.source, p, k, v, seed=0))
+                                    variants.noisy_variant(self.train_source, p, k, v, seed=0))
                 conditions.setdefault(f"{kind} {voxels} vox", {})[seed] = self.condition(
                     f"noise/{kind}{voxels}/seed{seed}", data, self._config("backsplit", "unet", seed)).metrics
             if self.profile.tissue_classes:
-                data = self.variant("ct_tissue", lambda p: variants.tissue_variant(self.source, p))
+                data = self.variant("ct_tissue", lambda p: variants.tissue_variant(self.train_source, p))
                 conditions.setdefault("CT tissue classes", {})[seed] = self.condition(
                     f"noise/ct_tissue/seed{seed}", data, self._config("backsplit", "unet", seed)).metrics
         noisy = [c for c in conditions if c not in ("binary", "clean organ labels")]
@@ -388,13 +469,17 @@ class QualityBench:
         from BackSplitLib.bench.figures import draw_experiment
         from BackSplitLib.bench.report import write_report
 
+        self._check_options()
+        if self.profile.train_cases and self.train_subset is None:
+            return self.learning_curve()
         self.out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         runs = self.profile.training_runs(len(self.source.schema.auxiliary_names))
         self.log(f"profile {self.profile.name}: experiments {list(self.profile.experiments)}, "
                  f"{len(self.profile.seeds)} seeds, about {runs} trainings of <= {self.profile.iterations} iterations")
         results = {"profile": _jsonable(asdict(self.profile)), "dataset": str(self.source.root),
-                   "machine": machine(), "device": self.device, "experiments": {}}
+                   "train_cases": self.train_subset or len(self.source.training), "machine": machine(),
+                   "device": self.device, "experiments": {}}
         for number in self.profile.experiments:
             if number not in EXPERIMENTS:
                 raise BenchError(f"unknown experiment {number}", f"choose from {sorted(EXPERIMENTS)}")
@@ -412,6 +497,105 @@ class QualityBench:
         _write_json(self.out / "results.json", results)
         write_report(results, self.out / "report.md")
         return results
+
+    def _check_options(self) -> None:
+        """Refuse what cannot run before anything trains."""
+        available = len(self.source.training)
+        too_many = [n for n in self.profile.train_cases if n > available]
+        if too_many:
+            raise BenchError(f"{self.source.root} has {available} training cases, --train-cases asks for {too_many}",
+                             "write the phantom with more cases (--cases N, in a new --out) or ask for fewer")
+        if AuxiliarySource.ct_tissues in self.profile.auxiliary_sources and self.source.normalization != "CT":
+            raise BenchError(f"{self.source.root} is not CT (channel_names), so --auxiliary-source ct-tissues does "
+                             "not apply", "use ground-truth or degraded")
+
+    def learning_curve(self) -> dict:
+        """The profile once per training-set size n (the first n cases) into OUT/n<n>; then each arm's lesion
+        Dice and experiment 1's paired gaps per n in results.json, report.md and learning_curve.png."""
+        from BackSplitLib.bench.figures import draw_learning_curve, draw_validation_curves
+        from BackSplitLib.bench.learning_curve import learning_curve, validation_curves
+        from BackSplitLib.bench.report import write_learning_curve_report
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        sizes = sorted(set(self.profile.train_cases))
+        results = {"profile": _jsonable(asdict(self.profile)), "dataset": str(self.source.root),
+                   "train_cases": sizes, "machine": machine(), "device": self.device, "cells": {}, "targets": []}
+        for n in sizes:
+            self.log(f"learning curve: the first {n} of {len(self.source.training)} training cases -> {self.out / f'n{n}'}")
+            cell = QualityBench(self.dataset, self.out / f"n{n}", replace(self.profile, train_cases=()), self.device,
+                                self.log, train_subset=n).run()
+            results["cells"][str(n)] = {"folder": f"n{n}", "experiments": cell["experiments"]}
+            results["targets"] += [{**t, "experiment": f"{t['experiment']}, n = {n}"} for t in cell["targets"]]
+            results["learning_curve"] = learning_curve(results["cells"])
+            results["wall_s"] = time.perf_counter() - started
+            _write_json(self.out / "results.json", results)  # partial results survive an interruption
+        others = self._other_sizes(sizes)
+        if others:
+            self.log(f"learning curve: also n = {', '.join(others)}, finished earlier in {self.out}")
+            results["cells"] = dict(sorted({**results["cells"], **others}.items(), key=lambda item: int(item[0])))
+            results["train_cases"] = [int(n) for n in results["cells"]]
+            results["learning_curve"] = learning_curve(results["cells"])
+        results["validation"] = validation_curves(self.out, results["cells"])
+        results["figure"] = draw_learning_curve(results, self.out).name
+        results["validation_figure"] = draw_validation_curves(results["validation"], self.out).name
+        _write_json(self.out / "results.json", results)
+        write_learning_curve_report(results, self.out / "report.md")
+        return results
+
+    def _other_sizes(self, sizes: list[int]) -> dict[str, dict]:
+        """Learning-curve points another command left in OUT (``OUT/n<n>/results.json``) with the same
+        dataset, seeds and budget: two processes may share one OUT with different ``--train-cases``, and a
+        later command (e.g. ``--control`` at some n) adds to the curve instead of replacing it."""
+        found = {}
+        for path in sorted(self.out.glob("n*/results.json")):
+            try:
+                cell = json.loads(path.read_text())
+            except ValueError:
+                continue
+            n = cell.get("train_cases")
+            same = (cell.get("dataset") == str(self.source.root) and
+                    all(cell["profile"].get(k) == _jsonable(getattr(self.profile, k)) for k in ("seeds", "iterations")))
+            if isinstance(n, int) and n not in sizes and path.parent.name == f"n{n}" and same and "1" in cell["experiments"]:
+                found[str(n)] = {"folder": f"n{n}", "experiments": cell["experiments"]}
+        return found
+
+
+def arm_name(arch: str, source: str) -> str:
+    """Experiment 1's name for the BackSplit arm trained with auxiliary labels from ``source``."""
+    return f"{arch} backsplit" if source == AuxiliarySource.ground_truth else f"{arch} backsplit ({source})"
+
+
+def _has_lesion_records(evaluation: Path) -> bool:
+    cases = json.loads(evaluation.read_text()).get("cases", {})
+    return all("lesions" in case for case in cases.values())
+
+
+def _size_bins(conditions: dict[str, dict[int, dict]], comparisons: list[tuple[str, str]],
+               edges: tuple[int, ...]) -> dict:
+    """Per size bin: each condition's lesion-wise sensitivity and per-lesion Dice (mean ± std over seeds) and
+    the paired differences of ``comparisons``; bins with fewer than MIN_LESIONS_TO_TEST lesions are not tested."""
+    from BackSplitLib.metrics import size_bin_labels
+
+    labels = size_bin_labels(edges)
+    any_seed = next(iter(next(iter(conditions.values())).values()))
+    lesions = {label: any_seed["size_bins"][label]["lesions"] for label in labels}  # the same test set for all
+    table = {name: {label: {metric: stats.summarise({s: m["size_bins"][label][metric] for s, m in per_seed.items()})
+                            for metric in SIZE_BIN_METRICS} for label in labels}
+             for name, per_seed in conditions.items()}
+    paired = []
+    for a, b in comparisons:
+        for label in labels:
+            tested = lesions[label] >= MIN_LESIONS_TO_TEST
+            for metric in SIZE_BIN_METRICS:
+                diff = stats.paired({s: m["size_bins"][label][metric] for s, m in conditions[a].items()},
+                                    {s: m["size_bins"][label][metric] for s, m in conditions[b].items()})
+                if not tested:
+                    diff.update(p_value=None, significant=False)
+                paired.append({"a": a, "b": b, "bin": label, "metric": metric, "lesions": lesions[label],
+                               "tested": tested, **diff})
+    return {"edges": list(edges), "bins": labels, "lesions": lesions, "conditions": table, "comparisons": paired,
+            "min_lesions_to_test": MIN_LESIONS_TO_TEST}
 
 
 #: TrainConfig fields that say where or how often, not what is trained: a run may be reused across them.
@@ -495,7 +679,14 @@ def prepare_dataset(dataset: Path | None, out: Path, profile: Profile, seed: int
 
     family = phantom_family(profile.family)
     path = out / ("phantom" if family.name == "ct" else f"phantom_{family.name}")
-    if not (path / "dataset.json").is_file():
+    if (path / "dataset.json").is_file():
+        written = json.loads((path / "dataset.json").read_text()).get("phantom", {})
+        asked = {"cases": profile.cases, "test_cases": profile.test_cases}
+        if any(key in written and written[key] != value for key, value in asked.items()):
+            raise BenchError(f"{path} was written with {written.get('cases')} training and {written.get('test_cases')} "
+                             f"test cases, this benchmark asks for {profile.cases} and {profile.test_cases}",
+                             "use another --out (its runs were trained on that phantom), or delete the folder")
+    else:
         write_phantom_dataset(path, cases=profile.cases, test_cases=profile.test_cases, seed=seed,
                               shape=profile.family_shapes.get(family.name, profile.shape), family=family)
     return path
@@ -543,4 +734,19 @@ def get_profile(name: str, **overrides) -> Profile:
         raise BenchError(f"unknown experiment(s) {unknown or '(none given)'}", f"choose from {sorted(EXPERIMENTS)}")
     if profile.finetune_share is not None:
         profile.finetune_iterations = (0, max(1, round(profile.finetune_share * profile.iterations)))
+    unknown = [s for s in profile.auxiliary_sources if s not in AUXILIARY_SOURCES]
+    if unknown or not profile.auxiliary_sources:
+        raise BenchError(f"unknown auxiliary source(s) {unknown or '(none given)'}",
+                         f"use one or more of {', '.join(AUXILIARY_SOURCES)}, comma-separated")
+    if any(n < 1 for n in profile.train_cases):
+        raise BenchError(f"--train-cases must be positive numbers of cases, got {list(profile.train_cases)}")
+    if profile.size_bins:
+        from BackSplitLib.metrics import size_bin_labels
+
+        try:
+            size_bin_labels(profile.size_bins)
+        except ValueError as error:
+            raise BenchError(f"--size-bins: {error}", "give increasing voxel counts, e.g. 50,500") from None
+    if profile.train_cases and overrides.get("cases") is None:
+        profile.cases = max(profile.cases, *profile.train_cases)  # the phantom holds the largest set
     return profile

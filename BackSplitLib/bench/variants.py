@@ -1,15 +1,18 @@
-"""Dataset variants for the experiments: partial, fewer, noisy or automatic auxiliary labels.
+"""Dataset variants for the experiments: fewer training cases; partial, fewer, noisy, degraded or automatic
+auxiliary labels.
 
 Each variant is a dataset folder of its own beside the source: ``imagesTr`` is a symbolic link to the
 source's (images are never copied), ``labelsTr`` holds rewritten label maps and ``dataset.json`` the
 variant's schema. Variants have no test cases: experiments evaluate on the *source* dataset's test set, so
 every variant is scored against the same truth. The target (and ``ignore``) voxels are never changed.
+:func:`first_cases_variant` (the first n training cases) links each image and label instead.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,8 +31,10 @@ _KEYS_DROPPED = ("cases_without_auxiliary", "case_labels", "validation", "phanto
 
 
 def _write_variant(source: Dataset, out: Path, schema: LabelSchema,
-                   relabel: Callable[[str, np.ndarray], np.ndarray], extra: dict | None = None) -> Path:
-    """Write ``out`` (replacing an earlier variant) with labels ``relabel(case, source_label)``.
+                   relabel: Callable[[str, np.ndarray], np.ndarray],
+                   extra: dict | Callable[[], dict] | None = None) -> Path:
+    """Write ``out`` (replacing an earlier variant) with labels ``relabel(case, source_label)`` and ``extra``
+    keys in dataset.json (a callable is called after every case is relabelled).
 
     Built in a temporary folder and renamed into place, so an interrupted benchmark leaves no half
     variant that a rerun would trust.
@@ -45,7 +50,7 @@ def _write_variant(source: Dataset, out: Path, schema: LabelSchema,
                    colors={k: list(v) for k, v in schema.colors.items()})
         if source.validation is not None:
             raw["validation"] = list(source.validation)
-        raw.update(extra or {})
+        raw.update((extra() if callable(extra) else extra) or {})
         (work / "dataset.json").write_text(json.dumps(raw, indent=2) + "\n")
     return out
 
@@ -152,3 +157,59 @@ def tissue_variant(source: Dataset, out: Path) -> Path:
         subset_variant(source, work, ())  # organs removed: target (and ignore) only
         add_classes_to_dataset(work, ct_tissue_classes)
     return out
+
+
+def first_cases_variant(source: Dataset, out: Path, cases: int) -> Path:
+    """The first ``cases`` training cases of ``source`` in its order (file name order), unchanged: images and
+    labels are linked one by one, so the first n of a dataset are inside its first m for n < m (part B's
+    learning curve). No test cases, like every variant."""
+    if not 1 <= cases <= len(source.training):
+        raise DatasetError(f"{source.root} has {len(source.training)} training cases, {cases} were asked for",
+                           "write the phantom with more cases (bench quality --cases N) or ask for fewer")
+    chosen = source.training[:cases]
+    with staged_folder(out) as work:
+        for folder in ("imagesTr", "labelsTr"):
+            (work / folder).mkdir()
+        for case in chosen:
+            os.symlink(case.image.resolve(), work / "imagesTr" / case.image.name)
+            os.symlink(case.label.resolve(), work / "labelsTr" / case.label.name)
+        raw = {k: v for k, v in source.raw.items() if k not in ("validation", "phantom")}
+        raw.update(numTraining=cases, first_cases_of=str(source.root))
+        names = {c.name for c in chosen}
+        if source.validation is not None:
+            raw["validation"] = [v for v in source.validation if v in names]
+        for key in ("cases_without_auxiliary",):
+            if key in raw:
+                raw[key] = [c for c in raw[key] if c in names]
+        if "case_labels" in raw:
+            raw["case_labels"] = {c: v for c, v in raw["case_labels"].items() if c in names}
+        (work / "dataset.json").write_text(json.dumps(raw, indent=2) + "\n")
+    return out
+
+
+def degraded_variant(source: Dataset, out: Path, seed: int) -> Path:
+    """Every training case's organ labels degraded by :func:`BackSplitLib.auxiliary.degrade_organs` with its
+    default errors, the generator seeded by ``(seed, i)`` for the i-th case in name order; the target (and
+    ignore) voxels stay the ground truth's. dataset.json's ``degraded`` records what was done per case and
+    each organ's mean Dice against the ground truth."""
+    from BackSplitLib.auxiliary import SegmenterErrors, degrade_organs
+
+    schema = source.schema
+    organs = {name: schema.labels[name] for name in schema.auxiliary_names}
+    protected = [v for v in (schema.target_value, schema.ignore_value) if v is not None]
+    order = {c.name: i for i, c in enumerate(sorted(source.training, key=lambda c: c.name))}
+    records: dict[str, dict] = {}
+    dice: dict[str, list[float]] = {name: [] for name in organs}
+
+    def relabel(case: str, label: np.ndarray) -> np.ndarray:
+        degraded, record = degrade_organs(label, organs, np.random.default_rng([seed, order[case]]), protected)
+        records[case] = record
+        for name, value in organs.items():
+            truth, made = label == value, degraded == value
+            if truth.any() or made.any():
+                dice[name].append(2 * float(np.sum(truth & made)) / float(truth.sum() + made.sum()))
+        return degraded
+
+    return _write_variant(source, out, schema, relabel, lambda: {"degraded": {
+        "seed": seed, "errors": asdict(SegmenterErrors()), "cases": records,
+        "mean_organ_dice": {n: float(np.mean(v)) for n, v in dice.items() if v}}})

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from BackSplitLib.cli.app import app, console
+from BackSplitLib.vocabulary import AUXILIARY_SOURCES
 
 bench_app = typer.Typer(help="Benchmarks: quality (the paper's experiments), cost (time, memory) and server (overheads).",
                         no_args_is_help=True)
@@ -64,23 +65,37 @@ def quality(
     seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds (default: the profile's)."),
     experiments: str = typer.Option(None, "--experiments", help="Comma-separated experiment numbers 1-6 (default: the profile's; effect: 1)."),
     iterations: int = typer.Option(None, "--iterations", min=1, help="Training iterations per run (default: the profile's)."),
+    val_every: int = typer.Option(None, "--val-every", min=1, help="Validate every N iterations (default: the profile's; the validation curves go into each run's model.json)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     threads: int = typer.Option(None, "--threads", min=1, help="torch CPU threads (on a busy shared machine 1 can be much faster)."),
     families: str = typer.Option(None, "--families", help="robustness profile: comma-separated families to run (default: all); two processes may share one --out with different families."),
     budgets: str = typer.Option(None, "--budgets", help="robustness profile: comma-separated iteration budgets (default: 300,1000)."),
+    train_cases: str = typer.Option(None, "--train-cases", help="Learning curve: comma-separated training-set sizes, e.g. 4,8,16,32; the profile runs once per n on the first n training cases (nested, the same test cases) into OUT/n<n>, and OUT/report.md gives the paired gaps per n."),
+    size_bins: str = typer.Option(None, "--size-bins", help="Lesion-size bin edges in voxels of true lesion volume, e.g. 50,500 (bins < 50, 50-500, >= 500): lesion-wise sensitivity and per-lesion Dice per bin for experiment 1's arms, and their paired gaps."),
+    auxiliary_source: str = typer.Option(None, "--auxiliary-source", help=f"Experiment 1's BackSplit arms, by the auxiliary labels they train with (comma-separated): {', '.join(AUXILIARY_SOURCES)} (default: ground-truth). Each is compared with binary and with ground-truth."),
+    control: bool = typer.Option(False, "--control", help="Add experiment 1's 0 % control: the BackSplit run with its auxiliary terms never on (auxiliary_weight=0, the binary loss on the many-channel head)."),
+    cases: int = typer.Option(None, "--cases", min=1, help="Built-in phantom: training cases (default: the profile's, at least the largest --train-cases)."),
+    test_cases: int = typer.Option(None, "--test-cases", min=1, help="Built-in phantom: test cases (default: the profile's; test case j is the same whatever the count)."),
 ) -> None:
     """Run the BackSplit paper's experiments: mean ± std over seeds, paired differences, one figure each."""
     from BackSplitLib.bench.quality import QualityBench, get_profile, parse_recipe, prepare_dataset
 
     _set_threads(threads)
+    sources = tuple(s.strip() for s in auxiliary_source.split(",") if s.strip()) if auxiliary_source is not None else None
     chosen = get_profile(profile.value, seeds=_integers(seeds, "seeds"), iterations=iterations, family=family.value,
                          experiments=_integers(experiments, "experiments"), recipe=parse_recipe(recipe),
-                         finetune_recipe=parse_recipe(finetune_recipe), budgets=_integers(budgets, "budgets"))
+                         finetune_recipe=parse_recipe(finetune_recipe), budgets=_integers(budgets, "budgets"),
+                         train_cases=_integers(train_cases, "training-set sizes"),
+                         size_bins=_integers(size_bins, "size bin edges"), auxiliary_sources=sources,
+                         control=control or None, cases=cases, test_cases=test_cases, val_every=val_every)
     if chosen.budgets:
         _robustness(out, chosen, families, device)
         return
     data = prepare_dataset(dataset, out, chosen)
     results = QualityBench(data, out, chosen, device=device, log=_log).run()
+    if "learning_curve" in results:
+        _print_learning_curve(out, results)
+        return
     table = Table(title=f"bench quality ({chosen.name}): lesion Dice, mean ± std over seeds")
     for column in ("experiment", "condition", "lesion Dice", "FP comp./case"):
         table.add_column(column)
@@ -98,6 +113,24 @@ def quality(
                       f"[{colours[target['met']]}]{VERDICTS[target['met']]}[/]")
     console.print(f"wrote {out / 'results.json'}, {out / 'report.md'} and the figures in "
                   f"{results['wall_s'] / 60:.1f} min")
+
+
+def _print_learning_curve(out: Path, results: dict) -> None:
+    sizes = [str(n) for n in results["train_cases"]]
+    rows = []
+    for gap in results["learning_curve"]["gaps"]:
+        if gap["metric"] != "dice":
+            continue
+        for n in sizes:
+            d = gap["per_n"].get(n)
+            if d is None or d["mean_diff"] is None:
+                continue
+            p = "n/a" if d["p_value"] is None else f"{d['p_value']:.3f}"
+            rows.append((n, f"{gap['a']} − {gap['b']}", f"{d['mean_diff']:+.3f} ± {d['std_diff']:.3f}", p))
+    _print_table("bench quality --train-cases: paired lesion-Dice gaps per number of training cases",
+                 ("n", "comparison", "gap (mean ± std over seeds)", "p (paired t)"), rows)
+    console.print(f"wrote {out / 'results.json'}, {out / 'report.md'} and {out / results['figure']} "
+                  f"(each n under {out}/n<n>) in {results['wall_s'] / 60:.1f} min")
 
 
 def _robustness(out: Path, profile, families: str | None, device: str) -> None:

@@ -241,3 +241,37 @@ def test_write_evaluation_writes_json_with_nulls_and_a_csv_row_per_case(tmp_path
     assert [r["case"] for r in rows] == ["b", "a"]
     assert rows[0]["hd95"] == "" and float(rows[1]["hd95"]) == 1.25 and rows[0]["fp_components"] == "2"
     assert sorted(p.name for p in json_path.parent.iterdir()) == ["evaluation.csv", "evaluation.json"]
+
+
+# --------------------------------------------------------------------------- per lesion and size bins
+def test_each_true_lesion_gets_its_volume_detection_and_dice_against_the_components_touching_it():
+    truth = box(SHAPE, (1, 4, 1, 4, 1, 4), (1, 4, 8, 11, 8, 11), (8, 11, 1, 4, 10, 13))
+    prediction = box(SHAPE, (2, 4, 2, 4, 2, 4),   # 8 voxels inside lesion 1
+                     (3, 4, 10, 11, 10, 11),      # 1 voxel inside lesion 2
+                     (7, 10, 9, 12, 2, 5))        # a false positive touches no lesion
+    records = evaluate_case(prediction, truth)["lesions"]
+    assert [r["voxels"] for r in records] == [27, 27, 27]
+    assert [r["detected"] for r in records] == [True, True, False]
+    assert [r["dice"] for r in records] == pytest.approx([16 / 35, 2 / 28, 0.0])
+
+
+def test_a_component_merging_two_lesions_counts_whole_against_each():
+    truth = box(SHAPE, (4, 6, 4, 6, 2, 4), (4, 6, 4, 6, 8, 10))
+    prediction = box(SHAPE, (4, 6, 4, 6, 2, 10))  # 32 voxels over two 8-voxel lesions
+    assert [r["dice"] for r in evaluate_case(prediction, truth)["lesions"]] == pytest.approx([0.4, 0.4])
+
+
+def test_size_bins_pool_lesions_by_true_volume_with_the_edges_fixed_in_advance():
+    from BackSplitLib.metrics import size_bins
+
+    cases = {"a": {"lesions": [{"voxels": 8, "detected": True, "dice": 0.5}, {"voxels": 50, "detected": False, "dice": 0.0}]},
+             "b": {"lesions": [{"voxels": 49, "detected": False, "dice": 0.0}, {"voxels": 600, "detected": True, "dice": 0.9}]}}
+    bins = size_bins(cases, [50, 500])
+    assert list(bins) == ["< 50", "50-500", ">= 500"]
+    assert (bins["< 50"]["lesions"], bins["< 50"]["sensitivity"], bins["< 50"]["lesion_dice"]) == (2, 0.5, 0.25)
+    assert (bins["50-500"]["lesions"], bins["50-500"]["sensitivity"]) == (1, 0.0)
+    assert bins[">= 500"]["lesion_dice"] == pytest.approx(0.9)
+    assert size_bins({"a": {"lesions": []}}, [50])["< 50"] == {"lesions": 0, "detected": 0, "sensitivity": None,
+                                                                 "lesion_dice": None}
+    with pytest.raises(ValueError, match="increasing"):
+        size_bins(cases, [500, 50])
