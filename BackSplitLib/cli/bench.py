@@ -46,7 +46,7 @@ def _set_threads(threads: int | None) -> None:
 def _integers(text: str | None, what: str) -> tuple[int, ...] | None:
     if text is None:
         return None
-    from BackSplitLib.bench.quality import BenchError
+    from BackSplitLib.bench.profiles import BenchError
 
     try:
         return tuple(int(s) for s in text.split(",") if s.strip())
@@ -78,7 +78,8 @@ def quality(
     test_cases: int = typer.Option(None, "--test-cases", min=1, help="Built-in phantom: test cases (default: the profile's; test case j is the same whatever the count)."),
 ) -> None:
     """Run the BackSplit paper's experiments: mean ± std over seeds, paired differences, one figure each."""
-    from BackSplitLib.bench.quality import QualityBench, get_profile, parse_recipe, prepare_dataset
+    from BackSplitLib.bench.profiles import get_profile, parse_recipe
+    from BackSplitLib.bench.quality import QualityBench, prepare_dataset
 
     _set_threads(threads)
     sources = tuple(s.strip() for s in auxiliary_source.split(",") if s.strip()) if auxiliary_source is not None else None
