@@ -149,3 +149,9 @@ LESION_WORDS = ("lesion", "tumor", "tumour", "mass", "nodule", "metastasis", "me
 AUXILIARY_EVIDENCE = ("Evidence: on BackSplit's own phantom families the auxiliary classes' benefit over binary "
                       "training has not been shown (docs/RESULTS.md, issues 13 and 20); label them as an "
                       "experiment and compare with a binary model on your own held-out cases.")
+
+
+def could_be_hounsfield(minimum: float) -> bool:
+    """Whether an image whose smallest value is ``minimum`` can be a CT in Hounsfield units: every body
+    region has fat, and fat is negative (so a CT in HU always has negative values)."""
+    return minimum < 0

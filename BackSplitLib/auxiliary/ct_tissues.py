@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from BackSplitLib.auxiliary.labels import AuxiliaryError, AuxiliaryLabels, Color, label_from_masks
 from BackSplitLib.auxiliary.masks import binary_threshold, ct_body_mask
 from BackSplitLib.errors import ImageError
+from BackSplitLib.vocabulary import could_be_hounsfield
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def ct_tissue_classes(image: sitk.Image, ranges: TissueRanges | None = None,
 def check_ct_units(image: sitk.Image) -> None:
     """Refuse images that cannot be in HU: every body region has fat, and fat is negative."""
     minimum = float(sitk.GetArrayViewFromImage(image).min())
-    if minimum >= 0:
+    if not could_be_hounsfield(minimum):
         raise ImageError(
             f"the image has no negative values (minimum {minimum:g}), so it is not a CT in Hounsfield units",
             "for MR use --mr-classes N; for CT apply the DICOM rescale slope/intercept first",
