@@ -129,6 +129,10 @@ DEFAULT_HEAD_PRIOR = UNIFORM_HEAD_PRIOR
 #: CLI's last line, the server job's note (the job succeeds, its model is kept but not promoted), the panel.
 LESION_NEVER_PREDICTED = "the lesion was never predicted"
 JOB_NOT_PROMOTED_NO_LESION = f"succeeded, not promoted: {LESION_NEVER_PREDICTED}"
+#: What to do next when a prediction finds no lesion (the panel's status line and findings, the page).
+NO_LESION_FOUND_HINT = ("look through the volume yourself: if there is a lesion, paint it on a few slices with "
+                        "the Target role, Add case and Fine-tune (or try another model); if there is none, "
+                        "the model agrees")
 #: Iterations of the one fine-tune recipe (``training.FINETUNE_RECIPE``: CLI ``finetune``, server and panel).
 DEFAULT_FINETUNE_ITERATIONS = 200
 

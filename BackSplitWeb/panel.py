@@ -369,6 +369,8 @@ class PanelBinding:
             _button("Predict", "predict", p)
             html.Div(f"{{{{ {p}.prediction ? {p}.prediction.text + ' (model ' + ({p}.prediction.model_id || "
                      f"'current') + ')' : '' }}}}", classes="text-body-2", id="bs-prediction-text")
+            html.Div(f"What to do: {{{{ {p}.prediction.hint }}}}", v_if=(f"{p}.prediction && {p}.prediction.hint",),
+                     classes="text-body-2", id="bs-prediction-hint")
             with html.Div(classes="d-flex ga-2"):
                 v3.VBtn(f"{{{{ {p}.auxiliary_shown ? 'Hide' : 'Show' }}}} {{{{ {p}.auxiliary_segments }}}} auxiliary",
                         size="small", variant="tonal", id="bs-show-auxiliary", v_if=(f"{p}.auxiliary_segments",),
