@@ -263,6 +263,9 @@ class PanelBinding:
         facts["volume"] = {"name": volume.GetName(), "size": list(geometry.size), "spacing": list(geometry.spacing),
                            "origin": list(geometry.origin), "direction": list(geometry.direction),
                            "ijk_to_ras": _matrix(volume.GetIJKToRASMatrix)}
+        display = volume.GetDisplayNode()
+        if display is not None:
+            facts["volume"]["window_level"] = [display.GetWindow(), display.GetLevel()]
         node = self.app.segmentation_node()
         if node is not None:
             segmentation = node.GetSegmentation()

@@ -75,7 +75,9 @@ class SliceOverlays:
 
     # ------------------------------------------------------------------------------ view facts
     def refresh(self) -> None:
-        """Every slice view's title and edge letters (and observe views created since)."""
+        """Every slice view's title and edge letters (and observe views created since); the drag mode again,
+        as a new scene may bring its own interaction node state."""
+        self.update_drag_mode()
         views = {}
         for view in self.app.slicer_app.view_manager.get_slice_views():
             node = view.get_view_node()
