@@ -46,6 +46,7 @@ class PaintBenchSettings:
     spacing: tuple = DEFAULT_SPACING
     strokes: int = 20
     profile_to: Path | None = None
+    view_size: tuple = VIEW_SIZE
 
 
 def _ct_like(shape, spacing):
@@ -110,7 +111,7 @@ def run_paint_bench(settings: PaintBenchSettings, log: Callable[[str], None] = p
     views = app.slicer_app.view_manager.get_slice_views()
     windows = {view.name: RcaWindow(view.render_window(), app.state, f"bench_{view.name}_cursor") for view in views}
     for window in windows.values():
-        window.process_resize_event(*VIEW_SIZE)
+        window.process_resize_event(*settings.view_size)
     axial = next(v for v in views if v.get_view_node().GetOrientation() == "Axial")
     encoder = RcaImageEncoder.TURBO_JPEG
     requests = _count_render_requests(views)
@@ -123,7 +124,7 @@ def run_paint_bench(settings: PaintBenchSettings, log: Callable[[str], None] = p
 
     def stroke(i: int) -> dict:
         axial.set_slice_value(low + (high - low) * ((i * 7) % 20 + 0.5) / 20)  # a different slice each time
-        w, h = VIEW_SIZE
+        w, h = settings.view_size
         x0, y0 = int(w * (0.35 + 0.01 * (i % 10))), int(h * 0.45)
         t0 = time.perf_counter()
         event("LeftButtonPressEvent", x0, y0)
@@ -159,7 +160,7 @@ def run_paint_bench(settings: PaintBenchSettings, log: Callable[[str], None] = p
         raise RuntimeError("the strokes painted nothing: the benchmark did not measure painting")
     results = {
         "shape_zyx": list(settings.shape), "spacing_xyz": list(settings.spacing), "strokes": settings.strokes,
-        "moves_per_stroke": MOVES_PER_STROKE, "view_size": list(VIEW_SIZE), "slice_views": len(windows),
+        "moves_per_stroke": MOVES_PER_STROKE, "view_size": list(settings.view_size), "slice_views": len(windows),
         "painted_voxels": painted, "goal_s": GOAL_S,
         "edit": _summary([s["edit"] for s in samples]),
         "painted_view_frame": _summary([s["painted_frame"] for s in samples]),

@@ -7,7 +7,8 @@ from __future__ import annotations
 def test_the_paint_bench_paints_and_times_every_part():
     from BackSplitWeb.paint_bench import PaintBenchSettings, paint_rows, run_paint_bench
 
-    results = run_paint_bench(PaintBenchSettings(shape=(16, 96, 96), spacing=(1.0, 1.0, 3.0), strokes=3),
+    results = run_paint_bench(PaintBenchSettings(shape=(16, 64, 64), spacing=(1.0, 1.0, 3.0), strokes=3,
+                                                 view_size=(200, 200)),
                               log=lambda _: None)
     assert results["painted_voxels"] > 0 and results["slice_views"] == 3
     for part in ("edit", "painted_view_frame", "all_view_frames", "shown", "all_views"):
