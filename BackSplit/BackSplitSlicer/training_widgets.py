@@ -60,6 +60,7 @@ class TrainingControls:
                 ui.trainCasesListWidget.addItem(item)
         ui.trainCasesListWidget.setVisible(bool(state.cases))
         ui.trainCasesLabel.setVisible(bool(state.cases))
-        if self._drawn.changed("curve", state.curve):
+        shown = len(state.curve) > 1  # the nodes are made only for a curve worth drawing
+        if self._drawn.changed("curve", state.curve) and (shown or self._curve is not None):
             self._curve_nodes().update(state.curve)
-        ui.trainingCurveFrame.setVisible(len(state.curve) > 1)
+        ui.trainingCurveFrame.setVisible(shown)
