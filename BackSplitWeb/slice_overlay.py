@@ -20,12 +20,13 @@ from trame_slicer.app.ui import create_vertical_slice_view_gutter_ui
 
 from BackSplitSlicer.slice_views import probe, slice_view_facts
 
-# Letters at the edges, clear of trame-slicer's gutter (left) and slice slider (bottom).
+# Letters at the edges, clear of trame-slicer's gutter (left) and slice slider (bottom). White, like Slicer's
+# view annotations: a coloured overlay could be taken for (or, in a screenshot, counted as) a segment's colour.
 _EDGE_STYLE = {
     "left": "left: 44px; top: 50%;", "right": "right: 8px; top: 50%;",
     "top": "top: 4px; left: 50%;", "bottom": "bottom: 34px; left: 50%;",
 }
-_TEXT = "position: absolute; color: #ffd54f; font: 13px sans-serif; text-shadow: 0 0 2px #000; pointer-events: none;"
+_TEXT = "position: absolute; color: #ffffff; font: 13px sans-serif; text-shadow: 0 0 2px #000; pointer-events: none;"
 
 
 def slice_view_ui(server, view_id: str, view) -> None:
