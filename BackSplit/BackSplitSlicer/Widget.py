@@ -17,6 +17,7 @@ import slicer
 from BackSplitSlicer.panel import TICK_MS, PanelController, PanelState, Settings
 from BackSplitSlicer.redraw import APPEND, REPLACE, Drawn, edits
 from BackSplitSlicer.roles import ROLES
+from BackSplitSlicer.training_widgets import TrainingControls
 
 # Action -> the button that triggers it.
 BUTTONS = {"connect": "connectButton", "stop": "stopButton", "reconnect": "reconnectButton",
@@ -72,6 +73,7 @@ class Widget(qt.QWidget):
         self.ui.serverUrlLineEdit.setCompleter(qt.QCompleter(self._recent_servers, self.ui.serverUrlLineEdit))
         self.controller = PanelController(slicer.mrmlScene, QtSettings(), ask=ask)
         self._connect()
+        self.training = TrainingControls(self.ui, self.controller)  # case mode, case picker, training curve
         self.controller.observe(self.render)
         self.render(self.controller.state())
         self._timer = qt.QTimer(self)
@@ -189,6 +191,7 @@ class Widget(qt.QWidget):
             ui.modelComboBox.setCurrentIndex(index)
         ui.trainingProgressBar.value = int(round(100 * (state.job or {}).get("fraction", 0.0)))
         ui.trainingProgressLabel.text = (state.job or {}).get("text", "")
+        self.training.draw(state)
         ui.statusLabel.text = state.status
         for action, button in BUTTONS.items():
             getattr(ui, button).enabled = state.enabled[action]

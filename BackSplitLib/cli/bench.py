@@ -206,3 +206,41 @@ def _print_table(title: str, columns: tuple[str, ...], rows) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+@bench_app.command()
+def paint(
+    out: Path = typer.Option(None, "--out", help="Optional folder for paint_bench.json (and the profile)."),
+    strokes: int = typer.Option(20, "--strokes", min=3, help="Timed strokes (after one warm-up)."),
+    shape: str = typer.Option("61,512,512", "--shape", help="Volume z,y,x (default: the issue's chest CT)."),
+    profile: bool = typer.Option(False, "--profile", help="Also write a cProfile of the strokes (paint.prof in --out)."),
+) -> None:
+    """One paint stroke in the browser app, end to end on the app's side: events -> painted segment -> frames."""
+    import json
+
+    from BackSplitLib.bench.server import parse_shape
+
+    try:
+        from BackSplitWeb.paint_bench import GOAL_S, PaintBenchSettings, paint_rows, run_paint_bench
+    except ImportError as e:
+        from BackSplitLib.errors import BackSplitError
+
+        raise BackSplitError(f"the web app's packages are not installed ({e.name})",
+                             "install the web extra (README, 'BackSplit in the browser')") from None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    settings = PaintBenchSettings(shape=parse_shape(shape), strokes=strokes,
+                                  profile_to=(out / "paint.prof") if (profile and out is not None) else None)
+    results = run_paint_bench(settings, log=_log)
+    _print_table(f"bench paint: {strokes} strokes on {shape} voxels (z,y,x), load {results['load_average'][0]:.1f} "
+                 f"on {results['cpus']} CPUs", ("part", "median", "95th percentile"), paint_rows(results))
+    if out is not None:
+        (out / "paint_bench.json").write_text(json.dumps(results, indent=2))
+    asked = results["frame_requests_per_stroke"]
+    console.print(f"frames asked for per stroke: {asked['painted_view']:.0f} by the painted view, "
+                  f"{asked['other_views']:.0f} by the other slice views")
+    shown = results["shown"]
+    verdict = "under" if shown["median_s"] < GOAL_S else "OVER"
+    console.print(f"paint stroke shown: median {shown['median_s'] * 1000:.0f} ms, p95 {shown['p95_s'] * 1000:.0f} ms "
+                  f"({verdict} the {GOAL_S:.0f} s goal; load {results['load_average'][0]:.1f} on "
+                  f"{results['cpus']} CPUs)")
