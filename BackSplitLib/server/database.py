@@ -95,6 +95,36 @@ settings = Table(
     Column("key", Text, primary_key=True),
     Column("value", Text),
 )
+# Revision 0003: people (issue 24). A user's token is stored only as its SHA-256 (``accounts.hash_token``).
+users = Table(
+    "users", metadata,
+    Column("name", Text, primary_key=True),
+    Column("admin", Integer, nullable=False, server_default="0"),  # an admin of every project
+    Column("token_hash", Text, unique=True),
+    Column("created", Float, nullable=False),
+    Column("token_created", Float),
+    Column("revoked", Float),  # set: the token no longer works (``users rotate`` issues a new one)
+)
+user_roles = Table(
+    "user_roles", metadata,
+    Column("user", Text, primary_key=True),
+    Column("project", Text, primary_key=True),
+    Column("role", Text, nullable=False),
+)
+# Append-only (triggers refuse UPDATE and DELETE): who did or was refused what, never a token or image bytes.
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("user", Text, nullable=False),
+    Column("address", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("project", Text, nullable=False),
+    Column("object", Text),
+    Column("request", Text, nullable=False),  # method and route template, e.g. "DELETE /cases/{case_id}"
+    Column("outcome", Integer, nullable=False),  # the HTTP status answered
+    Index("audit_time", "time"),
+)
 
 
 class StoreUnavailable(BackSplitError):

@@ -93,11 +93,10 @@ def multipart_doc(fields: dict[str, dict], required: list[str]) -> dict:
 FILE_FIELD = {"type": "string", "format": "binary"}
 
 
-def upload_paths(routers) -> frozenset[str]:
-    """The paths of the POST routes documented with ``multipart_doc``: their bodies are streamed to disk
-    under --max-upload; every other body is JSON under ``MAX_JSON_BODY`` (``front_door.py``)."""
-    from fastapi.routing import APIRoute
-
-    routes = [route for router in routers for route in router.routes]
-    return frozenset(route.path for route in routes if isinstance(route, APIRoute) and "POST" in route.methods
-                     and "multipart/form-data" in (route.openapi_extra or {}).get("requestBody", {}).get("content", {}))
+def is_streamed_upload(route) -> bool:
+    """Whether a route is a POST documented with ``multipart_doc``: its body is streamed to disk under
+    --max-upload; every other body is JSON under ``MAX_JSON_BODY`` (``front_door.py``). Read from the route
+    itself, so the same route under a ``/projects/{project}`` prefix is an upload too."""
+    extra = getattr(route, "openapi_extra", None) or {}
+    return "POST" in (getattr(route, "methods", None) or ()) and \
+        "multipart/form-data" in extra.get("requestBody", {}).get("content", {})

@@ -13,8 +13,8 @@ machine gone, network cut) can no longer change the job, which went back to the 
 last checkpoint on any worker, within ``MAX_ATTEMPTS``. Lease times are the database's clock, so the
 machines' clocks do not matter.
 
-Room for what comes next (users, roles, audit rows, projects): new tables are new Alembic revisions, and
-every write already runs in one ``_write`` transaction that an audit row can join.
+Users and their tokens live in ``accounts.py``, the audit log in ``audit.py``: same database, their own
+tables (Alembic revision 0003).
 """
 
 from __future__ import annotations
@@ -115,6 +115,10 @@ class Store:
         """One write transaction (SQLite: BEGIN IMMEDIATE, so two writers never deadlock)."""
         with unavailable_as_store_error(self.url), self.engine.begin() as db:
             yield db
+
+    # The store's own tables go through its methods; the people and audit tables (``accounts``, ``audit``)
+    # use these transactions directly.
+    read, write = _read, _write
 
     def _bind_data_folder(self) -> None:
         """The data folder and the database name each other: a worker or API process started with another
