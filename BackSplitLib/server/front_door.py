@@ -22,7 +22,8 @@ then decides:
   (multipart, streamed to disk) get ``--max-upload``; every other body is JSON and gets ``MAX_JSON_BODY``.
 
 Every refusal (401, 403, 429) and every request whose action is audited writes an audit row (``audit.py``)
-with the status answered: after the response, so the created object's id can be recorded.
+with the status answered, before the last byte of the answer: the created object's id is known by then, and
+a client that has its whole answer finds its row.
 """
 
 from __future__ import annotations
@@ -105,9 +106,9 @@ class FrontDoor:
             self.check_site(method, headers, scope.get("scheme", "http"))
             self.check_may(principal, need, row.project)
         except Refused as refusal:
-            await _reply(send, refusal.status, refusal.detail, refusal.headers)  # first: the client waits for no row
-            if refusal.status in REFUSALS:
-                await self._record(AuditRow(**{**row.__dict__, "outcome": refusal.status}))
+            refused = AuditRow(**{**row.__dict__, "outcome": refusal.status}) if refusal.status in REFUSALS else None
+            await _reply(send, refusal.status, refusal.detail, refusal.headers,
+                         before_body=(lambda: self._record(refused)) if refused else None)
             return
         scope[PRINCIPAL_KEY] = principal
         audited = need is not None and need.action in AUDITED_ACTIONS
@@ -171,31 +172,38 @@ class FrontDoor:
         if length.isdigit() and int(length) > limit:
             detail = f"the {what} ({format_bytes(int(length))}) is larger than this server's limit of " \
                      f"{format_bytes(limit)}" + ("" if upload else " for a JSON body")
-            await _reply(send, 413, detail)
-            if row is not None:
-                await self._record(AuditRow(**{**row.__dict__, "outcome": 413}))
+            too_large = AuditRow(**{**row.__dict__, "outcome": 413}) if row is not None else None
+            await _reply(send, 413, detail, before_body=(lambda: self._record(too_large)) if too_large else None)
             return
         if row is None:
             await self.app(scope, _counted(receive, limit, what), send)
             return
-        answered = {"status": 500, "json": False}
+        answered = {"status": 500, "json": False, "recorded": False}
         body = bytearray()
+
+        async def record() -> None:
+            answered["recorded"] = True
+            status = answered["status"]
+            created = _created_id(bytes(body)) if row.object is None and 200 <= status < 300 else None
+            await self._record(AuditRow(**{**row.__dict__, "outcome": status, "object": row.object or created}))
 
         async def watched_send(message) -> None:
             if message["type"] == "http.response.start":
                 answered["status"] = message["status"]
                 content_type = dict(message.get("headers") or []).get(b"content-type", b"")
                 answered["json"] = content_type.startswith(b"application/json")
-            elif message["type"] == "http.response.body" and answered["json"] and len(body) < CAPTURED_BODY:
-                body.extend(message.get("body", b""))
+            elif message["type"] == "http.response.body":
+                if answered["json"] and len(body) < CAPTURED_BODY:
+                    body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    await record()  # before the last bytes: a client holding the answer finds its row
             await send(message)
 
         try:
             await self.app(scope, _counted(receive, limit, what), watched_send)
         finally:
-            status = answered["status"]
-            created = _created_id(bytes(body)) if row.object is None and 200 <= status < 300 else None
-            await self._record(AuditRow(**{**row.__dict__, "outcome": status, "object": row.object or created}))
+            if not answered["recorded"]:  # the route raised before answering (the server's 500)
+                await record()
 
     async def _record(self, row: AuditRow) -> None:
         try:
@@ -258,9 +266,13 @@ def _counted(receive, limit: int, what: str):
     return wrapped
 
 
-async def _reply(send, status: int, detail: str, headers: dict | None = None) -> None:
+async def _reply(send, status: int, detail: str, headers: dict | None = None, before_body=None) -> None:
+    """Answer with ``{"detail": ...}``. ``before_body``: awaited between the head and the body (the audit row:
+    the status goes out at once, and a client that has read the whole answer finds its row)."""
     body = json.dumps({"detail": detail}).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
+    if before_body is not None:
+        await before_body()
     await send({"type": "http.response.body", "body": body})
