@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from BackSplitLib.atomic import atomic_file
 from BackSplitLib.run_folder import pack_run, unpack_run
@@ -199,6 +199,16 @@ class BackSplitClient:
     # ------------------------------------------------------------------ server
     def health(self) -> dict:
         return self._json("GET", "/health")
+
+    def me(self) -> dict:
+        """Who this token is: ``{"user", "admin", "projects": {PROJECT: ROLE}, "actions": {...}}``, the body
+        ``permissions.may`` reads to decide what to enable."""
+        return self._json("GET", "/me")
+
+    def audit(self, **filters: Any) -> list[dict]:
+        """The audit log (admins): filters user, project, action, since, until (ISO 8601 or epoch seconds)."""
+        query = urlencode({k: v for k, v in filters.items() if v is not None})
+        return self._json("GET", "/audit" + (f"?{query}" if query else ""))
 
     # ------------------------------------------------------------------ cases
     def upload_case(self, image: str | Path, label: str | Path, schema: Any,

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from BackSplitLib.cli.app import app, console
@@ -125,8 +126,9 @@ def audit(data: Path = DATA, database: str = DATABASE,
     else:
         table = Table("time (UTC)", "user", "address", "action", "project", "object", "request", "outcome")
         for row in rows:
-            table.add_row(_when(row["time"]), row["user"], row["address"], row["action"], row["project"],
-                          row["object"] or "", row["request"], str(row["outcome"]))
+            # escape: ids, projects and unmatched paths were chosen by clients, never markup to render
+            table.add_row(_when(row["time"]), *(escape(row[k] or "") for k in (
+                "user", "address", "action", "project", "object", "request")), str(row["outcome"]))
         output.print(table)
     _say(f"{len(rows)} audit row{'s' if len(rows) != 1 else ''}")
 

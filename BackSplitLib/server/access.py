@@ -146,13 +146,16 @@ def match_route(table: list[RouteEntry], method: str, path: str) -> tuple[RouteE
     return partial or (None, {})
 
 
+MAX_RECORDED = 200  # characters of a path parameter kept in an audit row (the client chose them)
+
+
 def project_of(path_params: dict) -> str:
-    return str(path_params.get(PROJECT_PARAM) or DEFAULT_PROJECT)
+    return str(path_params.get(PROJECT_PARAM) or DEFAULT_PROJECT)[:MAX_RECORDED]
 
 
 def object_of(path_params: dict) -> str | None:
     """The id a request acts on, from its path (``case_id``, ``job_id``, ``model_id``, ...)."""
-    return next((str(v) for k, v in path_params.items() if k.endswith("_id")), None)
+    return next((str(v)[:MAX_RECORDED] for k, v in path_params.items() if k.endswith("_id")), None)
 
 
 class BadTokenThrottle:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
@@ -102,11 +103,11 @@ class FrontDoor:
                        object_of(params), f"{method} {template}", 0)
         try:
             principal = await self.identify(headers, address)
-            row = AuditRow(**{**row.__dict__, "user": principal.name})
+            row = replace(row, user=principal.name)
             self.check_site(method, headers, scope.get("scheme", "http"))
             self.check_may(principal, need, row.project)
         except Refused as refusal:
-            refused = AuditRow(**{**row.__dict__, "outcome": refusal.status}) if refusal.status in REFUSALS else None
+            refused = replace(row, outcome=refusal.status) if refusal.status in REFUSALS else None
             await _reply(send, refusal.status, refusal.detail, refusal.headers,
                          before_body=(lambda: self._record(refused)) if refused else None)
             return
@@ -172,7 +173,7 @@ class FrontDoor:
         if length.isdigit() and int(length) > limit:
             detail = f"the {what} ({format_bytes(int(length))}) is larger than this server's limit of " \
                      f"{format_bytes(limit)}" + ("" if upload else " for a JSON body")
-            too_large = AuditRow(**{**row.__dict__, "outcome": 413}) if row is not None else None
+            too_large = replace(row, outcome=413) if row is not None else None
             await _reply(send, 413, detail, before_body=(lambda: self._record(too_large)) if too_large else None)
             return
         if row is None:
@@ -185,7 +186,7 @@ class FrontDoor:
             answered["recorded"] = True
             status = answered["status"]
             created = _created_id(bytes(body)) if row.object is None and 200 <= status < 300 else None
-            await self._record(AuditRow(**{**row.__dict__, "outcome": status, "object": row.object or created}))
+            await self._record(replace(row, outcome=status, object=row.object or created))
 
         async def watched_send(message) -> None:
             if message["type"] == "http.response.start":
@@ -206,10 +207,13 @@ class FrontDoor:
                 await record()
 
     async def _record(self, row: AuditRow) -> None:
+        # The request is being answered; the operator must hear that its row is missing.
         try:
             await run_in_threadpool(self.audit_log.record, row)
-        except Exception:  # the request was answered; the operator must hear that its row is missing
-            log.exception("could not write the audit row %s", row)
+        except StoreUnavailable as e:
+            log.error("audit row not written (%s): %s", e, row)
+        except Exception:
+            log.exception("audit row not written: %s", row)
 
 
 def _created_id(body: bytes) -> str | None:

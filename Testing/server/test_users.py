@@ -16,6 +16,7 @@ import httpx
 import pytest
 from server_harness import FAST_JOB, ServerProcess, case_form
 
+from BackSplitLib.client import BackSplitClient
 from BackSplitLib.permissions import ACTIONS, DEFAULT_PROJECT, ROLES, least_role, may, role_allows
 from BackSplitLib.server.access import check_declared, requires, route_table
 from BackSplitLib.server.app import create_app
@@ -219,6 +220,9 @@ def test_the_audit_filters_and_the_cli_agree(people):
         assert admin.get("/audit", params={"project": OTHER_PROJECT}).json() == []
     with _as(srv, tokens["trainer"]) as trainer:
         assert trainer.get("/audit").status_code == 403
+    client = BackSplitClient(srv.url, tokens["admin"])  # the standard-library client Slicer and the CLI use
+    assert client.me()["user"] == "admin-user"
+    assert [r["id"] for r in client.audit(user="annotator-user", action="delete_case")] == [r["id"] for r in mine]
     done = backsplit("audit", "--data", str(srv.data), "--user", "annotator-user", "--action", "delete_case", "--json")
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == [r["id"] for r in mine]
