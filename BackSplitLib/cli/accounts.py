@@ -25,7 +25,8 @@ users_app = typer.Typer(help="Users of a server, their role per project and thei
 app.add_typer(users_app, name="users")
 
 DATA = typer.Option(..., "--data", help="The server's data folder (the --data of 'backsplit serve').")
-PROJECT = typer.Option(DEFAULT_PROJECT, "--project", help="The project the role is for (an admin's role covers every project).")
+PROJECT = typer.Option(DEFAULT_PROJECT, "--project",
+                       help="The project the role is for (an admin's role covers every project).")
 ROLE = typer.Option(..., "--role", case_sensitive=False, help="viewer: list and predict; annotator: + upload and "
                     "delete cases; trainer: + start and cancel jobs; admin: + models, users, audit, every project.")
 
@@ -97,7 +98,8 @@ def list_users(data: Path = DATA, database: str = DATABASE,
         return
     table = Table("user", "roles", "created", "token issued", "revoked")
     for row in rows:
-        roles = "admin (every project)" if row["admin"] else ", ".join(f"{p}: {r}" for p, r in sorted(row["projects"].items()))
+        roles = "admin (every project)" if row["admin"] else \
+            ", ".join(f"{project}: {role}" for project, role in sorted(row["projects"].items()))
         table.add_row(row["name"], roles or "none", _when(row["created"]), _when(row["token_created"]),
                       _when(row["revoked"]))
     output.print(table)
@@ -143,5 +145,6 @@ def _epoch(text: str | None, option: str) -> float | None:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise BackSplitError(f"{option} {text!r} is not a date and time", "use ISO 8601, e.g. 2026-12-04T09:30") from None
+        raise BackSplitError(f"{option} {text!r} is not a date and time",
+                             "use ISO 8601, e.g. 2026-12-04T09:30") from None
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
