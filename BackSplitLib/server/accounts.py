@@ -139,10 +139,10 @@ class Accounts:
         with self.store.read() as db:
             rows = db.execute(select(users.c.name, users.c.admin, users.c.created, users.c.token_created,
                                      users.c.revoked).order_by(users.c.name)).mappings().all()
-            roles = db.execute(select(user_roles)).mappings().all()
+            roles = db.execute(select(user_roles.c.user, user_roles.c.project, user_roles.c.role)).all()
         projects: dict[str, dict[str, str]] = {}
-        for r in roles:
-            projects.setdefault(r["user"], {})[r["project"]] = r["role"]
+        for user, project, role in roles:
+            projects.setdefault(user, {})[project] = role
         return [{**dict(row), "admin": bool(row["admin"]), "projects": projects.get(row["name"], {})} for row in rows]
 
     def identify(self, token: str) -> Principal | None:

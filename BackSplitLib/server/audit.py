@@ -46,7 +46,7 @@ class AuditLog:
     def rows(self, user: str | None = None, project: str | None = None, action: str | None = None,
              since: float | None = None, until: float | None = None, limit: int = MAX_ROWS) -> list[dict]:
         """Rows oldest first, each filter applied when given (``since``/``until``: epoch seconds, inclusive)."""
-        query = select(audit).order_by(audit.c.id)
+        query = select(*(column.label(column.key) for column in audit.c)).order_by(audit.c.id)
         for column, value in ((audit.c.user, user), (audit.c.project, project), (audit.c.action, action)):
             if value is not None:
                 query = query.where(column == value)

@@ -96,6 +96,8 @@ settings = Table(
     Column("value", Text),
 )
 # Revision 0003: people (issue 24). A user's token is stored only as its SHA-256 (``accounts.hash_token``).
+# The column is ``user_name``, not ``user``: in PostgreSQL a bare ``SELECT user`` is the session's role name,
+# a trap for whoever reads the audit table with psql. Python calls it ``.c.user``.
 users = Table(
     "users", metadata,
     Column("name", Text, primary_key=True),
@@ -107,7 +109,7 @@ users = Table(
 )
 user_roles = Table(
     "user_roles", metadata,
-    Column("user", Text, primary_key=True),
+    Column("user_name", Text, primary_key=True, key="user"),
     Column("project", Text, primary_key=True),
     Column("role", Text, nullable=False),
 )
@@ -116,7 +118,7 @@ audit = Table(
     "audit", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("time", Float, nullable=False),
-    Column("user", Text, nullable=False),
+    Column("user_name", Text, nullable=False, key="user"),
     Column("address", Text, nullable=False),
     Column("action", Text, nullable=False),
     Column("project", Text, nullable=False),

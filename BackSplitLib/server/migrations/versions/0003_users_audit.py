@@ -30,7 +30,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "user_roles",
-        sa.Column("user", sa.Text, primary_key=True),
+        sa.Column("user_name", sa.Text, primary_key=True),
         sa.Column("project", sa.Text, primary_key=True),
         sa.Column("role", sa.Text, nullable=False),
     )
@@ -38,7 +38,7 @@ def upgrade() -> None:
         "audit",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("time", sa.Float, nullable=False),
-        sa.Column("user", sa.Text, nullable=False),
+        sa.Column("user_name", sa.Text, nullable=False),
         sa.Column("address", sa.Text, nullable=False),
         sa.Column("action", sa.Text, nullable=False),
         sa.Column("project", sa.Text, nullable=False),
