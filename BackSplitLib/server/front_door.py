@@ -161,7 +161,8 @@ class FrontDoor:
         if need is None or need.action is None or principal.may(project, need.action):
             return  # no route (the router answers 404) or any signed-in user
         role = principal.role(project)
-        has = f"is a {role} in project '{project}'" if role else f"has no role in project '{project}'"
+        article = "an" if role and role[0] in "aeiou" else "a"
+        has = f"is {article} {role} in project '{project}'" if role else f"has no role in project '{project}'"
         raise Refused(403, f"user '{principal.name}' {has}; '{need.action}' needs the {least_role(need.action)} "
                            "role or higher: ask an admin of this server")
 
