@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from BackSplitLib import __version__
 from BackSplitLib.errors import BackSplitError
@@ -42,7 +43,7 @@ def _main(
 
 def fail(message: str, code: int = 2) -> None:
     """Print one error line and exit non-zero."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except BackSplitError as e:
         if debug:
             raise
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             return e.exit_code
         if debug:
             raise
-        console.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (rerun with --debug for the traceback"
+        console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} (rerun with --debug for the traceback"
                       " and please report it)", highlight=False, soft_wrap=True)
         return 1
 

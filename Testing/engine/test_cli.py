@@ -254,3 +254,12 @@ def test_train_says_in_its_last_line_and_exit_status_that_the_model_finds_no_les
     assert "Traceback" not in output and last.startswith("error: the model finds no lesion")
     assert "warning:" in output and "has not started" in output  # during training, under the progress bar
     assert json.loads((tmp_path / "run" / "model.json").read_text())["lesion"]["found"] is False
+
+
+def test_an_error_naming_a_path_with_brackets_prints_it_literally(tmp_path, capsys):
+    # rich markup in a message (a user's folder or project name) must not be interpreted or swallowed
+    from BackSplitLib.cli import main
+
+    assert main(["train", str(tmp_path / "no[bold]such[/]"), "--out", str(tmp_path / "run")]) == 2
+    captured = capsys.readouterr()
+    assert "no[bold]such[/]" in captured.out + captured.err
