@@ -440,6 +440,7 @@ class PanelController(SceneActions, ProjectActions):
         if self._state.case_ids is not None:  # a chosen set grows by the case just added
             self._set(case_ids=(*self._state.case_ids, case_id))
         self._run(Work.list_cases, self.backend.list_cases, on_done=self._on_cases, quiet=True)
+        self.refresh_projects()  # the picker's case count
 
     def fine_tune(self) -> None:
         try:

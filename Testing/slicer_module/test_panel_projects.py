@@ -1,0 +1,147 @@
+"""Projects and who is signed in, through the panel controller on real MRML against a real `backsplit serve`
+(issue 24): the picker lists the server's projects and sends every call to the chosen one (remembered in the
+settings), a case added in project B is not in A, a new project takes this segmentation's roles as its
+schema (a taken or bad name says what to do), and the enabled actions follow the role table.
+
+One server for the module (each test uses its own projects); nothing trains here, so each test takes seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+from server_harness import ServerProcess  # noqa: E402
+from test_panel_server import run_until  # noqa: E402
+
+from BackSplitLib.client import BackSplitClient  # noqa: E402
+from BackSplitLib.schema import LabelSchema  # noqa: E402
+from BackSplitSlicer.backends import RemoteBackend  # noqa: E402
+from BackSplitSlicer.panel import CONNECTED, SETTINGS, MemorySettings, PanelController  # noqa: E402
+from BackSplitSlicer.panel_state import CHOOSE_PROJECT, PanelState, enabled_actions  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("projects-server")
+    served = ServerProcess(root / "data", root / "token").start()
+    yield served
+    served.stop()
+
+
+def connected_panel(scene, server, settings=None, token=None) -> PanelController:
+    panel = PanelController(scene, settings or MemorySettings(),
+                            backend_factory=lambda kind, **kw: RemoteBackend(kw["url"], kw["token"], retries=0))
+    panel.set_backend_kind("Remote")
+    panel.set_server_url(server.url)
+    panel.set_token(token or server.token)
+    panel.connect()
+    run_until(panel, lambda s: s.connection == CONNECTED and not s.busy, 60, "connecting")
+    return panel
+
+
+def phantom(scene):
+    from BackSplitSlicer.selftest import phantom_scene
+
+    return phantom_scene(seed=3, scene=scene)
+
+
+def test_the_picker_lists_projects_and_a_case_added_in_b_is_not_in_a(scene, server):
+    client = BackSplitClient(server.url, server.token)
+    client.create_project("kidney-cysts", LabelSchema.from_names("lesion", ["kidney"]))
+    phantom(scene)
+    settings = MemorySettings()
+    panel = connected_panel(scene, server, settings)
+    state = panel.state()
+    assert state.project == "default" and state.me["admin"] and state.identity.startswith("signed in ")
+    choices = dict(state.projects)
+    assert choices["kidney-cysts"] == "kidney-cysts (lesion; no model yet; 0 cases)"
+    assert choices["default"].startswith("default (")
+    assert state.projects_note == "" and state.enabled[CHOOSE_PROJECT]
+
+    panel.choose_project("kidney-cysts")
+    state = panel.state()
+    assert state.project == "kidney-cysts" and state.message is None, state.message
+    assert panel.backend.client.project == "kidney-cysts" and settings.get(SETTINGS["project"]) == "kidney-cysts"
+    panel.add_case()
+    run_until(panel, lambda s: s.status.startswith("Case added") and s.cases, 60, "the upload")
+    (case_id, _), = panel.state().cases  # the picker lists the chosen project's cases
+    assert [c["id"] for c in client.in_project("kidney-cysts").list_cases()] == [case_id]
+    assert client.list_cases() == []  # not in the default project
+    run_until(panel, lambda s: "1 case)" in dict(s.projects)["kidney-cysts"], 30, "the picker's count")
+
+    panel.choose_project("default")
+    run_until(panel, lambda s: s.project == "default" and not s.busy, 30, "back to the default project")
+    assert panel.state().cases == () and panel.backend.client.project == "default"
+    panel.choose_project("kidney-cysts")
+    panel.stop()
+
+    again = connected_panel(scene, server, settings)  # the chosen project is remembered
+    assert again.state().project == "kidney-cysts" and again.backend.client.project == "kidney-cysts"
+    assert [c for c, _ in again.state().cases] == [case_id]
+    again.stop()
+
+
+def test_a_remembered_project_that_is_gone_falls_back_to_default_and_says_so(scene, server):
+    panel = connected_panel(scene, server, MemorySettings({SETTINGS["project"]: "no-such-project"}))
+    state = panel.state()
+    assert state.project == "default" and panel.backend.client.project == "default"
+    assert state.projects_note == "Project no-such-project is not on this server (any more): using default."
+    panel.stop()
+
+
+def test_a_new_project_takes_the_segmentations_roles_and_a_taken_or_bad_name_says_what_to_do(scene, server):
+    from BackSplitSlicer.case import schema_from_roles
+
+    _, segmentation = phantom(scene)
+    panel = connected_panel(scene, server)
+    assert panel.state().enabled["create_project"]
+    panel.set_role(segmentation.GetSegmentation().GetSegmentIdBySegmentName("bowel"), "unused")
+    panel.create_project("Liver Mets")  # refused before anything is sent
+    message = panel.state().message
+    assert message.level == "error" and "project name 'Liver Mets' is not valid" in message.text
+    assert message.hint == "type a name like liver-mets" and message.action == "create_project"
+
+    panel.create_project("liver-mets")
+    run_until(panel, lambda s: s.status.startswith("Project liver-mets created"), 60, "the new project")
+    state = panel.state()
+    assert state.message is None  # the earlier error went with the success
+    assert state.project == "liver-mets" and panel.backend.client.project == "liver-mets"
+    stored = BackSplitClient(server.url, server.token).get_project("liver-mets")
+    expected = schema_from_roles(segmentation)
+    assert stored["schema"] == expected.to_dict() and stored["target"] == "lesion"
+    assert {"liver", "kidney_left"} <= set(expected.auxiliary_names) and "bowel" not in expected.labels
+    liver = segmentation.GetSegmentation().GetSegment(
+        segmentation.GetSegmentation().GetSegmentIdBySegmentName("liver"))
+    assert stored["schema"]["colors"]["liver"] == [round(255 * c) for c in liver.GetColor()]
+    assert "liver-mets" in dict(state.projects)
+    # Add case in the new project writes its classes (the project's schema, no model yet).
+    panel.add_case()
+    run_until(panel, lambda s: s.status.startswith("Case added"), 60, "the upload")
+
+    panel.create_project("liver-mets")  # taken: the server's 409, with what to do
+    run_until(panel, lambda s: s.message is not None, 30, "the refusal")
+    message = panel.state().message
+    assert "creating project 'liver-mets' failed: project 'liver-mets' exists already" in message.text
+    assert message.hint == "pick it in the Project list, or choose another name"
+    panel.stop()
+
+
+def test_the_role_table_decides_what_is_enabled_in_the_chosen_project():
+    viewer = {"user": "vera", "admin": False, "projects": {"liver": "viewer", "lung": "trainer"}}
+    base = dict(volume_id="v", segmentation_id="s", connection=CONNECTED, projects=(("liver", ""), ("lung", "")),
+                me=viewer, unpromoted={"model_id": "m", "reason": "r"})
+    enabled = enabled_actions(PanelState(project="liver", **base), True, False, set())
+    assert enabled["predict"] and enabled["refresh_models"] and enabled[CHOOSE_PROJECT]
+    assert not any(enabled[a] for a in ("add_case", "fine_tune", "promote", "create_project"))
+    assert not enabled_actions(PanelState(project="liver", **base), True, True, set())["cancel"]
+    enabled = enabled_actions(PanelState(project="lung", **base), True, False, set())
+    assert enabled["add_case"] and enabled["fine_tune"] and not enabled["promote"]
+    assert enabled_actions(PanelState(project="lung", **base), True, True, set())["cancel"]
+    assert not any(enabled_actions(PanelState(project="kidney", **base), True, False, set())[a]
+                   for a in ("predict", "add_case", "refresh_models"))  # no role there
+    unknown = enabled_actions(PanelState(project="liver", **{**base, "me": None}), True, False, set())
+    assert not unknown["predict"]  # before GET /me has answered, nothing that needs a role
