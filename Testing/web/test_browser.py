@@ -336,6 +336,35 @@ def test_a_case_on_the_server_opens_with_named_segments_and_roles(page):
     assert all(s["voxels"] > 0 for s in opened["segments"])
 
 
+def test_a_new_project_from_the_roles_and_the_picker_send_cases_where_chosen(page, backsplit_server):
+    """Issue 24 in the page: who is signed in, a new project from the open segmentation's roles (the page
+    then works in it), Add case lands there and not in the default project, and the picker switches back."""
+    from BackSplitLib.client import BackSplitClient
+
+    client = BackSplitClient(backsplit_server.url, backsplit_server.token)
+    in_default = len(client.list_cases())
+    assert page.locator("#bs-identity").inner_text().startswith("signed in ")
+    page.fill("#bs-new-project-name", "lung-nodules")
+    page.click("#bs-create-project")
+    wait_until(lambda: facts(page)["panel"]["project"] == "lung-nodules", 60, "the new project chosen")
+    project = client.get_project("lung-nodules")
+    roles = {s["name"]: s["role"] for s in facts(page)["segments"]}
+    assert project["target"] == "lesion"
+    assert set(project["schema"]["labels"]) - {"background", "lesion"} == {n for n, r in roles.items() if r == "auxiliary"}
+    page.locator("#bs-project", has_text="lung-nodules (lesion; no model yet; 0 cases)").wait_for(timeout=30_000)
+
+    wait_until(lambda: facts(page)["panel"]["enabled"]["add_case"], 30, "Add case enabled")
+    page.click("#bs-add-case")
+    wait_until(lambda: len(client.in_project("lung-nodules").list_cases()) == 1, 60, "the case in lung-nodules")
+    assert len(client.list_cases()) == in_default  # not in the default project
+
+    page.locator("#bs-project .v-field").click()
+    page.locator(".v-overlay--active .v-list-item", has_text="default (").first.click()
+    wait_until(lambda: facts(page)["panel"]["project"] == "default" and not facts(page)["panel"]["busy"], 30,
+               "back to the default project")
+    assert len(facts(page)["panel"]["cases"]) == in_default
+
+
 def test_a_second_browser_is_refused_with_a_message(browser, web_app, page):
     other = browser.new_context().new_page()
     response = other.goto(web_app.url)
