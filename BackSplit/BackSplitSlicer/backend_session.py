@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from BackSplitLib.permissions import DEFAULT_PROJECT
+from BackSplitLib.permissions import DEFAULT_PROJECT, Action, may
 
 #: ``GET /me`` of a server from before issue 24 (it answers 404): today's single token, an admin.
 SINGLE_TOKEN_ME = {"user": "the server's token", "admin": True, "projects": {}, "single_token": True}
@@ -32,14 +32,21 @@ class Session:
     note: str = ""  # why there are no projects, or that the remembered project was not found
 
 
-def pick_project(wanted: str, projects: Optional[list]) -> tuple[str, str]:
-    """The project to use (``wanted`` when the server has it, else the default one) and a note saying why
-    when it is not the one wanted, or why there is no choice."""
+def pick_project(wanted: str, projects: Optional[list], me: dict) -> tuple[str, str]:
+    """The project to use and a note saying why when it is not ``wanted``: ``wanted`` when the server has it
+    and ``me`` may read it, else the default project, else the first project ``me`` has a role in."""
     if projects is None:
         return DEFAULT_PROJECT, LEGACY_PROJECTS_NOTE
-    if wanted in [p["name"] for p in projects]:
+    names = [p["name"] for p in projects]
+    readable = [name for name in names if may(me, name, Action.read)]
+    if wanted in readable:
         return wanted, ""
-    return DEFAULT_PROJECT, f"Project {wanted} is not on this server (any more): using {DEFAULT_PROJECT}."
+    chosen = DEFAULT_PROJECT if DEFAULT_PROJECT in readable else (readable[0] if readable else DEFAULT_PROJECT)
+    if not readable:
+        return chosen, "You have no role in any project of this server; ask an admin."
+    if wanted in names:
+        return chosen, f"You have no role in project {wanted}: using {chosen}."
+    return chosen, f"Project {wanted} is not on this server (any more): using {chosen}."
 
 
 def describe_project(project: dict) -> str:

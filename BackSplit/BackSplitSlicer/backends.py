@@ -33,7 +33,7 @@ import SimpleITK as sitk
 from BackSplitLib.client import TERMINAL_STATES, TOKEN_ENV, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import read_image, write_image
-from BackSplitLib.permissions import DEFAULT_PROJECT
+from BackSplitLib.permissions import DEFAULT_PROJECT, Action, may
 from BackSplitLib.run_folder import read_prediction_bundle
 from BackSplitLib.schema import LabelSchema
 from BackSplitLib.vocabulary import DEFAULT_HOST, DEFAULT_SERVER_URL, default_iterations
@@ -176,7 +176,7 @@ class PredictionResult:
 class Backend:
     """The interface the widget uses; all calls may take seconds (network), none waits for training."""
 
-    def describe(self) -> str:
+    def describe(self, with_models: bool = True) -> str:
         raise NotImplementedError
 
     def add_case(self, case: Case, allow_empty_target: bool = False, modality: str = "CT") -> str:
@@ -277,15 +277,18 @@ class RemoteBackend(Backend):
         if not isinstance(me, dict) or not isinstance(projects, (list, type(None))):
             raise BackendError(f"the server at {self.url} answered GET /me or GET /projects in a form this panel "
                                "does not know", "check that the address is a BackSplit server's")
-        chosen, note = pick_project(project, projects)
+        chosen, note = pick_project(project, projects, me)
         self.project = chosen
-        return Session(self.describe(), me, projects, chosen, note)
+        return Session(self.describe(with_models=may(me, chosen, Action.read)), me, projects, chosen, note)
 
     def health(self) -> dict:
         return self._call("connecting to the server", self.client.health)
 
-    def describe(self) -> str:
+    def describe(self, with_models: bool = True) -> str:
+        """One line about the server (and its models in the client's project, when ``with_models``)."""
         info = self.health()
+        if not with_models:  # no role in the project: its models are not ours to list
+            return f"Connected to {self.url}: device {info.get('device', '?')}, queue {info.get('queue_length', 0)}."
         models = self.list_models()
         current = next((m.model_id for m in models if m.current), None)
         return (f"Connected to {self.url}: device {info.get('device', '?')}, {len(models)} model(s)"
@@ -426,8 +429,8 @@ class LocalBackend(RemoteBackend):
             return ""
         return " | ".join(line.strip() for line in text[-lines:])
 
-    def describe(self) -> str:
-        return "Local engine: " + super().describe().removeprefix("Connected to ")
+    def describe(self, with_models: bool = True) -> str:
+        return "Local engine: " + super().describe(with_models).removeprefix("Connected to ")
 
     def open_session(self, project: str) -> Session:
         """The local engine has no projects: everything goes to its default project."""

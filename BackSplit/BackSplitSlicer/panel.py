@@ -347,7 +347,8 @@ class PanelController(SceneActions, ProjectActions):
         running job, list the models."""
         if self._job is not None and not self._job.finished:
             self._next_poll = self.clock()
-        self.refresh_models()
+        if self.state().enabled["refresh_models"]:  # a role in the project (GET /me)
+            self.refresh_models()
 
     # ------------------------------------------------------------------ models and jobs
     def refresh_models(self) -> None:

@@ -37,7 +37,7 @@ CHOOSE_PROJECT = "choose_project"
 # none (they work on the scene, or on the connection itself).
 PERMISSION_OF = {"add_case": Action.upload_case, "fine_tune": Action.start_job, "cancel": Action.cancel_job,
                  "predict": Action.predict, "promote": Action.promote_model, "refresh_models": Action.read,
-                 "create_project": Action.create_project, CHOOSE_PROJECT: Action.read}
+                 "create_project": Action.create_project}
 ACTION_WORDS = {"add_case": "add cases", "fine_tune": "fine-tune (start training)", "cancel": "cancel training",
                 "predict": "predict", "promote": "promote models", "refresh_models": "list models",
                 "create_project": "create projects", CHOOSE_PROJECT: "open this project"}

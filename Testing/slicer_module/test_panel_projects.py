@@ -145,3 +145,19 @@ def test_the_role_table_decides_what_is_enabled_in_the_chosen_project():
                    for a in ("predict", "add_case", "refresh_models"))  # no role there
     unknown = enabled_actions(PanelState(project="liver", **{**base, "me": None}), True, False, set())
     assert not unknown["predict"]  # before GET /me has answered, nothing that needs a role
+
+
+def test_connecting_picks_a_project_the_user_has_a_role_in_and_says_why():
+    from BackSplitSlicer.backend_session import LEGACY_PROJECTS_NOTE, pick_project
+
+    projects = [{"name": "default"}, {"name": "liver"}, {"name": "lung"}]
+    lung_only = {"user": "lu", "admin": False, "projects": {"lung": "trainer"}}
+    assert pick_project("lung", projects, lung_only) == ("lung", "")
+    assert pick_project("default", projects, lung_only) == ("lung", "You have no role in project default: using lung.")
+    assert pick_project("gone", projects, lung_only) == ("lung", "Project gone is not on this server (any more): "
+                                                                  "using lung.")
+    nobody = {"user": "no", "admin": False, "projects": {}}
+    assert pick_project("liver", projects, nobody)[1] == "You have no role in any project of this server; ask an admin."
+    admin = {"user": "ad", "admin": True, "projects": {}}
+    assert pick_project("liver", projects, admin) == ("liver", "")
+    assert pick_project("liver", None, admin) == ("default", LEGACY_PROJECTS_NOTE)
