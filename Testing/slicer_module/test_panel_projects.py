@@ -161,3 +161,18 @@ def test_connecting_picks_a_project_the_user_has_a_role_in_and_says_why():
     admin = {"user": "ad", "admin": True, "projects": {}}
     assert pick_project("liver", projects, admin) == ("liver", "")
     assert pick_project("liver", None, admin) == ("default", LEGACY_PROJECTS_NOTE)
+
+
+def test_every_widget_the_project_section_binds_is_in_the_ui():
+    import re
+    import xml.etree.ElementTree as ET
+
+    from extension_layout import MODULE
+
+    from BackSplitSlicer.project_widgets import PICKER
+
+    text = (MODULE / "BackSplitSlicer" / "project_widgets.py").read_text(encoding="utf-8")
+    used = set(re.findall(r"\bui\.(\w+)", text)) | set(PICKER)
+    found = {w.get("name") for w in ET.parse(MODULE / "Resources" / "UI" / "BackSplit.ui").getroot().iter("widget")}
+    assert {"identityLabel", "projectComboBox", "projectNoteLabel", "newProjectButton"} <= used
+    assert not used - found, sorted(used - found)
