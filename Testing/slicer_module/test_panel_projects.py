@@ -176,3 +176,18 @@ def test_every_widget_the_project_section_binds_is_in_the_ui():
     found = {w.get("name") for w in ET.parse(MODULE / "Resources" / "UI" / "BackSplit.ui").getroot().iter("widget")}
     assert {"identityLabel", "projectComboBox", "projectNoteLabel", "newProjectButton"} <= used
     assert not used - found, sorted(used - found)
+
+
+def test_the_local_engine_offers_no_project_picker_and_says_why(scene, server, tmp_path):
+    """A LocalBackend pointed at the module's server (its process is not started here): one project."""
+    from BackSplitSlicer.backend_session import LOCAL_PROJECTS_NOTE
+    from BackSplitSlicer.backends import LocalBackend
+
+    backend = LocalBackend(tmp_path, port=int(server.url.rsplit(":", 1)[1]), token=server.token)
+    session = backend.open_session("kidney-cysts")
+    assert (session.projects, session.project, session.note) == (None, "default", LOCAL_PROJECTS_NOTE)
+    assert backend.client.project == "default" and session.description.startswith("Local engine: ")
+    panel = PanelController(scene, MemorySettings())
+    panel._on_session(session)  # what connecting does with it
+    state = panel.state()
+    assert state.projects == () and state.projects_note == LOCAL_PROJECTS_NOTE and not state.enabled[CHOOSE_PROJECT]
