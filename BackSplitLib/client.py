@@ -13,6 +13,7 @@
 Every case, job, model and predict call goes to the client's ``project`` (``/projects/{project}/...``; the
 default project keeps today's paths, so it also works with servers from before projects). ``list_projects``,
 ``create_project`` and ``get_project`` manage projects; ``in_project(name)`` is a copy for another project.
+``me()`` says who the token is and its role per project; ``audit(...)`` reads the audit log (admins).
 
 Uploads stream from disk (multipart built by hand, never the whole file in memory); downloads stream to
 a temporary file that is renamed when complete. Connection errors are retried (a POST only when nothing
@@ -33,7 +34,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from BackSplitLib.atomic import atomic_file
 from BackSplitLib.permissions import DEFAULT_PROJECT, PROJECT_ENV
@@ -235,9 +236,21 @@ class BackSplitClient:
     def health(self) -> dict:
         return self._json("GET", "/health")
 
+    # ------------------------------------------------------------------ who
+    def me(self) -> dict:
+        """Who this token is: ``{"user", "admin", "projects": {PROJECT: ROLE}, "actions": {...}}``, the body
+        ``permissions.may`` reads to decide what to enable."""
+        return self._json("GET", "/me")
+
+    def audit(self, **filters: Any) -> list[dict]:
+        """The audit log (admins): filters user, project, action, since, until (ISO 8601 or epoch seconds)."""
+        query = urlencode({k: v for k, v in filters.items() if v is not None})
+        return self._json("GET", "/audit" + (f"?{query}" if query else ""))
+
     # ------------------------------------------------------------------ projects
     def list_projects(self) -> list[dict]:
-        """Every project: name, schema, target, current_model and its numbers of cases, jobs and models."""
+        """The projects this token has a role in (an admin: every one): name, schema, target, current_model and
+        their numbers of cases, jobs and models."""
         return self._json("GET", "/projects")
 
     def get_project(self, name: str | None = None) -> dict:

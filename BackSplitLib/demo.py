@@ -30,7 +30,7 @@ import SimpleITK as sitk
 from BackSplitLib.atomic import write_json_atomic
 from BackSplitLib.dataset import Dataset
 
-PROFILE = "effect"  # the benchmark profile the demo is one seed of (bench.quality.PROFILES)
+PROFILE = "effect"  # the benchmark profile the demo is one seed of (bench.profiles.PROFILES)
 QUICK = {"cases": 6, "test_cases": 2, "iterations": 20, "shape": (32, 48, 56)}  # a smoke run (tests)
 
 
@@ -41,7 +41,7 @@ def run_demo(out: Path, quick: bool = False, iterations: int | None = None, seed
     ``run_training(dataset, out, config, label=...)`` trains one arm (the CLI passes one with a progress
     bar; default: ``training.train``); ``echo`` receives progress messages.
     """
-    from BackSplitLib.bench.quality import PROFILES
+    from BackSplitLib.bench.profiles import PROFILES
     from BackSplitLib.inference import Predictor
     from BackSplitLib.metrics import evaluate_folder, write_evaluation
     from BackSplitLib.runs import load_run

@@ -95,3 +95,14 @@ def may(me: Mapping | None, project: str, action: str) -> bool:
     if me.get("admin"):
         return action in ACTIONS
     return role_allows((me.get("projects") or {}).get(project), action)
+
+
+def least_role(action: str) -> str | None:
+    """The least trusted role that may take ``action`` (what a refusal tells the user to ask for)."""
+    return next((role.value for role in Role if action in ROLE_ACTIONS[role.value]), None)
+
+
+#: Actions whose every request writes an audit row (``server/front_door.py``), allowed or refused: all but
+#: plain reads of records. Predicting and downloading case files or models carry patient data or what was
+#: learnt from it off the server, so a data-protection officer asks about them as about changes.
+AUDITED_ACTIONS: frozenset[str] = frozenset(ACTIONS) - {Action.read.value}

@@ -16,8 +16,10 @@ from BackSplitLib.permissions import DEFAULT_PROJECT
 #: that is safe in a URL path and a file name, and that two people cannot spell two ways ("Liver" / "liver").
 PROJECT_NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
 _NAME = re.compile(PROJECT_NAME_PATTERN)
+#: The path parameter that names a request's project (the server's routes, its front door, its audit rows).
+PROJECT_PARAM = "project"
 #: Where a project's routes live: ``/projects/{project}/cases`` ...; today's routes are the default project's.
-PROJECT_PREFIX = "/projects/{project}"
+PROJECT_PREFIX = f"/projects/{{{PROJECT_PARAM}}}"
 
 
 def project_name_problem(name: object) -> str | None:
@@ -34,4 +36,4 @@ def project_path(project: str, path: str) -> str:
     so a client of the default project also works with servers from before projects existed."""
     if project == DEFAULT_PROJECT:
         return path
-    return PROJECT_PREFIX.format(project=project) + path
+    return PROJECT_PREFIX.format(**{PROJECT_PARAM: project}) + path

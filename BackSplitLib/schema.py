@@ -20,18 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from BackSplitLib.atomic import write_json_atomic
+from BackSplitLib.colors import BACKGROUND_COLOR, IGNORE_COLOR, TARGET_COLOR, class_color
 from BackSplitLib.errors import LabelError
 
 BACKGROUND = "background"
 IGNORE = "ignore"
-
-# A fixed palette so the same class name gets the same colour in every figure and in Slicer.
-_PALETTE = [
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-    (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
-]
-TARGET_COLOR = (255, 255, 0)
 
 
 def label_dtype(max_value: int) -> type[np.unsignedinteger]:
@@ -40,12 +33,13 @@ def label_dtype(max_value: int) -> type[np.unsignedinteger]:
 
 
 def default_color(name: str, index: int) -> tuple[int, int, int]:
-    """Colour for a class without one: yellow for lesions, else a stable palette entry."""
+    """Colour for a class without one (the target gets ``TARGET_COLOR`` before this is asked): background
+    black, ignore grey, else :func:`BackSplitLib.colors.class_color` (terminology colour or palette entry)."""
     if name == BACKGROUND:
-        return (0, 0, 0)
+        return BACKGROUND_COLOR
     if name == IGNORE:
-        return (128, 128, 128)
-    return _PALETTE[index % len(_PALETTE)]
+        return IGNORE_COLOR
+    return class_color(name, index)
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,10 @@ DEFAULT_HEAD_PRIOR = UNIFORM_HEAD_PRIOR
 #: CLI's last line, the server job's note (the job succeeds, its model is kept but not promoted), the panel.
 LESION_NEVER_PREDICTED = "the lesion was never predicted"
 JOB_NOT_PROMOTED_NO_LESION = f"succeeded, not promoted: {LESION_NEVER_PREDICTED}"
+#: What to do next when a prediction finds no lesion (the panel's status line and findings, the page).
+NO_LESION_FOUND_HINT = ("look through the volume yourself: if there is a lesion, paint it on a few slices with "
+                        "the Target role, Add case and Fine-tune (or try another model); if there is none, "
+                        "the model agrees")
 #: Iterations of the one fine-tune recipe (``training.FINETUNE_RECIPE``: CLI ``finetune``, server and panel).
 DEFAULT_FINETUNE_ITERATIONS = 200
 
@@ -161,3 +165,9 @@ LESION_WORDS = ("lesion", "tumor", "tumour", "mass", "nodule", "metastasis", "me
 AUXILIARY_EVIDENCE = ("Evidence: on BackSplit's own phantom families the auxiliary classes' benefit over binary "
                       "training has not been shown (docs/RESULTS.md, issues 13 and 20); label them as an "
                       "experiment and compare with a binary model on your own held-out cases.")
+
+
+def could_be_hounsfield(minimum: float) -> bool:
+    """Whether an image whose smallest value is ``minimum`` can be a CT in Hounsfield units: every body
+    region has fat, and fat is negative (so a CT in HU always has negative values)."""
+    return minimum < 0

@@ -44,10 +44,16 @@ from trame_slicer.rca_view import register_rca_factories  # noqa: E402
 
 from BackSplitWeb import page  # noqa: E402
 from BackSplitWeb.login import check_token  # noqa: E402
+from BackSplitWeb.slice_overlay import SliceOverlays, slice_view_ui  # noqa: E402
 
 log = logging.getLogger("backsplit.web")
 STATIC = Path(__file__).with_name("static")
 UPLOAD_CHUNK = 1 << 20
+# Frames per second of the views the pointer is not over. With the brush active, every mouse move asks every
+# slice view for a frame (the brush shows in all of them: `backsplit bench paint` counts the requests); at
+# trame-slicer's 10 the two other views render back to back (a frame costs more than 0.1 s on llvmpipe) and the
+# painted view's frames wait behind theirs. At 1 they follow within a second.
+UNFOCUSED_VIEW_FPS = 1.0
 # A segmentation of the open volume: up to eight uint8 layers (or one int64 label map) per volume voxel.
 LABEL_BYTES_PER_VOLUME_VOXEL = 8
 
@@ -93,12 +99,14 @@ class WebApp:
         self._token: str | None = None  # the server token, in memory only; set once checked = signed in
 
         self.slicer_app = SlicerApp()
-        register_rca_factories(self.slicer_app.view_manager, self.server)
+        register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=slice_view_ui,
+                               blur_fps=UNFOCUSED_VIEW_FPS)
         self.segment_editor_logic = SegmentEditorLogic(self.server, self.slicer_app)
         self.volume_property_logic = VolumePropertyLogic(self.server, self.slicer_app)
         self.layout_logic = LayoutButtonLogic(self.server, self.slicer_app)
         self.mpr_logic = MprInteractionButtonLogic(self.server, self.slicer_app)
         self.volume_node = None
+        self.overlays = SliceOverlays(self)
 
         from BackSplitWeb.panel import PanelBinding
 
@@ -340,6 +348,7 @@ class WebApp:
         self.layout_state.data.is_volume_loaded = True
         self.state.bs_volume_name = name
         self.panel.on_volume_changed(self.volume_node)
+        self.overlays.refresh()
 
     def open_segmentation(self, path: Path, work: Path, client_name: str) -> None:
         """An existing segmentation (.seg.nrrd, or a label map) for the open volume."""
@@ -387,6 +396,7 @@ class WebApp:
         self.volume_node = None
         self.layout_state.data.is_volume_loaded = False
         self.state.bs_volume_name = ""
+        self.state.bs_probe = None
         self.panel.on_scene_closed()
 
     def segmentation_node(self):

@@ -74,7 +74,7 @@ def check_token(server_url: str, token: str | None, timeout: float = 10.0) -> No
     client = BackSplitClient(server_url, token=token or None, timeout=timeout)
     try:
         try:
-            client._json("GET", "/me")
+            client.me()
         except BackSplitClientError as e:
             if e.status != 404:
                 raise

@@ -22,6 +22,7 @@ from BackSplitWeb.uploads import file_stem
 
 from BackSplitSlicer.case import LESION_SEGMENT_NAME, PREDICTION_NODE_NAME, prediction_mask, volume_geometry
 from BackSplitSlicer.panel import SETTINGS, TICK_MS, MemorySettings, PanelController
+from BackSplitSlicer.panel_state import CASE_MODES as CASE_MODE_CHOICES
 from BackSplitSlicer.roles import ROLES, segment_ids, segment_role
 
 ROLE_ITEMS = [{"title": role.capitalize(), "value": role} for role in ROLES]
@@ -29,11 +30,9 @@ ROLE_ITEMS = [{"title": role.capitalize(), "value": role} for role in ROLES]
 # common radiology practice.
 WINDOW_PRESETS = {"Lung": (1400, -500), "Mediastinum": (350, 50), "Abdomen": (350, 40), "Liver": (150, 30),
                   "Bone": (1000, 400), "Brain": (100, 50)}
-# The case mode's choices in the page (the controller's annotated_slices_only: None decides per case).
-CASE_MODES = {"auto": None, "on": True, "off": False}
-CASE_MODE_ITEMS = [{"title": "Annotated slices only: when the target looks sparse", "value": "auto"},
-                   {"title": "Annotated slices only: always", "value": "on"},
-                   {"title": "Whole volume", "value": "off"}]
+# The case mode's choices in the page, from the one list both faces offer.
+CASE_MODES = {key: value for key, value, _ in CASE_MODE_CHOICES}
+CASE_MODE_ITEMS = [{"title": words, "value": key} for key, _, words in CASE_MODE_CHOICES]
 
 
 class PanelBinding:
@@ -267,6 +266,9 @@ class PanelBinding:
         facts["volume"] = {"name": volume.GetName(), "size": list(geometry.size), "spacing": list(geometry.spacing),
                            "origin": list(geometry.origin), "direction": list(geometry.direction),
                            "ijk_to_ras": _matrix(volume.GetIJKToRASMatrix)}
+        display = volume.GetDisplayNode()
+        if display is not None:
+            facts["volume"]["window_level"] = [display.GetWindow(), display.GetLevel()]
         node = self.app.segmentation_node()
         if node is not None:
             segmentation = node.GetSegmentation()
@@ -375,6 +377,8 @@ class PanelBinding:
             _button("Predict", "predict", p)
             html.Div(f"{{{{ {p}.prediction ? {p}.prediction.text + ' (model ' + ({p}.prediction.model_id || "
                      f"'current') + ')' : '' }}}}", classes="text-body-2", id="bs-prediction-text")
+            html.Div(f"What to do: {{{{ {p}.prediction.hint }}}}", v_if=(f"{p}.prediction && {p}.prediction.hint",),
+                     classes="text-body-2", id="bs-prediction-hint")
             with html.Div(classes="d-flex ga-2"):
                 v3.VBtn(f"{{{{ {p}.auxiliary_shown ? 'Hide' : 'Show' }}}} {{{{ {p}.auxiliary_segments }}}} auxiliary",
                         size="small", variant="tonal", id="bs-show-auxiliary", v_if=(f"{p}.auxiliary_segments",),

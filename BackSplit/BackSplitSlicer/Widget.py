@@ -18,6 +18,7 @@ from BackSplitSlicer.panel import TICK_MS, PanelController, PanelState, Settings
 from BackSplitSlicer.project_widgets import ProjectControls
 from BackSplitSlicer.redraw import APPEND, REPLACE, Drawn, edits
 from BackSplitSlicer.roles import ROLES
+from BackSplitSlicer.training_widgets import TrainingControls
 
 # Action -> the button that triggers it.
 BUTTONS = {"connect": "connectButton", "stop": "stopButton", "reconnect": "reconnectButton",
@@ -75,6 +76,7 @@ class Widget(qt.QWidget):
         self.controller = PanelController(slicer.mrmlScene, QtSettings(), ask=ask)
         self.projects = ProjectControls(self.ui, self.controller)  # who is signed in, the project picker
         self._connect()
+        self.training = TrainingControls(self.ui, self.controller)  # case mode, case picker, training curve
         self.controller.observe(self.render)
         self.render(self.controller.state())
         self._timer = qt.QTimer(self)
@@ -192,6 +194,7 @@ class Widget(qt.QWidget):
             ui.modelComboBox.setCurrentIndex(index)
         ui.trainingProgressBar.value = int(round(100 * (state.job or {}).get("fraction", 0.0)))
         ui.trainingProgressLabel.text = (state.job or {}).get("text", "")
+        self.training.draw(state)
         self.projects.draw(state)
         ui.statusLabel.text = state.status
         for action, button in BUTTONS.items():

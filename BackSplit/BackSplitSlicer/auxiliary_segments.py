@@ -91,6 +91,6 @@ def import_organ_segments(source_node, volume_node, segmentation_node, structure
 
 def _stable_color(name: str) -> tuple[int, int, int]:
     """A colour that depends on the name only, so re-imports keep their look."""
-    from BackSplitLib.schema import default_color
+    from BackSplitLib.colors import class_color
 
-    return default_color(name, sum(map(ord, name)))
+    return class_color(name, sum(map(ord, name)))

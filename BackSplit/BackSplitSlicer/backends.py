@@ -253,7 +253,7 @@ class RemoteBackend(Backend):
     def me(self) -> dict:
         """``GET /me``: who the token is and their role per project; a server without /me (404, from before
         issue 24) is today's single token, an admin."""
-        return self._call("reading who you are", self.client._json, "GET", "/me", absent=dict(SINGLE_TOKEN_ME))
+        return self._call("reading who you are", self.client.me, absent=dict(SINGLE_TOKEN_ME))
 
     def list_projects(self) -> list[dict] | None:
         """The server's projects (name, target, current_model, counts); None when it has none (404)."""

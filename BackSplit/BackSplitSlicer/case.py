@@ -36,6 +36,7 @@ from BackSplitLib.errors import GeometryError, ImageError, LabelError
 from BackSplitLib.io import Geometry, image_from_array, read_image, resample_like, write_image
 from BackSplitLib.schema import BACKGROUND, IGNORE, LabelSchema
 
+from BackSplitSlicer.segment_colors import mark_color_given
 from BackSplitSlicer.roles import (AUXILIARY, IGNORE as IGNORE_ROLE, PREDICTION_PREFIX, ROLE_TAG, TARGET, UNUSED,
                                    is_automatic, segment_ids, segment_role)
 
@@ -500,7 +501,13 @@ def set_segment_mask(segmentation_node, name: str, mask: np.ndarray, volume_node
     segmentation = segmentation_node.GetSegmentation()
     segment_id = segmentation.GetSegmentIdBySegmentName(name)
     if not segment_id:
-        segment_id = segmentation.AddEmptySegment("", name, [c / 255.0 for c in color])
+        # Tagged before it is added: observers of SegmentAdded see a colour chosen on purpose (segment_colors).
+        segment = slicer.vtkSegment()
+        segment.SetName(name)
+        segment.SetColor(*(c / 255.0 for c in color))
+        mark_color_given(segment)
+        segmentation.AddSegment(segment)
+        segment_id = segmentation.GetSegmentIdBySegment(segment)
     ok = slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
         _oriented_mask(mask, volume_node), segmentation_node, segment_id,
         slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)

@@ -46,6 +46,7 @@ from BackSplitSlicer.panel_state import (ACTIONS, BACKENDS, CHECKING, CONNECTED,
                                          Message, PanelState, RoleRow, Settings, Work, as_list, enabled_actions,
                                          local_mode_supported, refusal_text)
 from BackSplitSlicer.roles import role_rows, set_segment_role, write_default_roles
+from BackSplitSlicer.segment_colors import color_new_segments
 
 TICK_MS = 100  # how often a binding calls tick()
 GIL_SLICE_S = 0.004  # GIL released per tick so worker threads progress under PythonQt
@@ -236,10 +237,12 @@ class PanelController(SceneActions, ProjectActions):
                           segmentation_class.SegmentModified, segmentation_class.SegmentsOrderModified,
                           "ModifiedEvent"):
                 self._segmentation_tags.append(node.AddObserver(event, self._on_segments_changed))
+            color_new_segments(node)  # before the role tags mark every segment as seen
             write_default_roles(node)
         self._set(segmentation_id=node.GetID() if node is not None else None)
 
     def _on_segments_changed(self, caller=None, event=None) -> None:
+        color_new_segments(self._segmentation_node)  # distinct, or the terminology colour of the name
         write_default_roles(self._segmentation_node)  # the role a row shows is the one the file keeps
         self._publish()
 

@@ -89,6 +89,7 @@ class SceneActions:
 
     def _on_prediction(self, volume_id: str, model_id: str | None, result, findings: dict) -> None:
         from BackSplitLib.metrics import describe_findings
+        from BackSplitLib.vocabulary import NO_LESION_FOUND_HINT
         from BackSplitSlicer.prediction import show_prediction
 
         volume = self._node(volume_id)
@@ -101,11 +102,13 @@ class SceneActions:
         self._auxiliary_node_id = auxiliary_node.GetID() if auxiliary_node is not None else None
         self._auxiliary_segment_ids = auxiliary_ids
         found = describe_findings(findings)
+        hint = None if findings.get("voxels") else NO_LESION_FOUND_HINT  # what to do next: said, not implied
         self._set(output_id=output.GetID(), auxiliary_segments=len(auxiliary_ids), auxiliary_shown=False,
-                  prediction={**findings, "model_id": model_id, "text": found})
+                  prediction={**findings, "model_id": model_id, "text": found, "hint": hint})
         hidden = (f" {len(auxiliary_ids)} auxiliary segment(s) hidden: 'Show auxiliary' shows them."
                   if auxiliary_ids else "")
-        self._succeeded("predict", f"Prediction done with model {model_id or 'current'}: {found}.{hidden}")
+        next_step = f" What to do: {hint}." if hint else ""
+        self._succeeded("predict", f"Prediction done with model {model_id or 'current'}: {found}.{hidden}{next_step}")
 
     def show_auxiliary(self) -> None:
         """Show the last prediction's hidden auxiliary segments, or hide them again."""

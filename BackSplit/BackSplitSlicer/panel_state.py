@@ -43,6 +43,33 @@ ACTION_WORDS = {"add_case": "add cases", "fine_tune": "fine-tune (start training
                 "create_project": "create projects", CHOOSE_PROJECT: "open this project"}
 
 
+# Add case's mode, as both faces offer it: (key, the controller's ``annotated_slices_only``, the words).
+CASE_MODES = (("auto", None, "Annotated slices only: when the target looks sparse"),
+              ("on", True, "Annotated slices only: always"),
+              ("off", False, "Whole volume"))
+
+
+def case_mode_index(annotated_slices_only: Optional[bool]) -> int:
+    """The position in :data:`CASE_MODES` of the controller's case mode."""
+    return next(i for i, (_, value, _) in enumerate(CASE_MODES) if value is annotated_slices_only)
+
+
+def case_choices(state: "PanelState") -> list:
+    """The case picker's rows: (case id, description, checked); every case is checked when none is chosen
+    (Fine-tune then trains on all of them)."""
+    chosen = state.case_ids
+    return [(case_id, text, chosen is None or case_id in chosen) for case_id, text in state.cases]
+
+
+def chosen_cases(all_ids, checked_ids) -> Optional[list]:
+    """What the picker's ticks mean for ``select_cases``: None when every case is ticked (train on all, also
+    on cases added later), else the ticked ones in the server's order."""
+    checked = set(checked_ids)
+    if all(case_id in checked for case_id in all_ids):
+        return None
+    return [case_id for case_id in all_ids if case_id in checked]
+
+
 class Work(str, Enum):
     """What a background task does: its identity (the member) and the words the status line shows (the value).
     Enabled actions and pending checks compare members, never the words."""

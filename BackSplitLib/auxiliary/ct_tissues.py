@@ -11,7 +11,9 @@ import SimpleITK as sitk
 
 from BackSplitLib.auxiliary.labels import AuxiliaryError, AuxiliaryLabels, Color, label_from_masks
 from BackSplitLib.auxiliary.masks import binary_threshold, ct_body_mask
+from BackSplitLib.colors import structure_color
 from BackSplitLib.errors import ImageError
+from BackSplitLib.vocabulary import could_be_hounsfield
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,8 @@ class TissueRanges:
 
 
 TISSUE_CLASSES = ("lung_air", "fat", "soft_tissue", "bone")
-# Slicer's GenericAnatomyColors where one exists, so the classes look familiar in the Segment Editor.
-TISSUE_COLORS: dict[str, Color] = {
-    "lung_air": (135, 206, 235),
-    "fat": (230, 220, 70),
-    "soft_tissue": (221, 130, 101),
-    "bone": (241, 214, 145),
-}
+# Slicer's terminology colours (colors.STRUCTURE_COLORS), so the classes look familiar in the Segment Editor.
+TISSUE_COLORS: dict[str, Color] = {name: structure_color(name) for name in TISSUE_CLASSES}
 
 
 def parse_hu_ranges(specs: Iterable[str]) -> dict[str, tuple[float | None, float | None]]:
@@ -103,7 +100,7 @@ def ct_tissue_classes(image: sitk.Image, ranges: TissueRanges | None = None,
 def check_ct_units(image: sitk.Image) -> None:
     """Refuse images that cannot be in HU: every body region has fat, and fat is negative."""
     minimum = float(sitk.GetArrayViewFromImage(image).min())
-    if minimum >= 0:
+    if not could_be_hounsfield(minimum):
         raise ImageError(
             f"the image has no negative values (minimum {minimum:g}), so it is not a CT in Hounsfield units",
             "for MR use --mr-classes N; for CT apply the DICOM rescale slope/intercept first",

@@ -294,9 +294,11 @@ def closed_by_server(sock: socket.socket) -> bool:
         return True
 
 
-def raw_exchange(port: int, head: bytes, body_chunks=(), timeout: float = 15.0) -> tuple[int | None, bytes, int]:
-    """Send a request head, then body chunks one at a time until the server answers; returns (status or
-    None when the server closed without answering, the response head, body bytes sent before the answer)."""
+def raw_exchange(port: int, head: bytes, body_chunks=(), timeout: float = 15.0,
+                 answer_wait: float = 0.02) -> tuple[int | None, bytes, int]:
+    """Send a request head, then body chunks one at a time until the server answers (waiting ``answer_wait``
+    seconds for an answer before each chunk); returns (status or None when the server closed without
+    answering, the response head, body bytes sent before the answer)."""
     import select
 
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -304,7 +306,7 @@ def raw_exchange(port: int, head: bytes, body_chunks=(), timeout: float = 15.0) 
     try:
         sock.sendall(head)
         for chunk in body_chunks:
-            if select.select([sock], [], [], 0.02)[0]:
+            if select.select([sock], [], [], answer_wait)[0]:
                 break  # the server has answered (or closed): stop sending
             try:
                 sock.sendall(chunk)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from BackSplitLib.bench import stats
-from BackSplitLib.bench.quality import BenchError, Profile, QualityBench, _write_json, machine, prepare_dataset
+from BackSplitLib.bench.profiles import BenchError, Profile
+from BackSplitLib.bench.quality import QualityBench, _write_json, machine, prepare_dataset
 
 #: A BackSplit run ending this much below binary's test lesion Dice (same seed) counts as behind.
 BEHIND_MARGIN = 0.05

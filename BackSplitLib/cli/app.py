@@ -23,7 +23,7 @@ _DEBUG = {"on": False}
 
 # Command groups register themselves on import; a group whose optional dependencies are missing is
 # skipped so that the rest of the CLI still works.
-COMMAND_MODULES = ("engine", "auxiliary", "remote", "bench", "web")
+COMMAND_MODULES = ("engine", "auxiliary", "remote", "accounts", "bench", "web")
 
 
 def _version(value: bool) -> None:

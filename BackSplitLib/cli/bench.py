@@ -46,7 +46,7 @@ def _set_threads(threads: int | None) -> None:
 def _integers(text: str | None, what: str) -> tuple[int, ...] | None:
     if text is None:
         return None
-    from BackSplitLib.bench.quality import BenchError
+    from BackSplitLib.bench.profiles import BenchError
 
     try:
         return tuple(int(s) for s in text.split(",") if s.strip())
@@ -78,7 +78,8 @@ def quality(
     test_cases: int = typer.Option(None, "--test-cases", min=1, help="Built-in phantom: test cases (default: the profile's; test case j is the same whatever the count)."),
 ) -> None:
     """Run the BackSplit paper's experiments: mean ± std over seeds, paired differences, one figure each."""
-    from BackSplitLib.bench.quality import QualityBench, get_profile, parse_recipe, prepare_dataset
+    from BackSplitLib.bench.profiles import get_profile, parse_recipe
+    from BackSplitLib.bench.quality import QualityBench, prepare_dataset
 
     _set_threads(threads)
     sources = tuple(s.strip() for s in auxiliary_source.split(",") if s.strip()) if auxiliary_source is not None else None
@@ -205,3 +206,41 @@ def _print_table(title: str, columns: tuple[str, ...], rows) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+@bench_app.command()
+def paint(
+    out: Path = typer.Option(None, "--out", help="Optional folder for paint_bench.json (and the profile)."),
+    strokes: int = typer.Option(20, "--strokes", min=3, help="Timed strokes (after one warm-up)."),
+    shape: str = typer.Option("61,512,512", "--shape", help="Volume z,y,x (default: the issue's chest CT)."),
+    profile: bool = typer.Option(False, "--profile", help="Also write a cProfile of the strokes (paint.prof in --out)."),
+) -> None:
+    """One paint stroke in the browser app, end to end on the app's side: events -> painted segment -> frames."""
+    import json
+
+    from BackSplitLib.bench.server import parse_shape
+
+    try:
+        from BackSplitWeb.paint_bench import GOAL_S, PaintBenchSettings, paint_rows, run_paint_bench
+    except ImportError as e:
+        from BackSplitLib.errors import BackSplitError
+
+        raise BackSplitError(f"the web app's packages are not installed ({e.name})",
+                             "install the web extra (README, 'BackSplit in the browser')") from None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    settings = PaintBenchSettings(shape=parse_shape(shape), strokes=strokes,
+                                  profile_to=(out / "paint.prof") if (profile and out is not None) else None)
+    results = run_paint_bench(settings, log=_log)
+    _print_table(f"bench paint: {strokes} strokes on {shape} voxels (z,y,x), load {results['load_average'][0]:.1f} "
+                 f"on {results['cpus']} CPUs", ("part", "median", "95th percentile"), paint_rows(results))
+    if out is not None:
+        (out / "paint_bench.json").write_text(json.dumps(results, indent=2))
+    asked = results["frame_requests_per_stroke"]
+    console.print(f"frames asked for per stroke: {asked['painted_view']:.0f} by the painted view, "
+                  f"{asked['other_views']:.0f} by the other slice views")
+    shown = results["shown"]
+    verdict = "under" if shown["median_s"] < GOAL_S else "OVER"
+    console.print(f"paint stroke shown: median {shown['median_s'] * 1000:.0f} ms, p95 {shown['p95_s'] * 1000:.0f} ms "
+                  f"({verdict} the {GOAL_S:.0f} s goal; load {results['load_average'][0]:.1f} on "
+                  f"{results['cpus']} CPUs)")

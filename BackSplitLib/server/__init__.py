@@ -3,10 +3,12 @@ worker in its own process (``worker.py``), supervised by the app (``supervisor.p
 
 Data folder layout (``backsplit serve --data DIR``)::
 
-    DIR/backsplit.db          SQLite (WAL): cases, jobs, models, settings (the current model) -- unless
-                              --database names a PostgreSQL database (``database.py``)
+    DIR/backsplit.db          SQLite (WAL): cases, jobs, models, settings (the current model), users and
+                              their roles (token hashes only), the audit log -- unless --database names a
+                              PostgreSQL database (``database.py``)
     DIR/store-id              names the database this folder belongs to (checked by every process)
-    DIR/token                 the API token (mode 0600) unless --token-file names another file
+    DIR/token                 the operator's API token, the admin ``operator`` (mode 0600) unless
+                              --token-file names another file
     DIR/cases/<id>/           image.<ext>, label.<ext>, schema.json   (validated before they arrive here)
     DIR/models/<id>/          a run folder (model.json, model.safetensors, ...)
     DIR/jobs/<id>/            dataset/ (built from the cases), run/ (the engine's output), worker.log

@@ -4,7 +4,10 @@
 resource) and the error mapping in ``http_errors.py``. The case, job, model and predict routers are included
 twice: at today's paths (the ``default`` project) and under ``/projects/{project}`` (one definition per
 route; ``routes/projects.py`` resolves the request's project); ``backsplit serve`` runs it with uvicorn. Every
-endpoint but ``GET /health`` needs ``Authorization: Bearer <token>``. Every error is
+endpoint but ``GET /health`` needs ``Authorization: Bearer <token>``: the operator's token or a user's
+(``accounts.py``); each route declares the action it needs (``access.py``; the declaration travels with the
+route under the prefix), checked by the front door against the user's role in the request's project before
+the body is read. Every error is
 ``{"detail": "<one sentence>"}``; a client's mistake is a 4xx, never a 500.
 """
 
@@ -24,11 +27,14 @@ from starlette.concurrency import run_in_threadpool
 from BackSplitLib import __version__
 from BackSplitLib.server.http_errors import install_error_handlers
 from BackSplitLib.projects import PROJECT_PREFIX
-from BackSplitLib.server.routes import cases, jobs, models, predict, projects
+from BackSplitLib.server.access import PUBLIC, BadTokenThrottle, check_declared
+from BackSplitLib.server.accounts import Accounts
+from BackSplitLib.server.audit import AuditLog
 from BackSplitLib.server.connections import LoopbackHostOnly
 from BackSplitLib.server.front_door import FrontDoor
 from BackSplitLib.server.limits import Limits
-from BackSplitLib.server.state import AppState, app_state, upload_paths
+from BackSplitLib.server.routes import cases, jobs, models, people, predict, projects
+from BackSplitLib.server.state import AppState, app_state, is_streamed_upload
 from BackSplitLib.server.store import Store
 
 
@@ -93,15 +99,17 @@ def create_app(data_dir: str | Path, token: str | None, max_upload: int = Limits
     state = AppState(Store(data_dir, database), token, replace(limits or Limits(), max_upload=max_upload), workers)
     app.state.backsplit = state
     install_error_handlers(app)
-    app.add_api_route("/health", health, methods=["GET"], response_model=Health, tags=["server"])
-    app.include_router(projects.router, dependencies=[Depends(_bearer)])
-    routers = [routes.router for routes in (cases, jobs, models, predict)]
-    for router in routers:  # today's paths are the default project's
-        app.include_router(router, dependencies=[Depends(_bearer)])
-        app.include_router(router, prefix=PROJECT_PREFIX, dependencies=[Depends(_bearer),
-                                                                        Depends(projects.project_in_path)])
-    app.add_middleware(FrontDoor, token=token, max_upload=state.limits.max_upload,
-                       upload_paths=upload_paths(routers, ("", PROJECT_PREFIX)))
+    app.add_api_route("/health", health, methods=["GET"], response_model=Health, tags=["server"],
+                      dependencies=[PUBLIC])
+    for routes in (projects, people):
+        app.include_router(routes.router, dependencies=[Depends(_bearer)])
+    for routes in (cases, jobs, models, predict):  # today's paths are the default project's
+        app.include_router(routes.router, dependencies=[Depends(_bearer)])
+        app.include_router(routes.router, prefix=PROJECT_PREFIX, dependencies=[Depends(_bearer),
+                                                                               Depends(projects.project_in_path)])
+    check_declared(app)  # every route names the action it needs; an undeclared one stops the server here
+    app.add_middleware(FrontDoor, token=token, max_upload=state.limits.max_upload, is_upload=is_streamed_upload,
+                       accounts=Accounts(state.store), audit_log=AuditLog(state.store), throttle=BadTokenThrottle())
     if loopback_only:  # added last, so it runs first: a request to a foreign Host name is refused before all
         app.add_middleware(LoopbackHostOnly)
     return app

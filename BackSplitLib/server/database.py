@@ -118,6 +118,38 @@ settings = Table(
     Column("key", Text, primary_key=True),
     Column("value", Text),
 )
+# Revision 0004: people (issue 24). A user's token is stored only as its SHA-256 (``accounts.hash_token``).
+# The column is ``user_name``, not ``user``: in PostgreSQL a bare ``SELECT user`` is the session's role name,
+# a trap for whoever reads the audit table with psql. Python calls it ``.c.user``.
+users = Table(
+    "users", metadata,
+    Column("name", Text, primary_key=True),
+    Column("admin", Integer, nullable=False, server_default="0"),  # an admin of every project
+    Column("token_hash", Text, unique=True),
+    Column("created", Float, nullable=False),
+    Column("token_created", Float),
+    Column("revoked", Float),  # set: the token no longer works (``users rotate`` issues a new one)
+)
+user_roles = Table(
+    "user_roles", metadata,
+    Column("user_name", Text, primary_key=True, key="user"),
+    Column("project", Text, primary_key=True),
+    Column("role", Text, nullable=False),
+)
+# Append-only (triggers refuse UPDATE and DELETE): who did or was refused what, never a token or image bytes.
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("user_name", Text, nullable=False, key="user"),
+    Column("address", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("project", Text, nullable=False),
+    Column("object", Text),
+    Column("request", Text, nullable=False),  # method and route template, e.g. "DELETE /cases/{case_id}"
+    Column("outcome", Integer, nullable=False),  # the HTTP status answered
+    Index("audit_time", "time"),
+)
 
 
 class StoreUnavailable(BackSplitError):

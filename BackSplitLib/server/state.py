@@ -93,27 +93,10 @@ def multipart_doc(fields: dict[str, dict], required: list[str]) -> dict:
 FILE_FIELD = {"type": "string", "format": "binary"}
 
 
-class RoutePaths:
-    """A set of route paths that contains the request paths they match: ``"/projects/liver/cases" in paths``
-    when ``/projects/{project}/cases`` is one of them (Starlette's own path patterns decide)."""
-
-    def __init__(self, paths):
-        from starlette.routing import compile_path
-
-        self.paths = frozenset(paths)
-        self._patterns = tuple(compile_path(path)[0] for path in self.paths)
-
-    def __contains__(self, path: object) -> bool:
-        return isinstance(path, str) and (path in self.paths or any(p.match(path) for p in self._patterns))
-
-
-def upload_paths(routers, prefixes: tuple[str, ...] = ("",)) -> RoutePaths:
-    """The POST routes documented with ``multipart_doc``, under each of the ``prefixes`` they are included
-    with (today's paths and every project's): their bodies are streamed to disk under --max-upload; every
-    other body is JSON under ``MAX_JSON_BODY`` (``front_door.py``)."""
-    from fastapi.routing import APIRoute
-
-    routes = [route for router in routers for route in router.routes]
-    return RoutePaths(prefix + route.path for prefix in prefixes for route in routes
-                      if isinstance(route, APIRoute) and "POST" in route.methods
-                      and "multipart/form-data" in (route.openapi_extra or {}).get("requestBody", {}).get("content", {}))
+def is_streamed_upload(route) -> bool:
+    """Whether a route is a POST documented with ``multipart_doc``: its body is streamed to disk under
+    --max-upload; every other body is JSON under ``MAX_JSON_BODY`` (``front_door.py``). Read from the route
+    itself, so the same route under a ``/projects/{project}`` prefix is an upload too."""
+    extra = getattr(route, "openapi_extra", None) or {}
+    return "POST" in (getattr(route, "methods", None) or ()) and \
+        "multipart/form-data" in extra.get("requestBody", {}).get("content", {})

@@ -19,8 +19,8 @@ schema and its own current model). Every method that reads or changes them takes
 an id of another project is "does not exist", a job's cases and base model must be its project's, and a
 finished job's model joins its job's project. The queue is one for all projects (oldest job first).
 
-Room for what comes next (users, roles, audit rows): new tables are new Alembic revisions, and every write
-already runs in one ``_write`` transaction that an audit row can join.
+Users and their tokens live in ``accounts.py``, the audit log in ``audit.py``: same database, their own
+tables (Alembic revision 0004). Rows become the API's dicts in ``store_rows.py``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from BackSplitLib.server.database import (DB_NAME, StoreUnavailable, cases, desc
                                           upgrade)
 from BackSplitLib.server.store_projects import (current_model, in_project, lock_project, no_such_project, project_dict,
                                                 set_current_model)
+from BackSplitLib.server.store_rows import case_dict, encode_row, job_dict, model_dict
 from BackSplitLib.vocabulary import ACTIVE_STATES, DEFAULT_LEASE_S, TERMINAL_STATES
 
 __all__ = ["DB_NAME", "LEASE_S", "MAX_ATTEMPTS", "PROGRESS_KEYS", "TERMINAL_STATES", "Conflict", "LeaseLost",
@@ -126,6 +127,10 @@ class Store:
         """One write transaction (SQLite: BEGIN IMMEDIATE, so two writers never deadlock)."""
         with unavailable_as_store_error(self.url), self.engine.begin() as db:
             yield db
+
+    # The store's own tables go through its methods; the people and audit tables (``accounts``, ``audit``)
+    # use these transactions directly.
+    read, write = _read, _write
 
     def _bind_data_folder(self) -> None:
         """The data folder and the database name each other: a worker or API process started with another
@@ -238,7 +243,7 @@ class Store:
         try:
             with self._write() as db:
                 _locked_project(db, project)
-                db.execute(insert(cases).values(_encode(row, ("schema", "size", "spacing", "classes"))))
+                db.execute(insert(cases).values(encode_row(row, ("schema", "size", "spacing", "classes"))))
         except BaseException:
             shutil.rmtree(target, ignore_errors=True)
             raise
@@ -246,7 +251,7 @@ class Store:
 
     def list_cases(self, project: str = DEFAULT_PROJECT) -> list[dict]:
         with self._read() as db:
-            return [_case(r) for r in db.execute(select(cases).where(cases.c.project == project)
+            return [case_dict(r) for r in db.execute(select(cases).where(cases.c.project == project)
                                                  .order_by(cases.c.created, cases.c.id)).mappings()]
 
     def get_case(self, case_id: str, project: str = DEFAULT_PROJECT) -> dict:
@@ -254,7 +259,7 @@ class Store:
             row = db.execute(select(cases).where(cases.c.id == case_id, cases.c.project == project)).mappings().first()
         if row is None:
             raise NotFound(f"case {case_id} does not exist{in_project(project)}")
-        return _case(row)
+        return case_dict(row)
 
     def delete_case(self, case_id: str, project: str = DEFAULT_PROJECT) -> None:
         with self._write() as db:
@@ -296,7 +301,7 @@ class Store:
 
     def list_jobs(self, project: str = DEFAULT_PROJECT) -> list[dict]:
         with self._read() as db:
-            return [_job(r) for r in db.execute(select(jobs).where(jobs.c.project == project)
+            return [job_dict(r) for r in db.execute(select(jobs).where(jobs.c.project == project)
                                                 .order_by(jobs.c.created, jobs.c.id)).mappings()]
 
     def get_job(self, job_id: str, project: str = DEFAULT_PROJECT) -> dict:
@@ -304,7 +309,7 @@ class Store:
             row = db.execute(select(jobs).where(jobs.c.id == job_id, jobs.c.project == project)).mappings().first()
         if row is None:
             raise NotFound(f"job {job_id} does not exist{in_project(project)}")
-        return _job(row)
+        return job_dict(row)
 
     def queue_length(self) -> int:
         """Jobs waiting or running: what a new job has to wait for."""
@@ -324,7 +329,7 @@ class Store:
             db.execute(update(jobs).where(jobs.c.id == job_id).values(
                 state="running", worker_pid=worker_pid, worker=worker, lease_expires=now_expression(db) + lease_s,
                 attempts=jobs.c.attempts + 1, started=func.coalesce(jobs.c.started, time.time())))
-            return _job(db.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one())
+            return job_dict(db.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one())
 
     def heartbeat(self, job_id: str, worker: str, lease_s: float = LEASE_S) -> str:
         """Renew the worker's lease on its job: 'held', 'cancel' (held, and a cancel was asked) or 'lost'."""
@@ -346,7 +351,7 @@ class Store:
             jobs.c.state == "running",
             or_(jobs.c.lease_expires.is_(None), jobs.c.lease_expires < now_expression(db)))
             .with_for_update(skip_locked=True)).mappings().all()
-        return {row["id"]: _settle(db, _job(row), f"its worker {row['worker'] or ''} stopped renewing its lease "
+        return {row["id"]: _settle(db, job_dict(row), f"its worker {row['worker'] or ''} stopped renewing its lease "
                                                   "(process killed, machine down or network cut)".replace("  ", " "))
                 for row in expired}
 
@@ -358,7 +363,7 @@ class Store:
                              ).mappings().first()
             if row is None or (worker is not None and row["worker"] != worker):
                 return None
-            return _settle(db, _job(row), reason)
+            return _settle(db, job_dict(row), reason)
 
     def update_progress(self, job_id: str, worker: str | None = None, **values: Any) -> bool:
         """Write progress columns; with ``worker``, only while that worker holds the job (False otherwise)."""
@@ -407,7 +412,7 @@ class Store:
 
     def running_jobs(self) -> list[dict]:
         with self._read() as db:
-            return [_job(r) for r in db.execute(select(jobs).where(jobs.c.state == "running")).mappings()]
+            return [job_dict(r) for r in db.execute(select(jobs).where(jobs.c.state == "running")).mappings()]
 
     # ------------------------------------------------------------------ models
     def register_model(self, run_dir: Path, *, schema: dict, metrics: dict, parent: str | None,
@@ -457,7 +462,7 @@ class Store:
     def list_models(self, project: str = DEFAULT_PROJECT) -> list[dict]:
         with self._read() as db:
             current = current_model(db, project)
-            return [_model(r, current) for r in db.execute(select(models).where(models.c.project == project)
+            return [model_dict(r, current) for r in db.execute(select(models).where(models.c.project == project)
                                                            .order_by(models.c.created, models.c.id)).mappings()]
 
     def get_model(self, model_id: str, project: str = DEFAULT_PROJECT) -> dict:
@@ -472,7 +477,7 @@ class Store:
             raise NotFound(self._no_current_model(project))
         if row is None:
             raise NotFound(f"model {model_id} does not exist{in_project(project)}")
-        return _model(row, current)
+        return model_dict(row, current)
 
     def _no_current_model(self, project: str) -> str:
         """Why there is no current model: none yet, or the latest was kept but not promoted (say which)."""
@@ -561,36 +566,6 @@ def _set_setting(db: Connection, key: str, value: str | None, replace: bool = Tr
     statement = _dialect_insert(db)(settings).values(key=key, value=value)
     db.execute(statement.on_conflict_do_update(index_elements=[settings.c.key], set_={"value": value}) if replace
                else statement.on_conflict_do_nothing(index_elements=[settings.c.key]))
-
-
-# ---------------------------------------------------------------------- row -> dict
-def _encode(row: dict, json_keys: tuple[str, ...]) -> dict:
-    return {k: json.dumps(v) if k in json_keys else v for k, v in row.items()}
-
-
-def _case(row) -> dict:
-    d = dict(row)
-    for key in ("schema", "size", "spacing", "classes"):
-        d[key] = json.loads(d[key])
-    return d
-
-
-def _job(row) -> dict:
-    d = dict(row)
-    params = json.loads(d.pop("params"))
-    d["cases"] = json.loads(d["cases"])
-    d["params"] = params
-    d["cancel_requested"] = bool(d["cancel_requested"])
-    d["resume"] = bool(d["resume"])
-    return d
-
-
-def _model(row, current: str | None) -> dict:
-    d = dict(row)
-    for key in ("schema", "metrics", "cases"):
-        d[key] = json.loads(d[key])
-    d["current"] = d["id"] == current
-    return d
 
 
 def _ended_verb(state: str) -> str:

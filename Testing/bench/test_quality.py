@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from BackSplitLib.bench.quality import BenchError, Profile, QualityBench, get_profile, parse_recipe
+from BackSplitLib.bench.profiles import BenchError, Profile, get_profile, parse_recipe
+from BackSplitLib.bench.quality import QualityBench
 from BackSplitLib.bench.stats import paired, summarise, verdict
 from BackSplitLib.bench.variants import partial_variant, perturb_auxiliary, subset_variant
 from BackSplitLib.dataset import Dataset

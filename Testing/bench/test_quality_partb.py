@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from BackSplitLib.bench.quality import BenchError, Profile, QualityBench, get_profile, prepare_dataset
+from BackSplitLib.bench.profiles import BenchError, Profile, get_profile
+from BackSplitLib.bench.quality import QualityBench, prepare_dataset
 from BackSplitLib.dataset import Dataset
 from BackSplitLib.metrics import evaluate_folder
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from BackSplitLib.bench.quality import get_profile
+from BackSplitLib.bench.profiles import get_profile
 from BackSplitLib.bench.robustness import RobustnessBench, summarise_cell
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from BackSplitLib.bench.quality import BenchError, _tabulate, get_profile
+from BackSplitLib.bench.profiles import BenchError, get_profile
+from BackSplitLib.bench.quality import _tabulate
 from BackSplitLib.bench.report import write_report
 from BackSplitLib.bench.targets import check
 

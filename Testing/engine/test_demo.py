@@ -7,7 +7,7 @@ import json
 from BackSplitLib.dataset import Dataset
 from dataclasses import replace
 
-from BackSplitLib.bench.quality import PROFILES
+from BackSplitLib.bench.profiles import PROFILES
 from BackSplitLib.demo import PROFILE, demo_dataset, figure_case, run_demo
 
 

@@ -21,3 +21,12 @@ def test_may_reads_a_me_body_per_project():
     assert may(me, "liver", "start_job") and not may(me, "kidney", "start_job")
     assert not may(me, "lung", "read") and not may(None, "liver", "read")
     assert may({"user": "op", "admin": True, "projects": {}}, "anything", "manage_users")
+
+
+def test_least_role_names_who_to_ask_for_and_reads_are_the_only_unaudited_action():
+    from BackSplitLib.permissions import AUDITED_ACTIONS, least_role
+
+    assert [least_role(a) for a in ("read", "upload_case", "start_job", "read_audit")] == \
+        ["viewer", "annotator", "trainer", "admin"]
+    assert least_role("fly") is None
+    assert set(ACTIONS) - AUDITED_ACTIONS == {"read"}

@@ -163,21 +163,6 @@ def test_connecting_picks_a_project_the_user_has_a_role_in_and_says_why():
     assert pick_project("liver", None, admin) == ("default", LEGACY_PROJECTS_NOTE)
 
 
-def test_every_widget_the_project_section_binds_is_in_the_ui():
-    import re
-    import xml.etree.ElementTree as ET
-
-    from extension_layout import MODULE
-
-    from BackSplitSlicer.project_widgets import PICKER
-
-    text = (MODULE / "BackSplitSlicer" / "project_widgets.py").read_text(encoding="utf-8")
-    used = set(re.findall(r"\bui\.(\w+)", text)) | set(PICKER)
-    found = {w.get("name") for w in ET.parse(MODULE / "Resources" / "UI" / "BackSplit.ui").getroot().iter("widget")}
-    assert {"identityLabel", "projectComboBox", "projectNoteLabel", "newProjectButton"} <= used
-    assert not used - found, sorted(used - found)
-
-
 def test_the_local_engine_offers_no_project_picker_and_says_why(scene, server, tmp_path):
     """A LocalBackend pointed at the module's server (its process is not started here): one project."""
     from BackSplitSlicer.backend_session import LOCAL_PROJECTS_NOTE
@@ -191,3 +176,40 @@ def test_the_local_engine_offers_no_project_picker_and_says_why(scene, server, t
     panel._on_session(session)  # what connecting does with it
     state = panel.state()
     assert state.projects == () and state.projects_note == LOCAL_PROJECTS_NOTE and not state.enabled[CHOOSE_PROJECT]
+
+
+def add_user(server, name: str, role: str, project: str = "default") -> str:
+    """A user of the server's store (what `backsplit users add` does, in-process: faster); returns the token."""
+    from BackSplitLib.server.accounts import Accounts
+    from BackSplitLib.server.store import Store
+
+    return Accounts(Store(server.data)).add(name, role, project)
+
+
+def test_a_viewer_is_told_who_they_are_and_cannot_add_cases_or_fine_tune(scene, server):
+    BackSplitClient(server.url, server.token).create_project("vera-notes", LabelSchema.from_names("lesion", ["liver"]))
+    token = add_user(server, "vera", "viewer", "default")
+    cases_before = BackSplitClient(server.url, server.token).list_cases()
+    from BackSplitLib.server.accounts import Accounts
+    from BackSplitLib.server.store import Store
+
+    Accounts(Store(server.data)).grant("vera", "annotator", "vera-notes")  # and an annotator there
+    phantom(scene)
+    panel = connected_panel(scene, server, token=token)
+    state = panel.state()
+    assert state.identity == "signed in as vera (viewer in default)" and not state.me["admin"]
+    assert state.enabled["predict"] and state.enabled["refresh_models"] and state.enabled[CHOOSE_PROJECT]
+    assert not any(state.enabled[a] for a in ("add_case", "fine_tune", "create_project", "promote"))
+
+    panel.add_case()  # as a stale button would: the server refuses, and the panel says it in the user's words
+    run_until(panel, lambda s: s.message is not None and not s.busy, 30, "the refusal")
+    message = panel.state().message
+    assert message.text == "Uploading case failed: your role viewer in default cannot add cases; ask an admin"
+    assert message.hint is None and "403" not in message.text
+    assert BackSplitClient(server.url, server.token).list_cases() == cases_before  # nothing stored
+
+    panel.choose_project("vera-notes")  # an annotator there: Add case, not Fine-tune
+    state = panel.state()
+    assert state.identity == "signed in as vera (annotator in vera-notes)"
+    assert state.enabled["add_case"] and not state.enabled["fine_tune"]
+    panel.stop()

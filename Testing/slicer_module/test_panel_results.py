@@ -82,3 +82,27 @@ def test_an_unpromoted_model_is_said_with_its_promote_action_and_predict_says_wh
     assert [m for m in panel.backend.list_models() if m.current][0].model_id == new
     run_until(panel, lambda s: s.model_id == new and not s.enabled["promote"], 30, "the new current model")
     panel.stop()
+
+
+def test_a_prediction_that_finds_no_lesion_says_so_and_what_to_do_next(scene, server):
+    import slicer_scenes as scenes
+
+    from BackSplitLib.vocabulary import NO_LESION_FOUND_HINT
+
+    air = np.full(scenes.VOLUME_SHAPE, -1000.0, np.float32)  # nothing to find: air everywhere
+    scenes.add_volume(scene, air, name="Air")
+    panel = PanelController(scene, MemorySettings(),
+                            backend_factory=lambda kind, **kw: RemoteBackend(kw["url"], kw["token"], retries=0))
+    panel.set_backend_kind("Remote")
+    panel.set_server_url(server.url)
+    panel.set_token(server.token)
+    panel.connect()
+    run_until(panel, lambda s: s.connection == CONNECTED and s.models, 60, "connecting")
+    panel.predict()
+    run_until(panel, lambda s: s.prediction is not None, 120, "the prediction")
+    state = panel.state()
+    assert state.prediction["voxels"] == 0, "the model found a lesion in air: this test needs one that does not"
+    assert state.prediction["text"] == "no lesion found" and state.prediction["hint"] == NO_LESION_FOUND_HINT
+    assert state.status.endswith(f"no lesion found. What to do: {NO_LESION_FOUND_HINT}.")
+    assert state.message is None  # a result, not an error
+    panel.stop()

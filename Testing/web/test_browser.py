@@ -401,3 +401,25 @@ def test_the_page_without_the_launch_secret_is_refused(browser, web_app):
     assert response.status == 403
     assert "secret" in other.locator("#backsplit-refusal").inner_text()
     other.context.close()
+
+
+def test_a_viewer_signs_in_sees_their_role_and_cannot_fine_tune_or_add_cases(page, web_app, backsplit_server):
+    """Last in the file (it signs the page's user out): a viewer's token signs in; the page says who they are,
+    and Add case and Fine-tune stay disabled while listing models is allowed (the role table, not a blanket)."""
+    from BackSplitLib.server.accounts import Accounts
+    from BackSplitLib.server.store import Store
+
+    token = Accounts(Store(backsplit_server.data)).add("vera", "viewer", "default")
+    page.goto("about:blank")  # the user leaves: the app signs them out and closes their scene
+    wait_until(lambda: page.goto(web_app.url).status == 200, 60, "the app free for the next user")
+    page.locator("#bs-login").wait_for(timeout=60_000)
+    page.fill("#bs-token", token)
+    page.click("#bs-sign-in")
+    page.locator("#bs-identity", has_text="signed in as vera (viewer in default)").wait_for(timeout=60_000)
+    wait_until(lambda: facts(page)["panel"]["connection"] == "connected" and not facts(page)["panel"]["busy"], 30,
+               "the viewer connected")
+    assert page.locator("#bs-fine-tune").is_disabled() and page.locator("#bs-add-case").is_disabled()
+    assert page.locator("#bs-create-project").is_disabled()
+    assert page.locator("#bs-refresh-models").is_enabled()
+    enabled = facts(page)["panel"]["enabled"]
+    assert not enabled["fine_tune"] and not enabled["add_case"] and enabled["refresh_models"]

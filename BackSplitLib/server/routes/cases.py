@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib.io import image_extension
+from BackSplitLib.permissions import Action
+from BackSplitLib.server.access import requires
 from BackSplitLib.server.routes.projects import check_target, request_project
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
 from BackSplitLib.server.uploads import IMAGE_TYPES, check_client_name, validate_case
@@ -34,7 +36,7 @@ class Case(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
-@router.post("/cases", status_code=201, response_model=Case, openapi_extra=multipart_doc({
+@router.post("/cases", dependencies=[requires(Action.upload_case)], status_code=201, response_model=Case, openapi_extra=multipart_doc({
     "image": {**FILE_FIELD, "description": "NIfTI or NRRD volume"},
     "label": {**FILE_FIELD, "description": "label map on the image's grid"},
     "schema": {"type": "string", "description": 'label schema JSON: {"labels": {...}, "target": "..."}'},
@@ -62,17 +64,17 @@ async def upload_case(request: Request, project: str = Depends(request_project),
     return case
 
 
-@router.get("/cases", response_model=list[Case])
+@router.get("/cases", dependencies=[requires(Action.read)], response_model=list[Case])
 def list_cases(project: str = Depends(request_project), state: AppState = Depends(app_state)) -> list[dict]:
     return state.store.list_cases(project)
 
 
-@router.get("/cases/{case_id}", response_model=Case)
+@router.get("/cases/{case_id}", dependencies=[requires(Action.read)], response_model=Case)
 def get_case(case_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> dict:
     return state.store.get_case(case_id, project)
 
 
-@router.delete("/cases/{case_id}", status_code=204)
+@router.delete("/cases/{case_id}", dependencies=[requires(Action.delete_case)], status_code=204)
 def delete_case(case_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> None:
     state.store.delete_case(case_id, project)
 
@@ -81,14 +83,14 @@ _FILE_RESPONSE = {200: {"content": {"application/octet-stream": {}},
                         "description": "the file as stored after validation (NIfTI or NRRD)"}}
 
 
-@router.get("/cases/{case_id}/image", response_class=FileResponse, responses=_FILE_RESPONSE)
+@router.get("/cases/{case_id}/image", dependencies=[requires(Action.read_case_files)], response_class=FileResponse, responses=_FILE_RESPONSE)
 def case_image(case_id: str, project: str = Depends(request_project),
                state: AppState = Depends(app_state)) -> FileResponse:
     """The case's image, e.g. for the browser app to open a case that is already on the server."""
     return _case_file(state, project, case_id, "image")
 
 
-@router.get("/cases/{case_id}/label", response_class=FileResponse, responses=_FILE_RESPONSE)
+@router.get("/cases/{case_id}/label", dependencies=[requires(Action.read_case_files)], response_class=FileResponse, responses=_FILE_RESPONSE)
 def case_label(case_id: str, project: str = Depends(request_project),
                state: AppState = Depends(app_state)) -> FileResponse:
     """The case's label map (values as in the case's schema)."""

@@ -16,10 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib.errors import BackSplitError
-from BackSplitLib.permissions import DEFAULT_PROJECT
+from BackSplitLib.permissions import DEFAULT_PROJECT, Action
 from BackSplitLib.projects import project_path
 from BackSplitLib.run_folder import load_run
 from BackSplitLib.schema import LabelSchema
+from BackSplitLib.server.access import requires
 from BackSplitLib.server.database import StoreUnavailable
 from BackSplitLib.server.routes.projects import request_project
 from BackSplitLib.server.state import AppState, app_state
@@ -95,7 +96,7 @@ def job_json(job: dict) -> dict:
     return Job.model_validate(job).model_dump()
 
 
-@router.post("/jobs", status_code=202, response_model=Job)
+@router.post("/jobs", dependencies=[requires(Action.start_job)], status_code=202, response_model=Job)
 def create_job(body: JobRequest, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> dict:
     """Queue a train or fine-tune job on the project's cases; follow it with GET /jobs/{id}/events."""
     store = state.store
@@ -113,23 +114,23 @@ def create_job(body: JobRequest, project: str = Depends(request_project), state:
     return job_json(store.add_job(body.kind, case_ids, base, params, project))
 
 
-@router.get("/jobs", response_model=list[Job])
+@router.get("/jobs", dependencies=[requires(Action.read)], response_model=list[Job])
 def list_jobs(project: str = Depends(request_project), state: AppState = Depends(app_state)) -> list[dict]:
     return [job_json(j) for j in state.store.list_jobs(project)]
 
 
-@router.get("/jobs/{job_id}", response_model=Job)
+@router.get("/jobs/{job_id}", dependencies=[requires(Action.read)], response_model=Job)
 def get_job(job_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> dict:
     return job_json(state.store.get_job(job_id, project))
 
 
-@router.delete("/jobs/{job_id}", response_model=Job)
+@router.delete("/jobs/{job_id}", dependencies=[requires(Action.cancel_job)], response_model=Job)
 def cancel_job(job_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> dict:
     """Cancel: a queued job ends now, a running one at its next iteration (it creates no model)."""
     return job_json(state.store.request_cancel(job_id, project))
 
 
-@router.get("/jobs/{job_id}/events", response_class=StreamingResponse, responses={200: {
+@router.get("/jobs/{job_id}/events", dependencies=[requires(Action.read)], response_class=StreamingResponse, responses={200: {
     "content": {"text/event-stream": {}},
     "description": "`event: state` on each state change and `event: progress` on new progress, both with "
                    "the job's JSON; the stream ends when the job has ended."}})

@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib.errors import BackSplitError, RunError
+from BackSplitLib.permissions import Action
 from BackSplitLib.run_folder import ArchiveTooLarge, RunInfo, load_run, pack_run, run_metrics, unpack_run
+from BackSplitLib.server.access import requires
 from BackSplitLib.server.model_check import check_uploaded_model
 from BackSplitLib.server.routes.projects import check_target, request_project
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
@@ -36,18 +38,18 @@ class Model(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
-@router.get("/models", response_model=list[Model])
+@router.get("/models", dependencies=[requires(Action.read)], response_model=list[Model])
 def list_models(project: str = Depends(request_project), state: AppState = Depends(app_state)) -> list[dict]:
     return state.store.list_models(project)
 
 
-@router.get("/models/{model_id}", response_model=Model)
+@router.get("/models/{model_id}", dependencies=[requires(Action.read)], response_model=Model)
 def get_model(model_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> dict:
     """A model by id, or ``current`` (the project's current model)."""
     return state.store.get_model(model_id, project)
 
 
-@router.get("/models/{model_id}/download", response_class=FileResponse,
+@router.get("/models/{model_id}/download", dependencies=[requires(Action.download_model)], response_class=FileResponse,
             responses={200: {"content": {"application/zip": {}}}})
 def download_model(model_id: str, project: str = Depends(request_project),
                    state: AppState = Depends(app_state)) -> FileResponse:
@@ -57,7 +59,7 @@ def download_model(model_id: str, project: str = Depends(request_project),
     return FileResponse(path, media_type="application/zip", filename=f"backsplit-model-{model['id']}.zip")
 
 
-@router.post("/models", status_code=201, response_model=Model, openapi_extra=multipart_doc({
+@router.post("/models", dependencies=[requires(Action.upload_model)], status_code=201, response_model=Model, openapi_extra=multipart_doc({
     "file": {**FILE_FIELD, "description": "a run folder as a zip (model.json, model.safetensors, ...)"},
     "promote": {"type": "boolean", "default": False},
 }, ["file"]))
@@ -78,13 +80,13 @@ async def upload_model(request: Request, project: str = Depends(request_project)
         shutil.rmtree(staged, ignore_errors=True)
 
 
-@router.post("/models/{model_id}/promote", response_model=Model)
+@router.post("/models/{model_id}/promote", dependencies=[requires(Action.promote_model)], response_model=Model)
 def promote_model(model_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> dict:
     """Make a model the project's current model (promoting an older one is the rollback)."""
     return state.store.promote_model(model_id, project)
 
 
-@router.delete("/models/{model_id}", status_code=204)
+@router.delete("/models/{model_id}", dependencies=[requires(Action.delete_model)], status_code=204)
 def delete_model(model_id: str, project: str = Depends(request_project), state: AppState = Depends(app_state)) -> None:
     state.store.delete_model(model_id, project)
     state.predictors.pop(model_id, None)

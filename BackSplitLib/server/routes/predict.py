@@ -13,7 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from BackSplitLib.image_files import ImageTooLarge
 from BackSplitLib.io import ReceivedHeader
+from BackSplitLib.permissions import Action
 from BackSplitLib.run_folder import load_run, prediction_names, write_prediction_bundle
+from BackSplitLib.server.access import requires
 from BackSplitLib.server.model_check import check_resampled_size
 from BackSplitLib.server.routes.projects import request_project
 from BackSplitLib.server.state import FILE_FIELD, AppState, app_state, multipart_doc, receive
@@ -22,7 +24,7 @@ from BackSplitLib.server.uploads import IMAGE_TYPES, UploadError, check_client_n
 router = APIRouter(tags=["predict"])
 
 
-@router.post("/predict", response_class=FileResponse, openapi_extra=multipart_doc({
+@router.post("/predict", dependencies=[requires(Action.predict)], response_class=FileResponse, openapi_extra=multipart_doc({
     "image": {**FILE_FIELD, "description": "NIfTI or NRRD volume"},
     "model": {"type": "string", "default": "current", "description": "a model id of the project, or 'current' "
                                                                      "(the project's current model)"},
