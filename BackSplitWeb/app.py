@@ -162,7 +162,8 @@ class WebApp:
 
         if not self.signed_in:
             raise BackSplitError("sign in first")
-        return BackSplitClient(self.settings.server_url, token=self._token, timeout=60)
+        return BackSplitClient(self.settings.server_url, token=self._token, timeout=60,
+                               project=self.panel.controller.state().project)  # the picker's project
 
     async def list_cases(self) -> None:
         """The server's cases, for the case picker."""

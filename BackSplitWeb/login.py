@@ -69,9 +69,16 @@ def forget_environment_variable(name: str) -> bool:
 
 
 def check_token(server_url: str, token: str | None, timeout: float = 10.0) -> None:
-    """Ask the server for something that needs the token; BackSplitError when it refuses or is unreachable."""
+    """Ask the server who the token is (``GET /me``: any user, whatever their projects; a server from before
+    users has no /me and is asked for its models); BackSplitError when it refuses or is unreachable."""
+    client = BackSplitClient(server_url, token=token or None, timeout=timeout)
     try:
-        BackSplitClient(server_url, token=token or None, timeout=timeout).list_models()
+        try:
+            client.me()
+        except BackSplitClientError as e:
+            if e.status != 404:
+                raise
+            client.list_models()
     except BackSplitClientError as e:
         if e.status in (401, 403):
             raise BackSplitError("the server refused this token", "type the token `backsplit serve` uses") from None

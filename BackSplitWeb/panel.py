@@ -71,6 +71,9 @@ class PanelBinding:
         ctrl_trigger("bs_set_predict_auxiliary")(lambda on: self.controller.set_training(predict_auxiliary=bool(on)))
         ctrl_trigger("bs_select_model")(self.controller.select_model)
         ctrl_trigger("bs_set_organ_map")(self.controller.set_organ_map)
+        self.state.client_only("bs_new_project_name")  # typed in the page, sent with the click
+        ctrl_trigger("bs_choose_project")(self.controller.choose_project)
+        ctrl_trigger("bs_create_project")(lambda name: self.controller.create_project(str(name or "")))
         app.server.controller.on_server_ready.add(self._start_ticking)
 
     # -------------------------------------------------------------------------- controller -> page
@@ -297,6 +300,7 @@ class PanelBinding:
                        density="compact", hide_details=True, id="bs-window",
                        update_modelValue="trigger('bs_window_preset', [$event])")
             html.Div(f"{{{{ {p}.server_info }}}}", classes="text-caption", id="bs-server-info")
+            _project_ui(p)
             with html.Div(classes="d-flex ga-2"):
                 _button("Reconnect", "reconnect", p)
                 _button("Refresh models", "refresh_models", p)
@@ -397,6 +401,24 @@ class PanelBinding:
                 html.Div(f"{{{{ {p}.message.text }}}}", id="bs-message-text")
                 html.Div(f"What to do: {{{{ {p}.message.hint }}}}", v_if=(f"{p}.message.hint",),
                          id="bs-message-hint")
+
+
+def _project_ui(p: str) -> None:
+    """Who is signed in, the project picker (hidden with the reason when the server has no projects) and a new
+    project from this segmentation's roles (issue 24)."""
+    html.Div(f"{{{{ {p}.identity }}}}", v_if=(f"{p}.identity",), classes="text-caption", id="bs-identity")
+    with html.Div(v_if=(f"{p}.projects.length",), id="bs-project"):  # Vuetify gives an id to the inner <input>
+        v3.VSelect(label="Project", items=(f"{p}.projects.map(r => ({{title: r[1], value: r[0]}}))",),
+                   model_value=(f"{p}.project",), density="compact", hide_details=True,
+                   disabled=(f"!{p}.enabled.choose_project",), update_modelValue="trigger('bs_choose_project', [$event])")
+    html.Div(f"{{{{ {p}.projects_note }}}}", v_if=(f"{p}.projects_note",), classes="text-caption",
+             id="bs-projects-note")
+    with html.Div(classes="d-flex ga-2 align-center", v_if=(f"{p}.projects.length",)):
+        v3.VTextField(v_model=("bs_new_project_name", ""), label="New project name", placeholder="liver-mets",
+                      density="compact", hide_details=True, id="bs-new-project-name")
+        v3.VBtn("New from roles", size="small", variant="tonal", id="bs-create-project",
+                disabled=(f"!{p}.enabled.create_project",),
+                click="trigger('bs_create_project', [bs_new_project_name])")
 
 
 def _matrix(getter) -> list[float]:

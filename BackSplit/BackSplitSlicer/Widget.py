@@ -15,6 +15,7 @@ import qt
 import slicer
 
 from BackSplitSlicer.panel import TICK_MS, PanelController, PanelState, Settings
+from BackSplitSlicer.project_widgets import ProjectControls
 from BackSplitSlicer.redraw import APPEND, REPLACE, Drawn, edits
 from BackSplitSlicer.roles import ROLES
 from BackSplitSlicer.training_widgets import TrainingControls
@@ -26,7 +27,8 @@ BUTTONS = {"connect": "connectButton", "stop": "stopButton", "reconnect": "recon
            "open_segment_editor": "segmentEditorButton", "add_case": "addCaseButton",
            "fine_tune": "fineTuneButton", "cancel": "cancelButton", "predict": "predictButton",
            "promote": "promoteButton", "show_auxiliary": "showAuxiliaryButton",
-           "fill_between_slices": "fillBetweenSlicesButton", "accept_prediction": "acceptPredictionButton"}
+           "fill_between_slices": "fillBetweenSlicesButton", "accept_prediction": "acceptPredictionButton",
+           "create_project": "newProjectButton"}
 REMOTE_ONLY = ("serverUrlLabel", "serverUrlLineEdit", "tokenLabel", "tokenLineEdit", "caBundleLabel",
                "caBundlePathLineEdit")
 LOCAL_ONLY = ("localDataLabel", "localDataPathLineEdit", "wheelFolderLabel", "wheelFolderPathLineEdit",
@@ -72,6 +74,7 @@ class Widget(qt.QWidget):
         self._recent_servers = qt.QStringListModel()  # one completer; its list follows the state
         self.ui.serverUrlLineEdit.setCompleter(qt.QCompleter(self._recent_servers, self.ui.serverUrlLineEdit))
         self.controller = PanelController(slicer.mrmlScene, QtSettings(), ask=ask)
+        self.projects = ProjectControls(self.ui, self.controller)  # who is signed in, the project picker
         self._connect()
         self.training = TrainingControls(self.ui, self.controller)  # case mode, case picker, training curve
         self.controller.observe(self.render)
@@ -107,7 +110,7 @@ class Widget(qt.QWidget):
         ui.predictAuxiliaryCheckBox.toggled.connect(lambda checked: c.set_training(predict_auxiliary=checked))
         ui.modelComboBox.connect("activated(int)",
                                  lambda index: c.select_model(ui.modelComboBox.itemData(index)))
-        handlers = {"open_segment_editor": self.openSegmentEditor,
+        handlers = {"open_segment_editor": self.openSegmentEditor, "create_project": self.projects.create,
                     "fill_between_slices": lambda: self.openSegmentEditor("Fill between slices"),
                     **{action: self._waiting(getattr(c, action)) for action in SCENE_WORK}}
         for action, button in BUTTONS.items():
@@ -192,6 +195,7 @@ class Widget(qt.QWidget):
         ui.trainingProgressBar.value = int(round(100 * (state.job or {}).get("fraction", 0.0)))
         ui.trainingProgressLabel.text = (state.job or {}).get("text", "")
         self.training.draw(state)
+        self.projects.draw(state)
         ui.statusLabel.text = state.status
         for action, button in BUTTONS.items():
             getattr(ui, button).enabled = state.enabled[action]

@@ -45,6 +45,7 @@ class BackendLifecycle:
         if self.backend is not None:
             self.close()
         panel._forget_job()
+        panel._forget_session()
         try:
             if self._state.backend_kind == "Remote":
                 self._remember_server(self._state.server_url)
@@ -83,14 +84,16 @@ class BackendLifecycle:
         panel._say("Starting the local engine...")
 
     def describe(self) -> None:
+        """Open a session: who we are, the projects, the chosen project's description (one background call)."""
         self.panel._set(connection=CONNECTING, server_info="Connecting...")
-        self.panel._run(Work.connect, self.backend.describe, on_done=self._on_connected,
+        self.panel._run(Work.connect, self.backend.open_session, self._state.project, on_done=self._on_connected,
                         on_error=self._on_connect_failed)
 
-    def _on_connected(self, description: str) -> None:
+    def _on_connected(self, session) -> None:
         panel = self.panel
-        panel._set(connection=CONNECTED, server_info=description)
+        panel._set(connection=CONNECTED, server_info=session.description)
         panel._succeeded("connect", "Connected.")
+        panel._on_session(session)
         panel._on_backend_ready()
 
     def _on_connect_failed(self, error: BaseException) -> None:
@@ -113,8 +116,9 @@ class BackendLifecycle:
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
-        """The user's explicit Stop: drop the backend (a local engine is stopped)."""
+        """The user's explicit Stop: drop the backend (a local engine is stopped) and who we were there."""
         self.close()
+        self.panel._forget_session()
         self.panel._set(connection=DISCONNECTED, server_info="Not connected.")
 
     def close(self) -> None:

@@ -5,6 +5,8 @@ Slicer without PyTorch can fine-tune on a GPU machine. ``LocalBackend`` starts t
 machine as a separate process with Slicer's Python (``python -m BackSplitLib serve`` on a free loopback
 port, with a per-launch random token in the environment, never on the command line) and then is a
 ``RemoteBackend`` pointed at it: one code path, and the Slicer UI never waits for training. Both offer: ``add_case``, ``fine_tune``, ``status``, ``cancel``, ``list_models``, ``predict``.
+``open_session`` reads who the token is (``GET /me``) and the server's projects (issue 24); the local engine
+has no projects.
 
 Nothing here imports Qt; the panel controller (``panel.py``) runs the slow calls through
 :class:`BackgroundCall` and collects them from its ``tick``.
@@ -31,6 +33,7 @@ import SimpleITK as sitk
 from BackSplitLib.client import TERMINAL_STATES, TOKEN_ENV, BackSplitClient, BackSplitClientError
 from BackSplitLib.errors import BackSplitError
 from BackSplitLib.io import read_image, write_image
+from BackSplitLib.permissions import DEFAULT_PROJECT, Action, may
 from BackSplitLib.run_folder import read_prediction_bundle
 from BackSplitLib.schema import LabelSchema
 from BackSplitLib.vocabulary import DEFAULT_HOST, DEFAULT_SERVER_URL, default_iterations
@@ -38,14 +41,23 @@ from BackSplitLib.vocabulary import DEFAULT_HOST, DEFAULT_SERVER_URL, default_it
 from BackSplitSlicer.case import Case
 from BackSplitSlicer.install import requirement_lines, requirement_names
 from BackSplitSlicer.processes import default_python, popen, run
+from BackSplitSlicer.backend_session import LOCAL_PROJECTS_NOTE, SINGLE_TOKEN_ME, Session, pick_project
 
 ENGINE_MODULE = "BackSplitLib.server"
 # Tells the local engine (and its workers) to exit when our end of their stdin closes: no orphans.
 EXIT_ON_STDIN_EOF_ENV = "BACKSPLIT_EXIT_ON_STDIN_EOF"
 
 
+_REQUIRED = object()  # RemoteBackend._call: a 404 is an error
+
+
 class BackendError(BackSplitError):
-    """The backend cannot do what was asked (server unreachable, refused the request, local server died)."""
+    """The backend cannot do what was asked (server unreachable, refused the request, local server died).
+    ``status``: the server's HTTP status when it refused (403: the user's role does not allow it)."""
+
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None):
+        super().__init__(message, hint)
+        self.status = status
 
 
 # ------------------------------------------------------------------------------------------- records
@@ -164,7 +176,7 @@ class PredictionResult:
 class Backend:
     """The interface the widget uses; all calls may take seconds (network), none waits for training."""
 
-    def describe(self) -> str:
+    def describe(self, with_models: bool = True) -> str:
         raise NotImplementedError
 
     def add_case(self, case: Case, allow_empty_target: bool = False, modality: str = "CT") -> str:
@@ -194,6 +206,10 @@ class Backend:
     def predict(self, image: Case | sitk.Image, model: str = "current", classes: bool = False) -> PredictionResult:
         raise NotImplementedError
 
+    def open_session(self, project: str) -> Session:
+        """Connect: who we are, the projects, and the project every later call goes to."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release what the backend holds (the local server process)."""
 
@@ -211,18 +227,68 @@ class RemoteBackend(Backend):
         self.url = self.client.server
 
     # ---------------------------------------------------------------- calls
-    def _call(self, what: str, fn: Callable, *args, **kwargs):
-        """Run a client call; server and connection errors become one-line BackendErrors for the user."""
+    def _call(self, what: str, fn: Callable, *args, absent: Any = _REQUIRED, **kwargs):
+        """Run a client call; server and connection errors become one-line BackendErrors for the user
+        (a 404 returns ``absent`` when given: a route that a server from before issue 24 lacks)."""
         try:
             return fn(*args, **kwargs)
         except BackSplitClientError as e:
-            raise BackendError(f"{what} failed: {e.detail}", _hint_for(e, self.url)) from None
+            if e.status == 404 and absent is not _REQUIRED:
+                return absent
+            raise BackendError(f"{what} failed: {e.detail}", _hint_for(e, self.url), e.status) from None
+
+    # ---------------------------------------------------------------- who and which project (issue 24)
+    @property
+    def project(self) -> str:
+        """The project of every case, job, model and predict call (the client's)."""
+        return self.client.project
+
+    @project.setter
+    def project(self, name: str) -> None:
+        try:
+            self.client.project = name
+        except BackSplitClientError as e:
+            raise BackendError(e.detail, "pick a project from the list") from None
+
+    def me(self) -> dict:
+        """``GET /me``: who the token is and their role per project; a server without /me (404, from before
+        issue 24) is today's single token, an admin."""
+        return self._call("reading who you are", self.client.me, absent=dict(SINGLE_TOKEN_ME))
+
+    def list_projects(self) -> list[dict] | None:
+        """The server's projects (name, target, current_model, counts); None when it has none (404)."""
+        return self._call("listing projects", self.client.list_projects, absent=None)
+
+    def create_project(self, name: str, schema: LabelSchema) -> dict:
+        """A new project with ``schema``; a name taken (409) or refused (422) says what to do."""
+        try:
+            return self.client.create_project(name, schema)
+        except BackSplitClientError as e:
+            hints = {409: "pick it in the Project list, or choose another name",
+                     422: "use 1 to 64 lower-case letters, digits, '-' or '_' (e.g. liver-mets), and give the "
+                          "lesion segment the role Target"}
+            raise BackendError(f"creating project {name!r} failed: {e.detail}",
+                               hints.get(e.status) or _hint_for(e, self.url), e.status) from None
+
+    def open_session(self, project: str) -> Session:
+        """Who we are, the projects, and ``project`` when the server has it (else the default project);
+        then the server's description in that project."""
+        me, projects = self.me(), self.list_projects()
+        if not isinstance(me, dict) or not isinstance(projects, (list, type(None))):
+            raise BackendError(f"the server at {self.url} answered GET /me or GET /projects in a form this panel "
+                               "does not know", "check that the address is a BackSplit server's")
+        chosen, note = pick_project(project, projects, me)
+        self.project = chosen
+        return Session(self.describe(with_models=may(me, chosen, Action.read)), me, projects, chosen, note)
 
     def health(self) -> dict:
         return self._call("connecting to the server", self.client.health)
 
-    def describe(self) -> str:
+    def describe(self, with_models: bool = True) -> str:
+        """One line about the server (and its models in the client's project, when ``with_models``)."""
         info = self.health()
+        if not with_models:  # no role in the project: its models are not ours to list
+            return f"Connected to {self.url}: device {info.get('device', '?')}, queue {info.get('queue_length', 0)}."
         models = self.list_models()
         current = next((m.model_id for m in models if m.current), None)
         return (f"Connected to {self.url}: device {info.get('device', '?')}, {len(models)} model(s)"
@@ -363,8 +429,13 @@ class LocalBackend(RemoteBackend):
             return ""
         return " | ".join(line.strip() for line in text[-lines:])
 
-    def describe(self) -> str:
-        return "Local engine: " + super().describe().removeprefix("Connected to ")
+    def describe(self, with_models: bool = True) -> str:
+        return "Local engine: " + super().describe(with_models).removeprefix("Connected to ")
+
+    def open_session(self, project: str) -> Session:
+        """The local engine has no projects: everything goes to its default project."""
+        self.project = DEFAULT_PROJECT
+        return Session(self.describe(), self.me(), None, DEFAULT_PROJECT, LOCAL_PROJECTS_NOTE)
 
     def terminate(self) -> None:
         """Ask the server to stop and return at once (closing its stdin is the signal on every OS)."""

@@ -344,27 +344,9 @@ def _layer_on_volume_grid(segmentation_node, segment_id: str, volume_node) -> np
     return values
 
 
-def export_case(volume_node, segmentation_node, schema: LabelSchema | None = None,
-                target_name: str = DEFAULT_TARGET_NAME, name: str | None = None,
-                annotated_slices_only: bool | None = False) -> Case:
-    """A :class:`Case` from a volume and a segmentation whose segments carry roles.
-
-    Every Target segment goes into the one target class; each Auxiliary segment becomes the class of its
-    name (segments with the same name share it); Ignore segments become the ignore label; Unused segments
-    are dropped. With ``schema`` (a model's schema) the existing class values are kept and new auxiliary
-    names are appended; without it the schema is built from the names, the target called ``target_name``.
-
-    ``annotated_slices_only`` (nnU-Net's sparse annotation): every slice along k without paint in a hand-made
-    segment (automatic auxiliary segments do not count) becomes ``ignore``; ignore wins over auxiliary
-    classes, so automatic ones never overwrite it. None turns it on when :func:`looks_sparse`. A class that
-    a hand-made and an automatic segment share counts as automatic here (its slices are not "painted").
-    """
-    if volume_node is None or segmentation_node is None:
-        raise LabelError("choose a volume and a segmentation first")
-    geometry = volume_geometry(volume_node)
-    shape = tuple(reversed(geometry.size))
-    target_name = schema.target if schema is not None else target_name
-
+def _role_classes(segmentation_node, target_name: str):
+    """What the segments' roles make of them: segment id -> role (unused segments left out), the auxiliary
+    class names in segment order, the automatic segments' ids, and each class's colour (the first segment's)."""
     roles: dict[str, str] = {}
     auxiliary: list[str] = []
     automatic: set[str] = set()
@@ -388,8 +370,41 @@ def export_case(volume_node, segmentation_node, schema: LabelSchema | None = Non
             f"no segment of '{segmentation_node.GetName()}' has the role Target",
             "set the lesion segment's role to Target in the Segment roles table",
         )
+    return roles, list(dict.fromkeys(auxiliary)), automatic, colors
 
-    auxiliary = list(dict.fromkeys(auxiliary))
+
+def schema_from_roles(segmentation_node, target_name: str = DEFAULT_TARGET_NAME) -> LabelSchema:
+    """The label schema this segmentation's roles describe (a new project's): the Target segments as the one
+    target class, each Auxiliary name a class, with their colours; the same classes ``export_case`` writes."""
+    if segmentation_node is None:
+        raise LabelError("choose a segmentation first", "use the Inputs section")
+    _, auxiliary, _, colors = _role_classes(segmentation_node, target_name)
+    return LabelSchema.from_names(target_name, auxiliary, colors=colors)
+
+
+def export_case(volume_node, segmentation_node, schema: LabelSchema | None = None,
+                target_name: str = DEFAULT_TARGET_NAME, name: str | None = None,
+                annotated_slices_only: bool | None = False) -> Case:
+    """A :class:`Case` from a volume and a segmentation whose segments carry roles.
+
+    Every Target segment goes into the one target class; each Auxiliary segment becomes the class of its
+    name (segments with the same name share it); Ignore segments become the ignore label; Unused segments
+    are dropped. With ``schema`` (a model's schema) the existing class values are kept and new auxiliary
+    names are appended; without it the schema is built from the names, the target called ``target_name``.
+
+    ``annotated_slices_only`` (nnU-Net's sparse annotation): every slice along k without paint in a hand-made
+    segment (automatic auxiliary segments do not count) becomes ``ignore``; ignore wins over auxiliary
+    classes, so automatic ones never overwrite it. None turns it on when :func:`looks_sparse`. A class that
+    a hand-made and an automatic segment share counts as automatic here (its slices are not "painted").
+    """
+    if volume_node is None or segmentation_node is None:
+        raise LabelError("choose a volume and a segmentation first")
+    geometry = volume_geometry(volume_node)
+    shape = tuple(reversed(geometry.size))
+    target_name = schema.target if schema is not None else target_name
+
+    roles, auxiliary, automatic, colors = _role_classes(segmentation_node, target_name)
+    segmentation = segmentation_node.GetSegmentation()
     # Ignore is the highest value, so whether the case keeps it (only when ignore voxels exist) changes no
     # other class value: compose with it, then drop it when no voxel has it.
     with_ignore = _case_schema(target_name, auxiliary, True, colors, schema)

@@ -34,15 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from BackSplitLib.errors import BackSplitError
+from BackSplitLib.permissions import DEFAULT_PROJECT
 from BackSplitLib.vocabulary import DEFAULT_SERVER_URL, JobKind, default_iterations
 
 from BackSplitSlicer.backend_lifecycle import BackendLifecycle
 from BackSplitSlicer.backends import Backend, BackgroundCall, JobStatus, ModelInfo, make_backend
+from BackSplitSlicer.panel_projects import ProjectActions
 from BackSplitSlicer.panel_scene import SceneActions
 from BackSplitSlicer.panel_state import (ACTIONS, BACKENDS, CHECKING, CONNECTED, CONNECTING, DISCONNECTED,  # noqa: F401
                                          INSTALLING, LOCAL_MODE_NOTE, LOST, SETTINGS, STARTING, MemorySettings,
                                          Message, PanelState, RoleRow, Settings, Work, as_list, enabled_actions,
-                                         local_mode_supported)
+                                         local_mode_supported, refusal_text)
 from BackSplitSlicer.roles import role_rows, set_segment_role, write_default_roles
 from BackSplitSlicer.segment_colors import color_new_segments
 
@@ -57,10 +59,11 @@ class _Task:
         self.work, self.label, self.call, self.on_done, self.on_error = work, label, call, on_done, on_error
 
 
-class PanelController(SceneActions):
+class PanelController(SceneActions, ProjectActions):
     """The panel's behaviour. Handlers return at once; :meth:`tick` collects background results. The handlers
     that work on the scene (auxiliary structures, fill between slices, predictions) are in
-    :class:`~BackSplitSlicer.panel_scene.SceneActions`."""
+    :class:`~BackSplitSlicer.panel_scene.SceneActions`; who is signed in and the project picker in
+    :class:`~BackSplitSlicer.panel_projects.ProjectActions`."""
 
     def __init__(self, scene, settings: Settings, backend_factory: Callable[..., Backend] = make_backend,
                  ask: Callable[[str], bool] = lambda question: False, training_options: dict | None = None,
@@ -72,6 +75,7 @@ class PanelController(SceneActions):
         self._token: str | None = None  # typed by the user (Remote); never stored
         self._job: JobStatus | None = None
         self._models: list[ModelInfo] = []
+        self._project_rows: list[dict] = []
         self._tasks: list[_Task] = []
         self._observers: list[Callable[[PanelState], None]] = []
         self._next_poll = 0.0
@@ -95,7 +99,8 @@ class PanelController(SceneActions):
             ca_bundle=str(get(SETTINGS["ca_bundle"], "")),
             local_data_folder=str(get(SETTINGS["local_data_folder"], str(Path.home() / "BackSplit"))),
             wheel_folder=str(get(SETTINGS["wheel_folder"], "")),
-            iterations=int(iterations) if iterations not in (None, "", 0, "0") else None, local_mode_note=note)
+            iterations=int(iterations) if iterations not in (None, "", 0, "0") else None, local_mode_note=note,
+            project=str(get(SETTINGS["project"], None) or DEFAULT_PROJECT))
         self.enter()
 
     @property
@@ -131,7 +136,10 @@ class PanelController(SceneActions):
     def _error(self, what: str, error: BaseException, action: str | None = None) -> None:
         """One message for the user (with the hint); a stack trace only for errors that are not ours. The
         status line says only what failed: the reason is in the message, shown once."""
-        if isinstance(error, BackSplitError):
+        if getattr(error, "status", None) == 403:  # the role does not allow it: the user's words, not the body
+            text, hint = f"{what}: {refusal_text(self._state.me, self._state.project, action)}", None
+            self._recheck_identity()
+        elif isinstance(error, BackSplitError):
             text, hint = f"{what}: {error.message}", error.hint
         else:
             text, hint = f"{what}: {type(error).__name__}: {error}", None
@@ -338,17 +346,20 @@ class PanelController(SceneActions):
         self._set(job=None, models=(), model_id=None, unpromoted=None)
 
     def _on_backend_ready(self) -> None:
-        """Called by the life cycle once the backend answers: follow a running job, list the models."""
+        """Called by the life cycle once the backend answers (and ``_on_session`` said who and where): follow a
+        running job, list the models."""
         if self._job is not None and not self._job.finished:
             self._next_poll = self.clock()
-        self.refresh_models()
+        if self.state().enabled["refresh_models"]:  # a role in the project (GET /me)
+            self.refresh_models()
 
     # ------------------------------------------------------------------ models and jobs
     def refresh_models(self) -> None:
-        """The backend's models and cases (for the pickers)."""
+        """The backend's models and cases (for the pickers), and its projects."""
         if self.backend is not None:
             self._run(Work.list_models, self.backend.list_models, on_done=self._on_models)
             self._run(Work.list_cases, self.backend.list_cases, on_done=self._on_cases, quiet=True)
+            self.refresh_projects()
         self._publish()
 
     def _on_cases(self, cases: list[dict]) -> None:
@@ -419,7 +430,7 @@ class PanelController(SceneActions):
             volume, segmentation = self._inputs()
             model = self._selected_model()
             backend = self._require_backend()
-            case = export_case(volume, segmentation, schema=model.schema if model else None,
+            case = export_case(volume, segmentation, schema=model.schema if model else self._project_schema(),
                                annotated_slices_only=self._state.annotated_slices_only)
             note = f" {case.annotation.describe()}" if case.annotation is not None else ""
             self._run(Work.upload_case, backend.add_case, case, label=f"Uploading case '{case.name}'",
@@ -433,6 +444,7 @@ class PanelController(SceneActions):
         if self._state.case_ids is not None:  # a chosen set grows by the case just added
             self._set(case_ids=(*self._state.case_ids, case_id))
         self._run(Work.list_cases, self.backend.list_cases, on_done=self._on_cases, quiet=True)
+        self.refresh_projects()  # the picker's case count
 
     def fine_tune(self) -> None:
         try:
@@ -530,4 +542,6 @@ class PanelController(SceneActions):
 # The action whose error message a failed task's message belongs to (cleared when that action succeeds).
 _ACTION_OF = {Work.upload_case: "add_case", Work.start_training: "fine_tune", Work.cancel: "fine_tune",
               Work.predict: "predict", Work.promote: "promote", Work.list_models: "refresh_models",
-              Work.connect: "connect", Work.check_packages: "connect", Work.install: "install"}
+              Work.connect: "connect", Work.check_packages: "connect", Work.install: "install",
+              Work.list_cases: "refresh_models", Work.list_projects: "refresh_models",
+              Work.create_project: "create_project"}

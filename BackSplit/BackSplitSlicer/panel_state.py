@@ -11,7 +11,10 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
+from BackSplitLib.permissions import DEFAULT_PROJECT, Action, may
 from BackSplitLib.vocabulary import DEFAULT_FINETUNE_ITERATIONS, DEFAULT_SERVER_URL
+
+from BackSplitSlicer.backend_session import NOT_CONNECTED_PROJECTS_NOTE
 
 BACKENDS = ("Local", "Remote")
 LOCAL_MIN_PYTHON = (3, 10)
@@ -25,7 +28,19 @@ DISCONNECTED, CHECKING, INSTALLING, STARTING, CONNECTING, CONNECTED, LOST = (
 # Every action a face can offer; ``state().enabled`` says which are possible now.
 ACTIONS = ("connect", "stop", "reconnect", "install", "refresh_models", "add_tissue_classes", "import_organ_map",
            "open_segment_editor", "add_case", "fine_tune", "cancel", "predict", "promote", "show_auxiliary",
-           "fill_between_slices", "accept_prediction")
+           "fill_between_slices", "accept_prediction", "create_project")
+# Not a button: the project picker (a list), enabled like an action.
+CHOOSE_PROJECT = "choose_project"
+
+# The server's permission (``permissions.Action``) each action needs in the chosen project, and the words a
+# refusal uses for it ("your role viewer in liver cannot fine-tune; ask an admin"). Actions not listed need
+# none (they work on the scene, or on the connection itself).
+PERMISSION_OF = {"add_case": Action.upload_case, "fine_tune": Action.start_job, "cancel": Action.cancel_job,
+                 "predict": Action.predict, "promote": Action.promote_model, "refresh_models": Action.read,
+                 "create_project": Action.create_project}
+ACTION_WORDS = {"add_case": "add cases", "fine_tune": "fine-tune (start training)", "cancel": "cancel training",
+                "predict": "predict", "promote": "promote models", "refresh_models": "list models",
+                "create_project": "create projects", CHOOSE_PROJECT: "open this project"}
 
 
 # Add case's mode, as both faces offer it: (key, the controller's ``annotated_slices_only``, the words).
@@ -71,6 +86,9 @@ class Work(str, Enum):
     cancel = "Cancelling"
     predict = "Predicting"
     promote = "Promoting the model"
+    list_projects = "Listing projects"
+    create_project = "Creating the project"
+    who_am_i = "Reading who you are"
 
     def __str__(self) -> str:
         return self.value
@@ -79,7 +97,7 @@ class Work(str, Enum):
 SETTINGS = {"backend": "BackSplit/Backend", "server_url": "BackSplit/ServerUrl",
             "recent_servers": "BackSplit/RecentServers", "ca_bundle": "BackSplit/CABundle",
             "local_data_folder": "BackSplit/LocalDataFolder", "wheel_folder": "BackSplit/WheelFolder",
-            "iterations": "BackSplit/Iterations"}
+            "iterations": "BackSplit/Iterations", "project": "BackSplit/Project"}
 
 
 class Settings:
@@ -148,6 +166,11 @@ class PanelState:
     missing_packages: tuple = ()
     install_log: str = ""
     torch_build: str = ""  # which PyTorch the install step left (version, CUDA or CPU build), once known
+    me: Optional[dict] = None  # the server's GET /me ({"user", "admin", "projects": {PROJECT: ROLE}}); None: unknown
+    identity: str = ""  # "signed in as NAME (ROLE in PROJECT)"
+    project: str = DEFAULT_PROJECT  # where every case, job, model and predict call goes
+    projects: tuple = ()  # the server's projects: (name, description); empty: no projects (see projects_note)
+    projects_note: str = NOT_CONNECTED_PROJECTS_NOTE  # why there is no project picker (the local engine, a server from before projects)
     models: tuple = ()  # (model id, description)
     model_id: Optional[str] = None
     cases: tuple = ()  # the server's cases: (case id, description)
@@ -188,12 +211,14 @@ def as_list(value: Any) -> list[str]:
 
 def enabled_actions(s: PanelState, has_backend: bool, job_running: bool, busy: set) -> dict:
     """Which actions are possible now, from the state, whether a backend exists, whether a job runs, and
-    what runs in the background (the :class:`Work` of each pending task)."""
+    what runs in the background (the :class:`Work` of each pending task); an action that needs a permission
+    (:data:`PERMISSION_OF`) also needs ``permissions.may`` to allow it for ``s.me`` in ``s.project``."""
     connected = s.connection == CONNECTED and has_backend
     inputs = s.volume_id is not None and s.segmentation_id is not None
     connecting = s.connection in (CHECKING, STARTING, CONNECTING, INSTALLING)
     local_possible = s.backend_kind == "Local" and not s.local_mode_note
-    return {
+    switching = busy & {Work.upload_case, Work.start_training, Work.predict, Work.promote, Work.create_project}
+    enabled = {
         "connect": not connecting and (s.backend_kind == "Remote" and bool(s.server_url) or local_possible),
         "stop": has_backend,
         "reconnect": s.connection == LOST,
@@ -211,4 +236,40 @@ def enabled_actions(s: PanelState, has_backend: bool, job_running: bool, busy: s
         "fill_between_slices": s.segmentation_id is not None,
         "accept_prediction": s.output_id is not None and bool(s.prediction) and s.prediction.get("voxels", 0) > 0
                              and s.segmentation_id is not None,
+        # A job belongs to its project: switch after it ended (or cancel it); nothing else on its way either.
+        CHOOSE_PROJECT: connected and bool(s.projects) and not job_running and not switching,
+        "create_project": connected and bool(s.projects) and s.segmentation_id is not None
+                          and Work.create_project not in busy,
     }
+    for action, permission in PERMISSION_OF.items():  # the server's role table decides, in the chosen project
+        enabled[action] = enabled[action] and may(s.me, s.project, permission)
+    return enabled
+
+
+def role_in(me: Optional[dict], project: str) -> Optional[str]:
+    """The user's role in ``project`` as ``GET /me`` says it ("admin" for an admin), None without one."""
+    if not me:
+        return None
+    return "admin" if me.get("admin") else (me.get("projects") or {}).get(project)
+
+
+def identity_text(me: Optional[dict], project: str) -> str:
+    """Who the panel is signed in as, and their role in the chosen project."""
+    if not me:
+        return ""
+    if me.get("single_token"):
+        return ("signed in with the server's single token (admin: a server from before users and projects, "
+                "where one token may do everything)")
+    role = role_in(me, project)
+    where = "admin of every project" if me.get("admin") else (f"{role} in {project}" if role
+                                                             else f"no role in {project}")
+    return f"signed in as {me.get('user', '?')} ({where})"
+
+
+def refusal_text(me: Optional[dict], project: str, action: Optional[str]) -> str:
+    """What a 403 means for the user, in their words: never the server's raw body."""
+    words = ACTION_WORDS.get(action or "", "do this")
+    role = role_in(me, project)
+    if role is None:
+        return f"you have no role in project {project}, so you cannot {words} there; ask an admin"
+    return f"your role {role} in {project} cannot {words}; ask an admin"

@@ -211,7 +211,8 @@ def test_the_fine_tune_budget_is_the_recipes_default_until_the_user_sets_one(sce
 
 
 def test_pending_work_is_compared_by_identity_not_by_its_words():
-    state = PanelState(volume_id="v", segmentation_id="s", connection="connected")
+    state = PanelState(volume_id="v", segmentation_id="s", connection="connected",
+                       me={"user": "ann", "admin": False, "projects": {"default": "annotator"}})
     assert enabled_actions(state, True, False, set())["add_case"]
     assert not enabled_actions(state, True, False, {Work.upload_case})["add_case"]
     assert enabled_actions(state, True, False, {Work.upload_case})["predict"]

@@ -37,6 +37,9 @@ class SlowHandler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         time.sleep(self.delay_s)
+        if self.path in ("/me", "/projects"):  # a server from before issue 24
+            self.send_error(404)
+            return
         if self.path.endswith("/health"):
             body = {"status": "ok", "device": "cpu", "queue_length": 0}
         elif self.path.endswith("/models"):
@@ -82,11 +85,15 @@ def test_no_handler_or_tick_waits_for_a_server_that_takes_5_s_per_answer(scene, 
     assert panel.state().connection == "connecting"
     enabled = panel.state().enabled  # while connecting: only Stop
     assert [a for a, on in enabled.items() if on] == ["stop"], enabled
-    deadline = time.monotonic() + 3 * DELAY_S + 10
+    deadline = time.monotonic() + 5 * DELAY_S + 10  # /me, /projects, /health, /models: 5 s each
     while panel.state().connection != CONNECTED and time.monotonic() < deadline:
         timed(durations, panel.tick)
         time.sleep(0.02)
     assert panel.state().connection == CONNECTED  # the slow answers did arrive, through tick
+    # A server from before issue 24 (no /me, no /projects): its single token is an admin, said as such.
+    state = panel.state()
+    assert state.identity.startswith("signed in with the server's single token (admin") and state.me["admin"]
+    assert state.projects == () and "before projects" in state.projects_note and state.project == "default"
     enabled = panel.state().enabled  # connected, no inputs in this scene, no job
     assert enabled["fine_tune"] and enabled["refresh_models"] and enabled["stop"] and enabled["connect"]
     assert not enabled["add_case"] and not enabled["predict"] and not enabled["cancel"] and not enabled["reconnect"]

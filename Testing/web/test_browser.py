@@ -336,6 +336,35 @@ def test_a_case_on_the_server_opens_with_named_segments_and_roles(page):
     assert all(s["voxels"] > 0 for s in opened["segments"])
 
 
+def test_a_new_project_from_the_roles_and_the_picker_send_cases_where_chosen(page, backsplit_server):
+    """Issue 24 in the page: who is signed in, a new project from the open segmentation's roles (the page
+    then works in it), Add case lands there and not in the default project, and the picker switches back."""
+    from BackSplitLib.client import BackSplitClient
+
+    client = BackSplitClient(backsplit_server.url, backsplit_server.token)
+    in_default = len(client.list_cases())
+    assert page.locator("#bs-identity").inner_text().startswith("signed in ")
+    page.fill("#bs-new-project-name", "lung-nodules")
+    page.click("#bs-create-project")
+    wait_until(lambda: facts(page)["panel"]["project"] == "lung-nodules", 60, "the new project chosen")
+    project = client.get_project("lung-nodules")
+    roles = {s["name"]: s["role"] for s in facts(page)["segments"]}
+    assert project["target"] == "lesion"
+    assert set(project["schema"]["labels"]) - {"background", "lesion"} == {n for n, r in roles.items() if r == "auxiliary"}
+    page.locator("#bs-project", has_text="lung-nodules (lesion; no model yet; 0 cases)").wait_for(timeout=30_000)
+
+    wait_until(lambda: facts(page)["panel"]["enabled"]["add_case"], 30, "Add case enabled")
+    page.click("#bs-add-case")
+    wait_until(lambda: len(client.in_project("lung-nodules").list_cases()) == 1, 60, "the case in lung-nodules")
+    assert len(client.list_cases()) == in_default  # not in the default project
+
+    page.locator("#bs-project .v-field").click()
+    page.locator(".v-overlay--active .v-list-item", has_text="default (").first.click()
+    wait_until(lambda: facts(page)["panel"]["project"] == "default" and not facts(page)["panel"]["busy"], 30,
+               "back to the default project")
+    assert len(facts(page)["panel"]["cases"]) == in_default
+
+
 def test_a_second_browser_is_refused_with_a_message(browser, web_app, page):
     other = browser.new_context().new_page()
     response = other.goto(web_app.url)
@@ -372,3 +401,25 @@ def test_the_page_without_the_launch_secret_is_refused(browser, web_app):
     assert response.status == 403
     assert "secret" in other.locator("#backsplit-refusal").inner_text()
     other.context.close()
+
+
+def test_a_viewer_signs_in_sees_their_role_and_cannot_fine_tune_or_add_cases(page, web_app, backsplit_server):
+    """Last in the file (it signs the page's user out): a viewer's token signs in; the page says who they are,
+    and Add case and Fine-tune stay disabled while listing models is allowed (the role table, not a blanket)."""
+    from BackSplitLib.server.accounts import Accounts
+    from BackSplitLib.server.store import Store
+
+    token = Accounts(Store(backsplit_server.data)).add("vera", "viewer", "default")
+    page.goto("about:blank")  # the user leaves: the app signs them out and closes their scene
+    wait_until(lambda: page.goto(web_app.url).status == 200, 60, "the app free for the next user")
+    page.locator("#bs-login").wait_for(timeout=60_000)
+    page.fill("#bs-token", token)
+    page.click("#bs-sign-in")
+    page.locator("#bs-identity", has_text="signed in as vera (viewer in default)").wait_for(timeout=60_000)
+    wait_until(lambda: facts(page)["panel"]["connection"] == "connected" and not facts(page)["panel"]["busy"], 30,
+               "the viewer connected")
+    assert page.locator("#bs-fine-tune").is_disabled() and page.locator("#bs-add-case").is_disabled()
+    assert page.locator("#bs-create-project").is_disabled()
+    assert page.locator("#bs-refresh-models").is_enabled()
+    enabled = facts(page)["panel"]["enabled"]
+    assert not enabled["fine_tune"] and not enabled["add_case"] and enabled["refresh_models"]
