@@ -20,7 +20,6 @@ No Qt here: MRML, VTK, numpy, SimpleITK and the torch-free parts of BackSplitLib
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -564,8 +563,3 @@ def prediction_mask(segmentation_node, segment_name: str, volume_node) -> np.nda
     if not segment_id:
         raise LabelError(f"no segment named '{segment_name}' in '{segmentation_node.GetName()}'")
     return export_segment_mask(segmentation_node, segment_id, volume_node)
-
-
-def temporary_case_folder() -> Path:
-    """A fresh folder for case files on their way to a backend."""
-    return Path(tempfile.mkdtemp(prefix="BackSplit-case-"))
