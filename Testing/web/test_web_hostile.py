@@ -156,6 +156,16 @@ def test_a_websocket_that_says_nothing_does_not_hold_the_app(asking):
     run(scenario())
 
 
+def test_a_websocket_that_never_says_hello_is_closed_after_the_hello_timeout(asking):
+    from BackSplitWeb.security import HELLO_TIMEOUT_S
+
+    async def scenario():
+        async with WslinkClient(asking.port, asking.origin) as client:
+            assert not await client.closed_within(HELLO_TIMEOUT_S / 2), "closed before the hello timeout"
+            assert await client.closed_within(HELLO_TIMEOUT_S / 2 + 5.0), "an anonymous WebSocket stayed open"
+
+    run(scenario())
+
 def test_the_connection_that_presented_the_secret_holds_the_app(asking):
     async def scenario():
         async with page(asking):
