@@ -17,7 +17,7 @@ import slicer
 from BackSplitSlicer.panel import TICK_MS, PanelController, PanelState, Settings
 from BackSplitSlicer.project_widgets import ProjectControls
 from BackSplitSlicer.redraw import APPEND, REPLACE, Drawn, edits
-from BackSplitSlicer.roles import ROLES
+from BackSplitSlicer.roles_widgets import RolesTable
 from BackSplitSlicer.training_widgets import TrainingControls
 
 # Action -> the button that triggers it.
@@ -52,10 +52,6 @@ class QtSettings(Settings):
         qt.QSettings().setValue(key, value)
 
 
-def ask(question: str) -> bool:
-    return slicer.util.confirmOkCancelDisplay(question, windowTitle="BackSplit")
-
-
 class Widget(qt.QWidget):
     """The module panel. ``BackSplit.py`` creates one and adds it to the module's layout."""
 
@@ -67,13 +63,13 @@ class Widget(qt.QWidget):
         layout.addWidget(ui_widget)
         self.ui = slicer.util.childWidgetVariables(ui_widget)
         ui_widget.setMRMLScene(slicer.mrmlScene)
-        self.ui.segmentRolesTable.setHorizontalHeaderLabels(["", "Segment", "Role"])
-        self.ui.segmentRolesTable.horizontalHeader().setStretchLastSection(True)
         self._shown_message = 0
         self._drawn = Drawn()
         self._recent_servers = qt.QStringListModel()  # one completer; its list follows the state
         self.ui.serverUrlLineEdit.setCompleter(qt.QCompleter(self._recent_servers, self.ui.serverUrlLineEdit))
-        self.controller = PanelController(slicer.mrmlScene, QtSettings(), ask=ask)
+        self.controller = PanelController(slicer.mrmlScene, QtSettings(), ask=lambda question: (
+            slicer.util.confirmOkCancelDisplay(question, windowTitle="BackSplit")))
+        self.roles = RolesTable(self.ui, self.controller)  # one row per segment: colour, name, role
         self.projects = ProjectControls(self.ui, self.controller)  # who is signed in, the project picker
         self._connect()
         self.training = TrainingControls(self.ui, self.controller)  # case mode, case picker, training curve
@@ -156,8 +152,7 @@ class Widget(qt.QWidget):
         for selector, key in NODE_SELECTORS.items():
             if getattr(ui, selector).currentNodeID != (getattr(state, key) or ""):
                 getattr(ui, selector).setCurrentNodeID(getattr(state, key) or "")
-        if self._drawn.changed("roles", state.roles):
-            self._drawRoles(state.roles)
+        self.roles.draw(state.roles)
         ui.backendComboBox.setCurrentIndex(ui.backendComboBox.findText(state.backend_kind))
         remote = state.backend_kind == "Remote"
         for name in REMOTE_ONLY:
@@ -200,21 +195,3 @@ class Widget(qt.QWidget):
         for action, button in BUTTONS.items():
             getattr(ui, button).enabled = state.enabled[action]
         ui.reconnectButton.setVisible(state.enabled["reconnect"])
-
-    def _drawRoles(self, rows) -> None:
-        """One row per segment: colour, name, and a role combo box that writes the BackSplit.Role tag."""
-        table = self.ui.segmentRolesTable
-        table.setRowCount(len(rows))
-        for index, row in enumerate(rows):
-            swatch = qt.QTableWidgetItem()
-            swatch.setBackground(qt.QColor(*row.color))
-            table.setItem(index, 0, swatch)
-            table.setItem(index, 1, qt.QTableWidgetItem(row.name))
-            combo = qt.QComboBox()
-            for role in ROLES:
-                combo.addItem(role.capitalize(), role)
-            combo.setCurrentIndex(ROLES.index(row.role))
-            combo.connect("activated(int)", lambda i, segment_id=row.segment_id: self.controller.set_role(segment_id,
-                                                                                                  ROLES[i]))
-            table.setCellWidget(index, 2, combo)
-        table.resizeColumnToContents(0)

@@ -92,10 +92,10 @@ def expected_installed_files() -> set[str]:
 
 
 def widget_module_names() -> set[str]:
-    """Widget names the Qt binding (Widget.py, training_widgets.py, project_widgets.py) uses: ``ui.name`` and
+    """Widget names the Qt binding (Widget.py and its *_widgets.py parts) uses: ``ui.name`` and
     the string values of their module-level tables."""
     text = "\n".join((MODULE / "BackSplitSlicer" / name).read_text(encoding="utf-8", errors="replace")
-                     for name in ("Widget.py", "training_widgets.py", "project_widgets.py"))
+                     for name in ("Widget.py", "training_widgets.py", "project_widgets.py", "roles_widgets.py"))
     used = set(re.findall(r"\bui\.(\w+)", text))
     for node in ast.parse(text).body:
         if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Dict, ast.Tuple)):
