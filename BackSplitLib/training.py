@@ -532,7 +532,9 @@ class Trainer:
                 if validating and self.val_items:
                     scores = self.validate(done)
                     self.last_val, warning = scores["val_dice"], scores.get("warning")
-                    improved = self.last_val > self.best
+                    # A tie keeps the later weights: with one small validation case the lesion Dice is often 0
+                    # at every validation, and '>' kept the first, barely trained checkpoint (issue 20, n = 4).
+                    improved = self.last_val >= self.best
                     self.best = max(self.best, self.last_val)
                     record = {**(record or {"iteration": done, "loss": float(loss.item())}), **scores}
                 if record is not None:

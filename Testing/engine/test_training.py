@@ -38,6 +38,17 @@ def test_run_folder_has_every_file_and_model_json_describes_the_run(backsplit_ru
     assert lines[-1]["iteration"] == 6 and "val_dice" in lines[-1]
 
 
+def test_a_tie_in_validation_dice_keeps_the_later_weights(binary_run):
+    # Issue 20 at n = 4: one validation case with a 14-voxel lesion scored 0 at every validation, and the
+    # first (iteration-100) checkpoint was kept. Six iterations of the tiny phantom never find the lesion.
+    history = json.loads((binary_run / "model.json").read_text())["history"]
+    scores = [record["val_dice"] for record in history if "val_dice" in record]
+    assert len(scores) == 2 and scores[0] == scores[1], f"premise: two equal validation scores, got {scores}"
+    best, last = _weights(binary_run / "model.safetensors"), _weights(binary_run / "last.safetensors")
+    assert best.keys() == last.keys()
+    for key in best:
+        np.testing.assert_array_equal(best[key].numpy(), last[key].numpy(), err_msg=key)
+
 def test_binary_run_has_two_classes(binary_run):
     assert load_run(binary_run).schema.class_names == ["background", "lesion"]
 
