@@ -163,8 +163,9 @@ LESION_WORDS = ("lesion", "tumor", "tumour", "mass", "nodule", "metastasis", "me
 #: What the measurements say about painting auxiliary structures (docs/RESULTS.md, issues 13 and 20), said by
 #: ``backsplit advise`` beside its ranking: no face claims a benefit the benchmarks have not shown.
 AUXILIARY_EVIDENCE = ("Evidence: on BackSplit's own phantom families the auxiliary classes' benefit over binary "
-                      "training has not been shown (docs/RESULTS.md, issues 13 and 20); label them as an "
-                      "experiment and compare with a binary model on your own held-out cases.")
+                      "training has not been shown, with 32 training cases or with 4 (docs/RESULTS.md, issues 13 "
+                      "and 20); label them as an experiment and compare with a binary model on your own held-out "
+                      "cases.")
 
 
 def could_be_hounsfield(minimum: float) -> bool:
