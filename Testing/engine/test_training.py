@@ -49,6 +49,7 @@ def test_a_tie_in_validation_dice_keeps_the_later_weights(binary_run):
     for key in best:
         np.testing.assert_array_equal(best[key].numpy(), last[key].numpy(), err_msg=key)
 
+
 def test_binary_run_has_two_classes(binary_run):
     assert load_run(binary_run).schema.class_names == ["background", "lesion"]
 
