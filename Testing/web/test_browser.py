@@ -56,6 +56,18 @@ def facts(page) -> dict:
     return data
 
 
+def settled_view(page, unlike: bytes) -> bytes:
+    """The axial view once it has been redrawn (it differs from ``unlike``) and holds still (two screenshots
+    half a second apart are the same)."""
+    def still():
+        first = axial_view(page).screenshot()
+        time.sleep(0.5)
+        second = axial_view(page).screenshot()
+        return second if second == first and second != unlike else None
+
+    return wait_until(still, 30, "the view redrawn and still")
+
+
 def lesion_pixels(png: bytes, color) -> int:
     """Pixels of the lesion's colour blended over grey in a screenshot: a grey voxel has r = g = b, so what
     lifts a pixel off grey points the way ``color`` does (at least a quarter of the way)."""
@@ -216,10 +228,11 @@ def test_upload_paint_roles_fine_tune_and_predict(page, phantom_files, backsplit
 
     # No tool (its brush circle is drawn on the view); hide the painted segments so that the only yellow a screenshot can show is the prediction's.
     page.locator("button:has(.mdi-cursor-default)").last.click()
+    shown = axial_view(page).screenshot()
     for index in (0, 1):
         segment_item(page, index).locator(".mdi-eye-outline").first.click()
     wait_until(lambda: page.locator(".v-list-item .mdi-eye-off-outline").count() == 2, 30, "hidden segments")
-    before = axial_view(page).screenshot()
+    before = settled_view(page, unlike=shown)  # the icons change before the remote view's image does
 
     # The brush painted one slice: the case mode's automatic rule keeps only the annotated slice, says so,
     # and the stored case is `ignore` everywhere else.
