@@ -15,11 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 from server_harness import ServerProcess  # noqa: E402
-from test_panel_server import run_until  # noqa: E402
+from test_panel_server import connected_panel, run_until  # noqa: E402
 
 from BackSplitLib.client import BackSplitClient  # noqa: E402
 from BackSplitLib.schema import LabelSchema  # noqa: E402
-from BackSplitSlicer.backends import RemoteBackend  # noqa: E402
 from BackSplitSlicer.panel import CONNECTED, SETTINGS, MemorySettings, PanelController  # noqa: E402
 from BackSplitSlicer.panel_state import CHOOSE_PROJECT, PanelState, enabled_actions  # noqa: E402
 
@@ -30,17 +29,6 @@ def server(tmp_path_factory):
     served = ServerProcess(root / "data", root / "token").start()
     yield served
     served.stop()
-
-
-def connected_panel(scene, server, settings=None, token=None) -> PanelController:
-    panel = PanelController(scene, settings or MemorySettings(),
-                            backend_factory=lambda kind, **kw: RemoteBackend(kw["url"], kw["token"], retries=0))
-    panel.set_backend_kind("Remote")
-    panel.set_server_url(server.url)
-    panel.set_token(token or server.token)
-    panel.connect()
-    run_until(panel, lambda s: s.connection == CONNECTED and not s.busy, 60, "connecting")
-    return panel
 
 
 def phantom(scene):

@@ -16,10 +16,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 from server_harness import ServerProcess  # noqa: E402
-from test_panel_server import FAST_TRAINING, run_until  # noqa: E402
+from test_panel_server import FAST_TRAINING, connected_panel, run_until  # noqa: E402
 
-from BackSplitSlicer.backends import RemoteBackend  # noqa: E402
-from BackSplitSlicer.panel import CONNECTED, MemorySettings, PanelController  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -34,24 +32,13 @@ def server(tmp_path, binary_run):
     served.stop()
 
 
-def connected_panel(scene, server, **options):
-    """A panel connected to the served models, the way a clinician connects: Remote, URL, token, Connect."""
-    panel = PanelController(scene, MemorySettings(), **options,
-                            backend_factory=lambda kind, **kw: RemoteBackend(kw["url"], kw["token"], retries=0))
-    panel.set_backend_kind("Remote")
-    panel.set_server_url(server.url)
-    panel.set_token(server.token)
-    panel.connect()
-    run_until(panel, lambda s: s.connection == CONNECTED and s.models, 60, "connecting")
-    return panel
-
-
 def test_an_unpromoted_model_is_said_with_its_promote_action_and_predict_says_what_it_found(scene, server):
     from BackSplitSlicer.case import LESION_SEGMENT_NAME, prediction_mask
     from BackSplitSlicer.selftest import phantom_scene
 
     volume, segmentation = phantom_scene(seed=3, scene=scene)
-    panel = connected_panel(scene, server, training_options={**FAST_TRAINING, "auto_promote": False})
+    panel = connected_panel(scene, server, ready=lambda s: s.models,
+                            training_options={**FAST_TRAINING, "auto_promote": False})
     base = panel.state().model_id
     panel.add_case()
     run_until(panel, lambda s: s.status.startswith("Case added") and s.cases, 60, "the upload")
@@ -97,7 +84,7 @@ def test_a_prediction_that_finds_no_lesion_says_so_and_what_to_do_next(scene, se
 
     air = np.full(scenes.VOLUME_SHAPE, -1000.0, np.float32)  # nothing to find: air everywhere
     scenes.add_volume(scene, air, name="Air")
-    panel = connected_panel(scene, server)
+    panel = connected_panel(scene, server, ready=lambda s: s.models)
     panel.predict()
     run_until(panel, lambda s: s.prediction is not None, 120, "the prediction")
     state = panel.state()

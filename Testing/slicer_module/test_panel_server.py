@@ -172,6 +172,20 @@ def run_until(panel: PanelController, done, timeout_s: float, what: str) -> None
     print(f"{what}: {time.monotonic() - start:.1f} s")
 
 
+def connected_panel(scene, server, settings=None, token=None, ready=lambda s: not s.busy,
+                    **options) -> PanelController:
+    """A panel connected to a served BackSplit the way a clinician connects (Remote, URL, token, Connect),
+    once ``ready(state)`` holds; ``options`` go to the controller."""
+    panel = PanelController(scene, settings or MemorySettings(), **options,
+                            backend_factory=lambda kind, **kw: RemoteBackend(kw["url"], kw["token"], retries=0))
+    panel.set_backend_kind("Remote")
+    panel.set_server_url(server.url)
+    panel.set_token(token or server.token)
+    panel.connect()
+    run_until(panel, lambda s: s.connection == CONNECTED and ready(s), 60, "connecting")
+    return panel
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not LOCAL_PYTHON.exists(), reason="no install-step venv: run `make local-venv` (make test does)")
 def test_local_engine_through_the_panel_survives_re_entering_and_a_crash(scene, tmp_path, installed_extension):
